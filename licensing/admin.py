@@ -1,0 +1,175 @@
+from datetime import timedelta
+
+from django.contrib import admin
+from django.db.models import F
+from django.utils import timezone
+from simple_history.admin import SimpleHistoryAdmin
+
+from licensing.models import Agreement, Order, OrderLine, Product
+
+
+class UnboundSeatsFilter(admin.SimpleListFilter):
+    title = "seats"
+    parameter_name = "unbound"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Not all bound"), ("no", "All allocated")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(seats_allocated__lt=F("quantity"))
+        if self.value() == "no":
+            return queryset.filter(seats_allocated__gte=F("quantity"))
+        return queryset
+
+
+class AgeFilter(admin.SimpleListFilter):
+    title = "age"
+    parameter_name = "age"
+    field = "created_at"
+    ranges = {"1d": ("Today", 1), "7d": ("Past 7 days", 7), "30d": ("Past 30 days", 30)}
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _) in self.ranges.items()] + [("older30d", "Older than 30 days")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() in self.ranges:
+            return queryset.filter(**{f"{self.field}__gte": now - timedelta(days=self.ranges[self.value()][1])})
+        if self.value() == "older30d":
+            return queryset.filter(**{f"{self.field}__lt": now - timedelta(days=30)})
+        return queryset
+
+
+class EndingSoonFilter(admin.SimpleListFilter):
+    """Filter on a date field by how soon it ends."""
+
+    title = "ends"
+    parameter_name = "ending"
+    field = "ends_on"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("within30", "Within 30 days"),
+            ("within60", "Within 60 days"),
+            ("within90", "Within 90 days"),
+            ("past", "Already ended"),
+        ]
+
+    def queryset(self, request, queryset):
+        today = timezone.localdate()
+        value = self.value() or ""
+        if value.startswith("within") and value[6:].isdigit():
+            return queryset.filter(
+                **{f"{self.field}__gte": today, f"{self.field}__lte": today + timedelta(days=int(value[6:]))}
+            )
+        if value == "past":
+            return queryset.filter(**{f"{self.field}__lt": today})
+        return queryset
+
+
+class OrderLineInline(admin.TabularInline):
+    model = OrderLine
+    fields = ["line_number", "product", "kind", "quantity", "seats_allocated", "starts_on", "ends_on"]
+    readonly_fields = ["seats_allocated"]
+    autocomplete_fields = ["product"]
+    extra = 0
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("product", "order")
+
+
+class OrderInline(admin.TabularInline):
+    model = Order
+    fields = ["license_number", "ordered_on", "po_number", "suggested_tenant_domain"]
+    extra = 0
+    show_change_link = True
+
+
+@admin.register(Agreement)
+class AgreementAdmin(SimpleHistoryAdmin):
+    list_display = ["number", "program", "authorization_number", "customer", "partner", "starts_on", "ends_on"]
+    list_select_related = ["customer", "partner"]
+    list_filter = ["program", EndingSoonFilter]
+    search_fields = ["=number", "=authorization_number", "customer__name", "=partner__mpn_id", "partner__name"]
+    autocomplete_fields = ["customer", "partner"]
+    ordering = ["program", "number"]
+    show_full_result_count = False
+
+
+@admin.register(Product)
+class ProductAdmin(SimpleHistoryAdmin):
+    list_display = ["part_number", "description", "term_months"]
+    search_fields = ["part_number", "description"]
+    ordering = ["part_number"]
+    show_full_result_count = False
+
+
+@admin.register(Order)
+class OrderAdmin(SimpleHistoryAdmin):
+    list_display = ["license_number", "ordered_on", "agreement", "customer", "partner", "po_number"]
+    list_select_related = ["agreement__customer", "agreement__partner"]
+    list_filter = ["agreement__program"]
+    search_fields = [
+        "=license_number",
+        "=agreement__number",
+        "=agreement__authorization_number",
+        "=po_number",
+        "agreement__customer__name",
+        "=agreement__partner__mpn_id",
+        "=suggested_tenant_domain",
+    ]
+    autocomplete_fields = ["agreement"]
+    inlines = [OrderLineInline]
+    ordering = ["-ordered_on", "license_number"]
+    show_full_result_count = False
+
+    @admin.display(ordering="agreement__customer__name")
+    def customer(self, obj: Order):
+        return obj.agreement.customer
+
+    @admin.display(ordering="agreement__partner__name")
+    def partner(self, obj: Order):
+        return obj.agreement.partner
+
+
+@admin.register(OrderLine)
+class OrderLineAdmin(SimpleHistoryAdmin):
+    list_display = [
+        "__str__",
+        "kind",
+        "product",
+        "quantity",
+        "seats_allocated",
+        "program",
+        "customer",
+        "partner",
+        "created_at",
+    ]
+    list_select_related = ["order__agreement__customer", "order__agreement__partner", "product"]
+    list_filter = ["kind", "order__agreement__program", UnboundSeatsFilter, AgeFilter]
+    search_fields = [
+        "=order__license_number",
+        "=order__agreement__number",
+        "=order__agreement__authorization_number",
+        "order__agreement__customer__name",
+        "=order__agreement__partner__mpn_id",
+        "=product__part_number",
+    ]
+    autocomplete_fields = ["order", "product"]
+    readonly_fields = ["seats_allocated"]
+    ordering = ["created_at", "id"]
+    show_full_result_count = False
+
+    @admin.display(ordering="order__agreement__program")
+    def program(self, obj: OrderLine) -> str:
+        return obj.order.agreement.get_program_display()
+
+    @admin.display(ordering="order__agreement__customer__name")
+    def customer(self, obj: OrderLine):
+        return obj.order.agreement.customer
+
+    @admin.display(ordering="order__agreement__partner__name")
+    def partner(self, obj: OrderLine):
+        return obj.order.agreement.partner

@@ -1,0 +1,179 @@
+"""What was bought: Open agreements, products, orders and their lines."""
+
+from dateutil.relativedelta import relativedelta
+from django.db import models
+from django.db.models import F, Q
+from simple_history.models import HistoricalRecords
+
+from tenants.models import Customer, Partner
+
+
+class Program(models.TextChoices):
+    OL = "ol", "Open License"
+    OV = "ov", "Open Value"
+    OVS = "ovs", "Open Value Subscription"
+
+
+# Open License agreements run two years, Open Value and Open Value Subscription three.
+PROGRAM_TERM_YEARS = {Program.OL: 2, Program.OV: 3, Program.OVS: 3}
+
+
+class Agreement(models.Model):
+    program = models.CharField(max_length=3, choices=Program.choices)
+    number = models.CharField(
+        "agreement number", max_length=32, help_text="OL: the Authorization Number; OV/OVS: the agreement number."
+    )
+    authorization_number = models.CharField(max_length=32, blank=True)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="agreements")
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, related_name="agreements", help_text="Partner of record."
+    )
+    starts_on = models.DateField()
+    ends_on = models.DateField()
+    osm_email = models.EmailField(
+        "Online Services Manager email", blank=True, help_text="The customer admin who receives activation mail."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["program", "number"]
+        indexes = [
+            models.Index(fields=["number"], name="agreement_number_idx"),
+            models.Index(fields=["authorization_number"], name="agreement_auth_number_idx"),
+            models.Index(fields=["ends_on"], name="agreement_ends_on_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["program", "number"],
+                name="agreement_number_unique_in_program",
+                violation_error_message="This agreement number already exists in this program.",
+            ),
+            models.CheckConstraint(
+                condition=Q(starts_on__lt=F("ends_on")),
+                name="agreement_starts_before_it_ends",
+                violation_error_message="An agreement must start before it ends.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(number=""),
+                name="agreement_number_not_blank",
+                violation_error_message="An agreement needs its number.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_program_display()} {self.number}"
+
+    @staticmethod
+    def term_end_for(program: str, starts_on):
+        """Return the end date of an agreement of `program` that starts on `starts_on`."""
+        return starts_on + relativedelta(years=PROGRAM_TERM_YEARS[Program(program)])
+
+
+class Product(models.Model):
+    part_number = models.CharField(max_length=32, unique=True)
+    description = models.CharField(max_length=255)
+    term_months = models.PositiveSmallIntegerField(default=12)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["part_number"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(term_months__gt=0),
+                name="product_term_positive",
+                violation_error_message="A product's term must be at least one month.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.part_number} {self.description}"
+
+
+class Order(models.Model):
+    license_number = models.CharField(max_length=32, unique=True, help_text="For Open License: the License Number.")
+    agreement = models.ForeignKey(Agreement, on_delete=models.PROTECT, related_name="orders")
+    ordered_on = models.DateField()
+    po_number = models.CharField("PO number", max_length=64, blank=True)
+    suggested_tenant_domain = models.CharField(
+        max_length=64, blank=True, help_text="Tenant domain the reseller supplied; confirmed when binding."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["-ordered_on", "license_number"]
+        indexes = [
+            models.Index(fields=["-ordered_on", "license_number"], name="order_recent_idx"),
+            models.Index(fields=["po_number"], name="order_po_number_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.license_number
+
+
+class OrderLine(models.Model):
+    class Kind(models.TextChoices):
+        NEW = "new", "New"
+        ADDITIONAL = "additional", "Additional"
+        RENEWAL = "renewal", "Renewal"
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="lines")
+    line_number = models.PositiveIntegerField()
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="order_lines")
+    quantity = models.PositiveIntegerField(help_text="Seats bought.")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    starts_on = models.DateField("coverage start")
+    ends_on = models.DateField("coverage end")
+    # Seats held by this line's allocations (all but rejected and reversed ones), kept by the
+    # redemption services under a row lock; the database refuses more than the line bought.
+    seats_allocated = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["order", "line_number"]
+        indexes = [
+            models.Index(fields=["kind", "created_at"], name="orderline_kind_age_idx"),
+            models.Index(
+                fields=["created_at"], condition=Q(seats_allocated__lt=F("quantity")), name="orderline_unbound_idx"
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["order", "line_number"],
+                name="orderline_number_unique_in_order",
+                violation_error_message="This order already has a line with this number.",
+            ),
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0),
+                name="orderline_quantity_positive",
+                violation_error_message="An order line must have at least one seat.",
+            ),
+            models.CheckConstraint(
+                condition=Q(starts_on__lt=F("ends_on")),
+                name="orderline_starts_before_it_ends",
+                violation_error_message="Coverage must start before it ends.",
+            ),
+            models.CheckConstraint(
+                condition=Q(seats_allocated__lte=F("quantity")),
+                name="orderline_seats_allocated_within_quantity",
+                violation_error_message="An order line's seats cannot be allocated more than once.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.order.license_number} line {self.line_number}"
+
+    @property
+    def seats_left(self) -> int:
+        return self.quantity - self.seats_allocated

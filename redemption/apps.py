@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RedemptionConfig(AppConfig):
+    name = "redemption"
+    verbose_name = "Seats and subscriptions"

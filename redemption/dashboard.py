@@ -1,0 +1,55 @@
+"""What the landing page shows: work waiting for a person, as counts linking to filtered lists."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F
+from django.urls import reverse
+from django.utils import timezone
+
+from licensing.models import OrderLine
+from redemption.models import SeatAllocation, Subscription
+
+
+@dataclass(frozen=True)
+class AttentionItem:
+    label: str
+    count: int
+    url: str
+    tone: str  # "info", "warn" or "alert": how the landing page colours it
+
+
+def attention_items() -> list[AttentionItem]:
+    """Return the counts behind the landing page, each with the filtered list it opens."""
+    today = timezone.localdate()
+    soon = today + timedelta(days=settings.EXPIRING_SOON_DAYS)
+    allocations = reverse("admin:redemption_seatallocation_changelist")
+    return [
+        AttentionItem(
+            "Order lines with seats not yet bound",
+            OrderLine.objects.filter(seats_allocated__lt=F("quantity")).count(),
+            reverse("admin:licensing_orderline_changelist") + "?unbound=yes",
+            "info",
+        ),
+        AttentionItem(
+            "Bindings waiting for a supervisor",
+            SeatAllocation.objects.filter(status=SeatAllocation.Status.AWAITING_APPROVAL).count(),
+            f"{allocations}?status__exact={SeatAllocation.Status.AWAITING_APPROVAL}",
+            "warn",
+        ),
+        AttentionItem(
+            "Failed bindings",
+            SeatAllocation.objects.filter(status=SeatAllocation.Status.FAILED).count(),
+            f"{allocations}?status__exact={SeatAllocation.Status.FAILED}",
+            "alert",
+        ),
+        AttentionItem(
+            f"Subscriptions ending in the next {settings.EXPIRING_SOON_DAYS} days",
+            Subscription.objects.filter(
+                status=Subscription.Status.ACTIVE, term_end__gte=today, term_end__lte=soon
+            ).count(),
+            reverse("admin:redemption_subscription_changelist") + f"?ending=within{settings.EXPIRING_SOON_DAYS}",
+            "warn",
+        ),
+    ]

@@ -1,0 +1,111 @@
+"""Who: partners (resellers), their customers and the customers' Office 365 tenants."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Lower
+from simple_history.models import HistoricalRecords
+
+from tenants.validators import DEFAULT_DOMAIN_REGEX, validate_default_domain
+
+
+class Partner(models.Model):
+    name = models.CharField(max_length=255)
+    mpn_id = models.CharField("MPN ID", max_length=32, unique=True)
+    email = models.EmailField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(Lower("name"), name="partner_name_lower_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(mpn_id=""),
+                name="partner_mpn_id_not_blank",
+                violation_error_message="A partner needs its MPN ID.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} (MPN {self.mpn_id})"
+
+
+class Customer(models.Model):
+    name = models.CharField(max_length=255, help_text="Compared without regard to case and surrounding spaces.")
+    email = models.EmailField(help_text="Contact email; mandatory on Open orders.")
+    country = models.CharField(max_length=100, blank=True)
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, related_name="customers", help_text="Partner of record."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("name"),
+                name="customer_name_unique_ci",
+                violation_error_message="A customer with this name already exists (names ignore case).",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(name=""),
+                name="customer_name_not_blank",
+                violation_error_message="A customer needs a name.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        self.name = (self.name or "").strip()
+        super().save(*args, **kwargs)
+
+
+class Tenant(models.Model):
+    tenant_id = models.UUIDField("tenant ID", unique=True)
+    default_domain = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[validate_default_domain],
+        help_text="name.onmicrosoft.com; never changes.",
+    )
+    display_name = models.CharField(max_length=255, blank=True)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="tenants")
+    verified_at = models.DateTimeField(null=True, blank=True, editable=False)
+    verified_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, editable=False, related_name="+"
+    )
+    verified_tenant_id = models.UUIDField("provider-reported tenant ID", null=True, blank=True, editable=False)
+    verified_domain = models.CharField("provider-reported domain", max_length=64, blank=True, editable=False)
+    verified_display_name = models.CharField(
+        "provider-reported company name", max_length=255, blank=True, editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["default_domain"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(default_domain__regex=DEFAULT_DOMAIN_REGEX),
+                name="tenant_default_domain_format",
+                violation_error_message=(
+                    "A default domain is name.onmicrosoft.com, with 1 to 27 lowercase letters and digits."
+                ),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.default_domain
+
+    @property
+    def is_verified(self) -> bool:
+        return self.verified_at is not None

@@ -1,0 +1,62 @@
+"""Shared fixtures: people in each role, and the skip rules for real services."""
+
+import os
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group
+
+requires_postgres = pytest.mark.skipif(
+    not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+    reason="needs PostgreSQL: set DATABASE_URL=postgres://... (make test does on CI via .ci/run)",
+)
+
+
+def redis_broker_url() -> str | None:
+    """Return the Redis broker URL when one is configured and answering, else None."""
+    url = os.environ.get("CELERY_BROKER_URL", "")
+    if not url.startswith("redis://"):
+        return None
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError:
+        return None
+    return url
+
+
+requires_redis = pytest.mark.skipif(
+    redis_broker_url() is None,
+    reason="needs a Redis broker: set CELERY_BROKER_URL=redis://... to a running Redis",
+)
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    """Return a factory for staff users in a role ("Order processor", "Supervisor" or None for superuser)."""
+
+    def make(username: str, role: str | None = "Order processor", password: str = "pw-for-tests-123"):
+        user = django_user_model.objects.create_user(
+            username=username, password=password, is_staff=True, is_superuser=role is None
+        )
+        if role:
+            user.groups.add(Group.objects.get(name=role))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def processor(make_user):
+    return make_user("processor", "Order processor")
+
+
+@pytest.fixture
+def supervisor(make_user):
+    return make_user("boss", "Supervisor")
+
+
+@pytest.fixture
+def superuser(make_user):
+    return make_user("root", None)
