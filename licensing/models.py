@@ -73,7 +73,9 @@ class Agreement(models.Model):
 
 
 class Product(models.Model):
-    part_number = models.CharField(max_length=32, unique=True)
+    part_number = models.CharField(
+        max_length=32, unique=True, error_messages={"unique": "A product with this part number already exists."}
+    )
     description = models.CharField(max_length=255)
     term_months = models.PositiveSmallIntegerField(default=12)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -96,7 +98,12 @@ class Product(models.Model):
 
 
 class Order(models.Model):
-    license_number = models.CharField(max_length=32, unique=True, help_text="For Open License: the License Number.")
+    license_number = models.CharField(
+        max_length=32,
+        unique=True,
+        help_text="For Open License: the License Number.",
+        error_messages={"unique": "An order with this license number already exists."},
+    )
     agreement = models.ForeignKey(Agreement, on_delete=models.PROTECT, related_name="orders")
     ordered_on = models.DateField()
     po_number = models.CharField("PO number", max_length=64, blank=True)

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from licensing.models import Agreement, Order, OrderLine, Product, Program
 from redemption.models import SeatAllocation, Subscription
+from redemption.roles import roles_sync
 from tenants.models import Customer, Partner, Tenant
 
 DEMO_NAMESPACE = uuid.UUID("6f1d1c0e-3b7a-4e43-9a59-0d1f6a6c2e11")
@@ -113,6 +114,8 @@ def _users(result: DemoResult) -> None:
             user.set_password(settings.DEMO_PASSWORD)
             user.save(update_fields=["password"])
         if group_name:
+            if not Group.objects.filter(name=group_name).exists():
+                roles_sync()
             user.groups.add(Group.objects.get(name=group_name))
         result.count("users", created)
         result.logins.append((username, settings.DEMO_PASSWORD, group_name or "superuser"))

@@ -26,7 +26,13 @@ class Subscription(models.Model):
     quantity = models.PositiveIntegerField(default=0)
     term_end = models.DateField()
     provider_subscription_id = models.CharField(
-        "provider subscription ID", max_length=64, null=True, blank=True, unique=True, editable=False
+        "provider subscription ID",
+        max_length=64,
+        null=True,
+        blank=True,
+        unique=True,
+        editable=False,
+        error_messages={"unique": "Another subscription already has this provider subscription ID."},
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -10,7 +10,9 @@ from tenants.validators import DEFAULT_DOMAIN_REGEX, validate_default_domain
 
 class Partner(models.Model):
     name = models.CharField(max_length=255)
-    mpn_id = models.CharField("MPN ID", max_length=32, unique=True)
+    mpn_id = models.CharField(
+        "MPN ID", max_length=32, unique=True, error_messages={"unique": "A partner with this MPN ID already exists."}
+    )
     email = models.EmailField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -68,10 +70,13 @@ class Customer(models.Model):
 
 
 class Tenant(models.Model):
-    tenant_id = models.UUIDField("tenant ID", unique=True)
+    tenant_id = models.UUIDField(
+        "tenant ID", unique=True, error_messages={"unique": "A tenant with this tenant ID is already recorded."}
+    )
     default_domain = models.CharField(
         max_length=64,
         unique=True,
+        error_messages={"unique": "A tenant with this default domain is already recorded."},
         validators=[validate_default_domain],
         help_text="name.onmicrosoft.com; never changes.",
     )

@@ -6,6 +6,8 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
 
+from redemption.roles import roles_sync
+
 requires_postgres = pytest.mark.skipif(
     not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
     reason="needs PostgreSQL: set DATABASE_URL=postgres://... (make test does on CI via .ci/run)",
@@ -37,6 +39,8 @@ def make_user(django_user_model):
     """Return a factory for staff users in a role ("Order processor", "Supervisor" or None for superuser)."""
 
     def make(username: str, role: str | None = "Order processor", password: str = "pw-for-tests-123"):
+        if role and not Group.objects.filter(name=role).exists():
+            roles_sync()  # a transactional test before this one flushed the migration's roles
         user = django_user_model.objects.create_user(
             username=username, password=password, is_staff=True, is_superuser=role is None
         )

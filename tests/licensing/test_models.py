@@ -1,0 +1,97 @@
+from datetime import date
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from licensing.models import Agreement, OrderLine, Product, Program
+from tests.factories import AgreementFactory, CustomerFactory, OrderFactory, OrderLineFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _refused(instance, message: str) -> None:
+    """Assert that validation names the problem and that the database refuses the row too."""
+    with pytest.raises(ValidationError, match=f"(?i){message}"):
+        instance.full_clean()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        instance.save()
+
+
+def test_agreement_must_start_before_it_ends():
+    customer = CustomerFactory()
+    agreement = Agreement(
+        program=Program.OL,
+        number="87213456",
+        customer=customer,
+        partner=customer.partner,
+        starts_on=date(2026, 5, 1),
+        ends_on=date(2026, 5, 1),
+    )
+    _refused(agreement, "must start before it ends")
+
+
+def test_agreement_number_is_unique_within_its_program_only():
+    existing = AgreementFactory(program=Program.OV, number="V4412871")
+    duplicate = AgreementFactory.build(
+        program=Program.OV, number="V4412871", customer=existing.customer, partner=existing.partner
+    )
+    _refused(duplicate, "already exists in this program")
+    other_program = AgreementFactory(program=Program.OVS, number="V4412871", customer=existing.customer)
+    assert other_program.pk
+
+
+def test_agreement_term_follows_the_program():
+    assert Agreement.term_end_for(Program.OL, date(2026, 2, 28)) == date(2028, 2, 28)
+    assert Agreement.term_end_for(Program.OV, date(2026, 1, 15)) == date(2029, 1, 15)
+    assert Agreement.term_end_for(Program.OVS, date(2024, 2, 29)) == date(2027, 2, 28)
+
+
+def test_product_term_must_be_positive():
+    _refused(Product(part_number="Q5Y-00003", description="O365 E3", term_months=0), "at least one month")
+
+
+def test_order_license_number_is_unique():
+    order = OrderFactory(license_number="61234567")
+    duplicate = OrderFactory.build(license_number="61234567", agreement=order.agreement)
+    _refused(duplicate, "license number already exists")
+
+
+def test_order_line_quantity_must_be_positive():
+    line = OrderLineFactory.build(order=OrderFactory(), quantity=0)
+    line.product.save()
+    _refused(line, "at least one seat")
+
+
+def test_order_line_coverage_must_start_before_it_ends():
+    line = OrderLineFactory.build(order=OrderFactory(), starts_on=date(2026, 12, 1), ends_on=date(2026, 11, 1))
+    line.product.save()
+    _refused(line, "Coverage must start before it ends")
+
+
+def test_order_line_number_is_unique_within_its_order():
+    line = OrderLineFactory(line_number=1)
+    duplicate = OrderLineFactory.build(order=line.order, line_number=1, product=line.product)
+    _refused(duplicate, "already has a line with this number")
+    assert OrderLineFactory(line_number=1).pk  # the same number on another order is fine
+
+
+def test_an_order_line_never_has_more_seats_allocated_than_it_bought():
+    line = OrderLineFactory(quantity=10)
+    line.seats_allocated = 11
+    with pytest.raises(IntegrityError), transaction.atomic():
+        line.save(update_fields=["seats_allocated"])
+    line.refresh_from_db()
+    assert line.seats_allocated == 0
+    assert line.seats_left == 10
+    with pytest.raises(ValidationError, match="cannot be allocated more than once"):
+        OrderLine(
+            order=line.order,
+            line_number=2,
+            product=line.product,
+            quantity=1,
+            kind=OrderLine.Kind.NEW,
+            starts_on=line.starts_on,
+            ends_on=line.ends_on,
+            seats_allocated=2,
+        ).full_clean()

@@ -1,0 +1,151 @@
+"""Every admin page renders for staff, is refused to anonymous users, and stays cheap on big tables."""
+
+from datetime import date, timedelta
+
+import pytest
+from django.contrib import admin
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from licensing.models import OrderLine
+from redemption.demo import demo_data_load
+from redemption.models import SeatAllocation
+from tests.factories import SeatAllocationFactory, SubscriptionFactory
+
+pytestmark = pytest.mark.django_db
+
+OUR_APPS = {"tenants", "licensing", "redemption"}
+OUR_MODELS = [model for model in admin.site._registry if model._meta.app_label in OUR_APPS]
+
+
+def _url(model, view: str, *args) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+@pytest.fixture
+def demo_desk():
+    return demo_data_load(today=date(2026, 11, 24), with_logins=False)
+
+
+def test_all_domain_models_are_in_the_admin():
+    names = {model.__name__ for model in OUR_MODELS}
+    assert {
+        "Partner",
+        "Customer",
+        "Tenant",
+        "Agreement",
+        "Product",
+        "Order",
+        "OrderLine",
+        "Subscription",
+        "SeatAllocation",
+    } <= names
+
+
+@pytest.mark.parametrize("model", OUR_MODELS, ids=lambda m: m.__name__)
+def test_admin_pages_render_for_staff(client, superuser, demo_desk, model):
+    client.force_login(superuser)
+    obj = model.objects.order_by("pk").first()
+    assert obj is not None, f"the demo desk has no {model.__name__}"
+    pages = [_url(model, "changelist"), _url(model, "change", obj.pk), _url(model, "history", obj.pk)]
+    if admin.site._registry[model].has_add_permission(_request_for(superuser)):
+        pages.append(_url(model, "add"))
+    for page in pages:
+        response = client.get(page)
+        assert response.status_code == 200, f"{page} answered {response.status_code}"
+
+
+def test_changelists_search_by_what_staff_type(client, superuser, demo_desk):
+    client.force_login(superuser)
+    searches = [
+        (OrderLine, "61234567", "61234567 line 1"),
+        (OrderLine, "87213456AB", "61234567 line 1"),
+        (SeatAllocation, "adventureworks", "adventureworks.onmicrosoft.com"),
+    ]
+    for model, query, expected in searches:
+        response = client.get(_url(model, "changelist"), {"q": query})
+        assert response.status_code == 200
+        assert expected in response.text, f"searching {model.__name__} for {query!r}"
+
+
+@pytest.mark.parametrize("model", OUR_MODELS, ids=lambda m: m.__name__)
+def test_admin_pages_are_refused_to_anonymous_users(client, demo_desk, model):
+    response = client.get(_url(model, "changelist"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_order_processor_sees_orders_but_cannot_change_subscriptions(client, processor, demo_desk):
+    client.force_login(processor)
+    assert client.get(reverse("admin:licensing_order_changelist")).status_code == 200
+    subscription = SubscriptionFactory()
+    assert client.get(_url(type(subscription), "change", subscription.pk)).status_code == 200
+    response = client.post(_url(type(subscription), "change", subscription.pk), {"quantity": 999})
+    assert response.status_code == 403
+    subscription.refresh_from_db()
+    assert subscription.quantity == 10
+
+
+def test_landing_page_counts_what_needs_attention(client, superuser, demo_desk):
+    client.force_login(superuser)
+    SeatAllocationFactory(status=SeatAllocation.Status.AWAITING_APPROVAL)
+    SeatAllocationFactory(status=SeatAllocation.Status.FAILED, last_error="403 tenant is not a customer")
+    SeatAllocationFactory(status=SeatAllocation.Status.FAILED)
+    response = client.get(reverse("admin:index"))
+    assert response.status_code == 200
+    items = {item.label: item for item in response.context["attention"]}
+    assert items["Bindings waiting for a supervisor"].count == 1
+    assert items["Failed bindings"].count == 2
+    # The demo has subscriptions ending in 6 and 20 days, besides ones further out.
+    ending = next(item for label, item in items.items() if label.startswith("Subscriptions ending"))
+    assert ending.count == 2
+    followed = client.get(ending.url)
+    assert followed.status_code == 200
+    assert followed.context["cl"].result_count == 2
+    failed = client.get(items["Failed bindings"].url)
+    assert failed.context["cl"].result_count == 2
+
+
+def _request_for(user):
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/")
+    request.user = user
+    return request
+
+
+def _bulk_rows(count: int) -> None:
+    """Create `count` order lines, each with its own order, agreement, customer, allocation and subscription."""
+    today = timezone.localdate()
+    for index in range(count):
+        allocation = SeatAllocationFactory(status=SeatAllocation.Status.QUEUED)
+        SubscriptionFactory(
+            tenant=allocation.tenant,
+            agreement=allocation.order_line.order.agreement,
+            product=allocation.order_line.product,
+            term_end=today + timedelta(days=index % 90),
+        )
+
+
+def _queries_for(client, url: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url)
+    assert response.status_code == 200
+    return len(captured)
+
+
+CHANGELIST_QUERY_BOUND = 12
+
+
+@pytest.mark.parametrize("model", OUR_MODELS, ids=lambda m: m.__name__)
+def test_changelist_queries_do_not_grow_with_rows(client, superuser, model, django_assert_max_num_queries):
+    client.force_login(superuser)
+    _bulk_rows(3)
+    url = _url(model, "changelist")
+    few = _queries_for(client, url)
+    _bulk_rows(60)
+    with django_assert_max_num_queries(CHANGELIST_QUERY_BOUND):
+        many = _queries_for(client, url)
+    assert many == few, f"{model.__name__} changelist: {few} queries for a few rows, {many} for many"
