@@ -122,6 +122,9 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 USING_FILESYSTEM_BROKER = CELERY_BROKER_URL.startswith("filesystem://")
 if USING_FILESYSTEM_BROKER:
     _broker_dir = VAR_DIR / "broker"
+    # kombu's filesystem transport expects its folders to exist.
+    for _folder in ("queue", "processed"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
