@@ -1,0 +1,194 @@
+"""Read-only views across the apps: find anything by a number read out on the phone, tell an order's story."""
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Model, QuerySet
+from django.urls import reverse
+
+from licensing.models import Agreement, Order, OrderLine
+from redemption.models import SeatAllocation, Subscription
+from tenants.models import Customer, Partner, Tenant
+from tenants.validators import ONMICROSOFT_SUFFIX, normalize_domain
+
+LOOKUP_LIMIT = 25
+
+
+@dataclass(frozen=True)
+class LookupHit:
+    kind: str
+    label: str
+    detail: str
+    url: str
+    story_url: str = ""
+
+
+def _admin_url(obj: Model) -> str:
+    return reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+
+
+def _order_hits(orders: QuerySet[Order], why: str) -> list[LookupHit]:
+    return [
+        LookupHit(
+            "Order",
+            order.license_number,
+            f"{why} · {order.agreement} · {order.agreement.customer} · ordered {order.ordered_on:%Y-%m-%d}",
+            _admin_url(order),
+            reverse("admin:order_story", args=[order.pk]),
+        )
+        for order in orders.select_related("agreement__customer")[:LOOKUP_LIMIT]
+    ]
+
+
+def lookup_anything(query: str) -> list[LookupHit]:
+    """Return what a number or name a partner reads out can be: orders, agreements, partners, tenants ..."""
+    text = query.strip()
+    if not text:
+        return []
+    hits: list[LookupHit] = []
+    hits += _order_hits(Order.objects.filter(license_number=text), "license number")
+    hits += _order_hits(Order.objects.filter(po_number=text), "PO number")
+    for agreement in Agreement.objects.filter(number=text).select_related("customer", "partner")[:LOOKUP_LIMIT]:
+        hits.append(
+            LookupHit("Agreement", str(agreement), f"{agreement.customer} · {agreement.partner}", _admin_url(agreement))
+        )
+    for agreement in Agreement.objects.filter(authorization_number=text).select_related("customer")[:LOOKUP_LIMIT]:
+        hits.append(
+            LookupHit(
+                "Agreement", str(agreement), f"authorization number · {agreement.customer}", _admin_url(agreement)
+            )
+        )
+    for partner in Partner.objects.filter(mpn_id=text)[:LOOKUP_LIMIT]:
+        hits.append(LookupHit("Partner", partner.name, f"MPN ID {partner.mpn_id}", _admin_url(partner)))
+    domain = normalize_domain(text)
+    if "." not in domain:
+        domain += ONMICROSOFT_SUFFIX
+    tenants = Tenant.objects.filter(default_domain=domain)
+    try:
+        tenants = tenants | Tenant.objects.filter(tenant_id=uuid.UUID(text))
+        for allocation in SeatAllocation.objects.filter(idempotency_key=uuid.UUID(text)).select_related(
+            "order_line__order"
+        ):
+            hits.append(
+                LookupHit(
+                    "Seat allocation",
+                    str(allocation),
+                    allocation.get_status_display(),
+                    _admin_url(allocation),
+                    reverse("admin:order_story", args=[allocation.order_line.order_id]),
+                )
+            )
+    except ValueError:
+        pass
+    for tenant in tenants.select_related("customer")[:LOOKUP_LIMIT]:
+        hits.append(
+            LookupHit("Tenant", tenant.default_domain, f"{tenant.customer} · {tenant.tenant_id}", _admin_url(tenant))
+        )
+    hits += _order_hits(Order.objects.filter(suggested_tenant_domain=domain), "suggested tenant")
+    for subscription in Subscription.objects.filter(provider_subscription_id=text).select_related("tenant", "product"):
+        hits.append(
+            LookupHit("Subscription", str(subscription), subscription.get_status_display(), _admin_url(subscription))
+        )
+    for customer in Customer.objects.filter(name__icontains=text).select_related("partner")[:LOOKUP_LIMIT]:
+        hits.append(LookupHit("Customer", customer.name, f"partner {customer.partner}", _admin_url(customer)))
+    return hits
+
+
+@dataclass(frozen=True)
+class StoryEvent:
+    when: datetime
+    who: str
+    what: str
+    subject: str
+    changes: list[str] = field(default_factory=list)
+    why: str = ""
+
+
+def _field_changes(old, new) -> list[str]:
+    """Describe what changed between two historical records, read-only fields included."""
+    changes = []
+    for tracked in new.tracked_fields:
+        if tracked.name in {"created_at", "updated_at"}:
+            continue
+        before, after = getattr(old, tracked.attname), getattr(new, tracked.attname)
+        if before != after:
+            changes.append(f"{tracked.name}: {'—' if before in (None, '') else before} → {after}")
+    return changes
+
+
+def _events_for(records: list, subject) -> list[StoryEvent]:
+    """Turn one object's historical records (oldest first) into events with their field changes."""
+    events = []
+    previous = None
+    for record in records:
+        changes = []
+        if previous is not None:
+            changes = _field_changes(previous, record)
+        verb = {"+": "created", "~": "changed", "-": "deleted"}[record.history_type]
+        if record.history_type == "~" and not changes and not record.history_change_reason:
+            previous = record
+            continue
+        events.append(
+            StoryEvent(
+                when=record.history_date,
+                who=str(record.history_user or "system"),
+                what=verb,
+                subject=subject(record),
+                changes=changes,
+                why=record.history_change_reason or "",
+            )
+        )
+        previous = record
+    return events
+
+
+def _history_by_object(model, ids) -> dict[int, list]:
+    grouped: dict[int, list] = {}
+    for record in (
+        model.history.filter(id__in=list(ids)).select_related("history_user").order_by("history_date", "history_id")
+    ):
+        grouped.setdefault(record.id, []).append(record)
+    return grouped
+
+
+@dataclass
+class OrderStory:
+    order: Order
+    lines: list[OrderLine]
+    subscriptions: list[Subscription]
+    events: list[StoryEvent]
+
+
+def order_story(order: Order) -> OrderStory:
+    """Gather an order, its lines, where their seats went and who did what, oldest event first."""
+    order = Order.objects.select_related("agreement__customer", "agreement__partner").get(pk=order.pk)
+    lines = list(order.lines.select_related("product").order_by("line_number"))
+    by_line: dict[int, list[SeatAllocation]] = {line.pk: [] for line in lines}
+    all_allocations = list(
+        SeatAllocation.objects.filter(order_line__order=order)
+        .select_related("tenant", "requested_by", "approved_by", "subscription")
+        .order_by("created_at")
+    )
+    for allocation in all_allocations:
+        by_line[allocation.order_line_id].append(allocation)
+    for line in lines:
+        line.story_allocations = by_line[line.pk]
+    subscriptions = list(
+        Subscription.objects.filter(agreement=order.agreement).select_related("tenant", "product").order_by("id")
+    )
+    events: list[StoryEvent] = []
+    for records in _history_by_object(Order, [order.pk]).values():
+        events += _events_for(records, lambda r: f"order {r.license_number}")
+    for records in _history_by_object(OrderLine, [line.pk for line in lines]).values():
+        events += _events_for(records, lambda r: f"line {r.line_number}")
+    for records in _history_by_object(SeatAllocation, [a.pk for a in all_allocations]).values():
+        events += _events_for(records, lambda r: f"allocation #{r.id} ({r.quantity} seats)")
+    bound_ids = {a.subscription_id for a in all_allocations if a.subscription_id}
+    for records in _history_by_object(Subscription, bound_ids).values():
+        events += _events_for(records, lambda r: f"subscription #{r.id}")
+    events.sort(key=lambda event: event.when)
+    return OrderStory(order, lines, subscriptions, events)
+
+
+__all__ = ["LookupHit", "OrderStory", "StoryEvent", "lookup_anything", "order_story"]

@@ -1,0 +1,91 @@
+from datetime import date
+
+import pytest
+from django.urls import reverse
+
+from licensing.models import Order
+from redemption.demo import demo_data_load
+from redemption.models import SeatAllocation
+from redemption.selectors import lookup_anything, order_story
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def desk():
+    return demo_data_load(today=date(2026, 11, 24), with_logins=False)
+
+
+@pytest.mark.parametrize(
+    ("read_out", "kind", "label"),
+    [
+        ("61234567", "Order", "61234567"),
+        (" 61234567 ", "Order", "61234567"),
+        ("V4412871", "Agreement", "Open Value V4412871"),
+        ("87213456AB", "Agreement", "Open License 87213456"),
+        ("4412345", "Partner", "Contoso Reseller Ltd"),
+        ("adventureworks.onmicrosoft.com", "Tenant", "adventureworks.onmicrosoft.com"),
+        ("AdventureWorks", "Tenant", "adventureworks.onmicrosoft.com"),
+        ("PO-4567", "Order", "61234567"),
+        ("northwind", "Customer", "Northwind Traders"),
+    ],
+)
+def test_lookup_finds_what_a_partner_reads_out(desk, read_out, kind, label):
+    hits = lookup_anything(read_out)
+    assert (kind, label) in {(hit.kind, hit.label) for hit in hits}
+
+
+def test_lookup_by_tenant_id(desk):
+    tenant = Tenant.objects.get(default_domain="tailspintoys.onmicrosoft.com")
+    hits = lookup_anything(str(tenant.tenant_id).upper())
+    assert [(hit.kind, hit.label) for hit in hits] == [("Tenant", "tailspintoys.onmicrosoft.com")]
+
+
+def test_lookup_of_an_unknown_number_finds_nothing(desk):
+    assert lookup_anything("99999999") == []
+    assert lookup_anything("   ") == []
+
+
+def test_lookup_page_links_to_the_whole_story(client, superuser, desk):
+    client.force_login(superuser)
+    response = client.get(reverse("admin:lookup"), {"q": "61234567"})
+    assert response.status_code == 200
+    order = Order.objects.get(license_number="61234567")
+    assert reverse("admin:order_story", args=[order.pk]) in response.text
+    assert "Nothing matches" in client.get(reverse("admin:lookup"), {"q": "nope-123"}).text
+
+
+def test_order_story_shows_lines_seats_and_who_did_what(client, superuser, desk):
+    order = Order.objects.get(license_number="61000000")
+    allocation = SeatAllocation.objects.get(order_line__order=order)
+    allocation._history_user = superuser
+    allocation._change_reason = "customer asked to undo"
+    allocation.transition_to(SeatAllocation.Status.REVERSED)
+    allocation.save()
+
+    story = order_story(order)
+    assert [line.line_number for line in story.lines] == [1]
+    assert story.lines[0].story_allocations == [allocation]
+    reversal = story.events[-1]
+    assert reversal.who == str(superuser)
+    assert reversal.why == "customer asked to undo"
+    assert "status: bound → reversed" in reversal.changes
+
+    client.force_login(superuser)
+    page = client.get(reverse("admin:order_story", args=[order.pk]))
+    assert page.status_code == 200
+    assert "adventureworks.onmicrosoft.com" in page.text
+    assert "customer asked to undo" in page.text
+
+
+def test_order_story_needs_view_permission(client, make_user, desk):
+    order = Order.objects.first()
+    client.force_login(_staff_without_perms(make_user))
+    assert client.get(reverse("admin:order_story", args=[order.pk])).status_code == 403
+
+
+def _staff_without_perms(make_user):
+    user = make_user("nobody", role="Order processor")
+    user.groups.clear()
+    return user
