@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test lint bench venv migrate demo clean
+.PHONY: run test lint bench bench-admin venv migrate demo clean
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed" if sys.version_info < (3, 11) else 0)'
@@ -37,3 +37,12 @@ lint: venv
 
 clean:
 	rm -rf var db.sqlite3 db.sqlite3-shm db.sqlite3-wal
+
+BENCH_DB_URL ?= postgres://postgres@127.0.0.1:5432
+
+## Admin changelists over a million rows (PostgreSQL scratch database o365_bench_admin).
+bench-admin: venv
+	psql "$(BENCH_DB_URL)/postgres" -qc 'DROP DATABASE IF EXISTS o365_bench_admin' -c 'CREATE DATABASE o365_bench_admin'
+	DATABASE_URL=$(BENCH_DB_URL)/o365_bench_admin $(PY) manage.py migrate --noinput -v0
+	DATABASE_URL=$(BENCH_DB_URL)/o365_bench_admin $(PY) manage.py bench_admin --rows $${ROWS:-1000000}
+	psql "$(BENCH_DB_URL)/postgres" -qc 'DROP DATABASE o365_bench_admin'

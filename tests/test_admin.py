@@ -149,3 +149,23 @@ def test_changelist_queries_do_not_grow_with_rows(client, superuser, model, djan
     with django_assert_max_num_queries(CHANGELIST_QUERY_BOUND):
         many = _queries_for(client, url)
     assert many == few, f"{model.__name__} changelist: {few} queries for a few rows, {many} for many"
+
+
+def test_indexed_search_follows_relations_both_ways(client, superuser, demo_desk):
+    from tenants.models import Customer, Tenant
+
+    client.force_login(superuser)
+    customers = _url(Customer, "changelist")
+    tenants = _url(Tenant, "changelist")
+
+    def names(url: str, query: str) -> set[str]:
+        response = client.get(url, {"q": query})
+        assert response.status_code == 200
+        return {str(obj) for obj in response.context["cl"].result_list}
+
+    assert names(customers, "wwimportersdev.onmicrosoft.com") == {"Wide World Importers"}
+    assert names(customers, "4412345") == {"Northwind Traders", "Adventure Works Cycles"}
+    assert names(tenants, "NORTHWIND") == {"northwindtraders.onmicrosoft.com", "northwindlabs.onmicrosoft.com"}
+    tailspin = Tenant.objects.get(default_domain="tailspintoys.onmicrosoft.com")
+    assert names(tenants, str(tailspin.tenant_id)) == {"tailspintoys.onmicrosoft.com"}
+    assert names(tenants, "no-such-tenant") == set()
