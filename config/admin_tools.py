@@ -8,8 +8,14 @@ lookup on the changelist's own table.
 """
 
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import connections
 from django.db.models import Model, Q
+from django.utils.functional import cached_property
 from simple_history.admin import SimpleHistoryAdmin
+
+# Unfiltered lists of more rows than this show PostgreSQL's estimate instead of counting every row.
+ESTIMATE_ABOVE = 200_000
 
 # Beyond this many matches on a related table, filter with a subquery instead of a list of ids.
 ID_LIST_LIMIT = 5000
@@ -66,8 +72,30 @@ class IndexedSearchMixin:
         return queryset.filter(condition), False
 
 
+class EstimatedCountPaginator(Paginator):
+    """Count an unfiltered list of a big table from PostgreSQL's statistics, not a full scan."""
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if getattr(queryset, "query", None) is not None and not queryset.query.where:
+            connection = connections[queryset.db]
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                        [queryset.model._meta.db_table],
+                    )
+                    row = cursor.fetchone()
+                if row and row[0] > ESTIMATE_ABOVE:
+                    return row[0]
+        return super().count
+
+
 class BackOfficeModelAdmin(IndexedSearchMixin, SimpleHistoryAdmin):
     """Defaults every list in the back office shares: indexed search, no full count, history per object."""
+
+    paginator = EstimatedCountPaginator
 
     show_full_result_count = False
     list_per_page = 50

@@ -12,6 +12,7 @@ from django.utils import timezone
 from licensing.models import OrderLine
 from redemption.demo import demo_data_load
 from redemption.models import SeatAllocation
+from tests.conftest import requires_postgres
 from tests.factories import SeatAllocationFactory, SubscriptionFactory
 
 pytestmark = pytest.mark.django_db
@@ -169,3 +170,25 @@ def test_indexed_search_follows_relations_both_ways(client, superuser, demo_desk
     tailspin = Tenant.objects.get(default_domain="tailspintoys.onmicrosoft.com")
     assert names(tenants, str(tailspin.tenant_id)) == {"tailspintoys.onmicrosoft.com"}
     assert names(tenants, "no-such-tenant") == set()
+
+
+@requires_postgres
+def test_big_unfiltered_lists_are_counted_from_statistics_filtered_ones_exactly(monkeypatch):
+    from django.db import connection as conn
+
+    from config import admin_tools
+    from tenants.models import Partner
+    from tests.factories import PartnerFactory
+
+    PartnerFactory.create_batch(5)
+    with conn.cursor() as cursor:
+        cursor.execute("ANALYZE tenants_partner")
+    monkeypatch.setattr(admin_tools, "ESTIMATE_ABOVE", 2)
+    assert admin_tools.EstimatedCountPaginator(Partner.objects.order_by("pk"), 50).count == 5
+    with CaptureQueriesContext(conn) as captured:
+        assert admin_tools.EstimatedCountPaginator(Partner.objects.filter(pk__gt=0).order_by("pk"), 50).count == 5
+    assert "count(" in captured[0]["sql"].lower()
+    # Below the threshold the exact count is kept.
+    monkeypatch.setattr(admin_tools, "ESTIMATE_ABOVE", 1000)
+    PartnerFactory()
+    assert admin_tools.EstimatedCountPaginator(Partner.objects.order_by("pk"), 50).count == 6
