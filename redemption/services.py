@@ -13,7 +13,7 @@ from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from licensing.models import Agreement, OrderLine, Product
@@ -317,11 +317,10 @@ def allocation_request(
         line = OrderLine.objects.select_for_update().get(pk=order_line.pk)
         if quantity > line.seats_left:
             raise ValidationError(_seats_left_message(line, quantity), code="seats_exhausted")
-        line.seats_allocated = F("seats_allocated") + quantity
+        line.seats_allocated += quantity
         line._history_user = acting_user
         line._change_reason = f"{quantity} seat(s) requested for {tenant.default_domain}"
         line.save(update_fields=["seats_allocated", "updated_at"])
-        line.refresh_from_db(fields=["seats_allocated"])
         if identity is not None:
             Tenant.objects.filter(pk=tenant.pk).update(
                 verified_at=timezone.now(),
@@ -398,7 +397,7 @@ def allocation_approve(*, allocation: SeatAllocation, acting_user) -> SeatAlloca
 
 def _release_seats(allocation: SeatAllocation, acting_user, why: str) -> None:
     line = OrderLine.objects.select_for_update().get(pk=allocation.order_line_id)
-    line.seats_allocated = F("seats_allocated") - allocation.quantity
+    line.seats_allocated -= allocation.quantity
     line._history_user = acting_user
     line._change_reason = why[:100]
     line.save(update_fields=["seats_allocated", "updated_at"])
