@@ -552,10 +552,13 @@ def subscription_lock(key: str) -> Iterator[None]:
 
 
 def allocation_bind(*, allocation_id: int) -> SeatAllocation:
-    """Bind a queued allocation at the provider and record the result; raise BindingDeferred to go again."""
-    allocation = SeatAllocation.objects.select_related("order_line__order__agreement__partner", "tenant").get(
-        pk=allocation_id
-    )
+    """Bind a queued allocation at the provider and record the result; raise BindingDeferred to go again.
+
+    Allocations of one subscription are applied one at a time in the order they were requested
+    (a renewal sets an absolute quantity, so order matters): whoever holds the subscription's lock
+    applies the older ones first.
+    """
+    allocation = SeatAllocation.objects.select_related("order_line__order", "tenant").get(pk=allocation_id)
     if allocation.status not in (Status.QUEUED, Status.BINDING):
         return allocation
     if (
@@ -565,35 +568,63 @@ def allocation_bind(*, allocation_id: int) -> SeatAllocation:
     ):
         # An early duplicate (the sweep, a redelivery): the scheduled attempt will come.
         return allocation
+    line = allocation.order_line
+    slot = SeatAllocation.objects.filter(
+        order_line__order__agreement_id=line.order.agreement_id,
+        order_line__product_id=line.product_id,
+        tenant_id=allocation.tenant_id,
+        status__in=[Status.QUEUED, Status.BINDING],
+    ).order_by("pk")
     with subscription_lock(_slot_key(allocation)):
         # Under the lock nobody else works on this subscription: a `binding` allocation here was left
         # by a worker that died, and is safe to resume with its stored plan and request IDs.
-        claimed = _claim(allocation_id)
-        if claimed is None:
-            return SeatAllocation.objects.get(pk=allocation_id)
-        allocation = claimed
-        try:
-            _plan(allocation)
-        except BindingDeferred as deferred:
-            # Waiting behind another binding is not an attempt at the provider.
-            allocation.attempts -= 1
-            _defer(allocation, deferred, extra_fields=["attempts"])
-            raise
-        try:
-            return _apply(allocation)
-        except ProviderFinal as exc:
-            return _fail(allocation, exc.message, final=True)
-        except ProviderTransient as exc:
-            if allocation.attempts >= settings.BINDING_MAX_ATTEMPTS:
-                return _fail(allocation, f"Gave up after {allocation.attempts} attempts: {exc.message}", final=False)
-            if isinstance(exc, ProviderThrottled):
-                countdown = min(RETRY_AFTER_CAP_SECONDS, exc.retry_after)
-            else:
-                countdown = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (allocation.attempts - 1))
-                countdown *= random.uniform(0.5, 1.5)
-            deferred = BindingDeferred(countdown, exc.message)
-            _defer(allocation, deferred)
-            raise deferred from exc
+        while True:
+            head = slot.filter(pk__lte=allocation_id).first()
+            if head is None:
+                return SeatAllocation.objects.get(pk=allocation_id)
+            now = timezone.now()
+            if head.status == Status.QUEUED and head.next_attempt_at and head.next_attempt_at > now:
+                if head.pk == allocation_id:
+                    return head
+                wait = (head.next_attempt_at - now).total_seconds() + 1
+                raise BindingDeferred(wait, f"Waiting for allocation {head.pk} of the same subscription")
+            try:
+                _bind_one(head.pk)
+            except BindingDeferred as deferred:
+                if head.pk == allocation_id:
+                    raise
+                raise BindingDeferred(
+                    deferred.countdown + 1, f"Waiting for allocation {head.pk} of the same subscription"
+                ) from None
+
+
+def _bind_one(allocation_id: int) -> SeatAllocation | None:
+    """Claim, plan and apply one allocation; the caller holds its subscription's lock."""
+    allocation = _claim(allocation_id)
+    if allocation is None:
+        return None
+    try:
+        _plan(allocation)
+    except BindingDeferred as deferred:
+        # Waiting behind another binding is not an attempt at the provider.
+        allocation.attempts -= 1
+        _defer(allocation, deferred, extra_fields=["attempts"])
+        raise
+    try:
+        return _apply(allocation)
+    except ProviderFinal as exc:
+        return _fail(allocation, exc.message, final=True)
+    except ProviderTransient as exc:
+        if allocation.attempts >= settings.BINDING_MAX_ATTEMPTS:
+            return _fail(allocation, f"Gave up after {allocation.attempts} attempts: {exc.message}", final=False)
+        if isinstance(exc, ProviderThrottled):
+            countdown = min(RETRY_AFTER_CAP_SECONDS, exc.retry_after)
+        else:
+            countdown = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (allocation.attempts - 1))
+            countdown *= random.uniform(0.5, 1.5)
+        deferred = BindingDeferred(countdown, exc.message)
+        _defer(allocation, deferred)
+        raise deferred from exc
 
 
 def _claim(allocation_id: int) -> SeatAllocation | None:

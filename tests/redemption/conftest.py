@@ -77,7 +77,9 @@ def new_line(agreement, product):
 def bound_subscription(agreement, product, tenant):
     """A subscription of 10 seats already on the tenant, ending 2027-06-30, held by the provider too."""
     return provider_subscription(
-        SubscriptionFactory(agreement=agreement, product=product, tenant=tenant, quantity=10, term_end=date(2027, 6, 30))
+        SubscriptionFactory(
+            agreement=agreement, product=product, tenant=tenant, quantity=10, term_end=date(2027, 6, 30)
+        )
     )
 
 

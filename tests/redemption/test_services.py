@@ -125,9 +125,7 @@ def test_first_binding_to_a_tenant_waits_for_a_supervisor(new_line, tenant, proc
 
 
 @override_settings(BINDING_APPROVAL_THRESHOLD=4)
-def test_binding_over_the_threshold_waits_for_a_supervisor(
-    agreement, product, tenant, bound_subscription, processor
-):
+def test_binding_over_the_threshold_waits_for_a_supervisor(agreement, product, tenant, bound_subscription, processor):
     line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
     assert request(line, tenant, processor).approval_reasons == ["More than 4 seats"]
 
@@ -160,7 +158,9 @@ def test_approval_queues_and_binding_creates_the_subscription(
     assert (subscription.quantity, subscription.term_end) == (10, new_line.ends_on)
     held = SandboxSubscription.objects.get(id=subscription.provider_subscription_id)
     assert (held.quantity, held.offer_id, held.tenant_id) == (10, "Q5Y-00003", tenant.tenant_id)
-    history = list(allocation.history.order_by("history_date").values_list("history_user__username", "history_change_reason"))
+    history = list(
+        allocation.history.order_by("history_date").values_list("history_user__username", "history_change_reason")
+    )
     assert history[0] == ("processor", "Requested; waiting for a supervisor")
     assert history[1] == ("boss", "Approved and queued for binding")
     assert history[-1][1].startswith("Bound")
@@ -258,7 +258,9 @@ def test_final_provider_refusal_fails_with_its_message_and_can_be_retried(
 
 
 @override_settings(BINDING_MAX_ATTEMPTS=2, SANDBOX_FAILURE_RATE=2.0)
-def test_transient_errors_retry_then_fail_after_the_bounded_attempts(agreement, product, tenant, bound_subscription, processor):
+def test_transient_errors_retry_then_fail_after_the_bounded_attempts(
+    agreement, product, tenant, bound_subscription, processor
+):
     line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
     allocation = request(line, tenant, processor)
     with pytest.raises(services.BindingDeferred) as deferred:
@@ -327,6 +329,8 @@ def test_tenant_verify_records_the_provider_identity(tenant, processor):
 def test_tenant_record_refuses_a_domain_that_is_not_a_default_domain(customer, processor):
     with pytest.raises(ValidationError, match="not a default tenant domain"):
         services.tenant_record(
-            customer=customer, tenant_id="8c0c3a5e-3a0b-4a4c-9f9a-0e7d8b6f1a21", default_domain="northwind.com",
+            customer=customer,
+            tenant_id="8c0c3a5e-3a0b-4a4c-9f9a-0e7d8b6f1a21",
+            default_domain="northwind.com",
             acting_user=processor,
         )
