@@ -604,13 +604,6 @@ def _bind_one(allocation_id: int) -> SeatAllocation | None:
     if allocation is None:
         return None
     try:
-        _plan(allocation)
-    except BindingDeferred as deferred:
-        # Waiting behind another binding is not an attempt at the provider.
-        allocation.attempts -= 1
-        _defer(allocation, deferred, extra_fields=["attempts"])
-        raise
-    try:
         return _apply(allocation)
     except ProviderFinal as exc:
         return _fail(allocation, exc.message, final=True)
@@ -642,22 +635,37 @@ def _claim(allocation_id: int) -> SeatAllocation | None:
             allocation.transition_to(Status.BINDING)
         allocation.attempts += 1
         allocation.next_attempt_at = None
+        planned = _plan(allocation)
         _save(
             allocation,
             None,
-            f"{'Resumed' if resumed else 'Binding'}: attempt {allocation.attempts}",
-            ["status", "attempts", "next_attempt_at"],
+            f"{'Resumed' if resumed else 'Binding'}: attempt {allocation.attempts}{planned}",
+            ["status", "attempts", "next_attempt_at", *PLAN_FIELDS],
         )
     return allocation
 
 
-def _plan(allocation: SeatAllocation) -> None:
-    """Store the absolute target values before the first provider call (rule 6)."""
+PLAN_FIELDS = [
+    "plan_action",
+    "plan_round",
+    "planned_on",
+    "target_quantity",
+    "target_term_end",
+    "target_status",
+    "previous_quantity",
+    "previous_term_end",
+    "previous_status",
+    "subscription",
+]
+
+
+def _plan(allocation: SeatAllocation) -> str:
+    """Set the absolute target values, saved with the claim before the first provider call (rule 6)."""
     line = allocation.order_line
     subscription = subscription_for(agreement=line.order.agreement, product=line.product, tenant=allocation.tenant)
     if allocation.plan_action:
         if allocation.plan_action == PlanAction.ORDER and subscription is None:
-            return
+            return ""
         if (
             allocation.plan_action == PlanAction.PATCH
             and subscription is not None
@@ -665,22 +673,7 @@ def _plan(allocation: SeatAllocation) -> None:
             and subscription.quantity == allocation.previous_quantity
             and subscription.term_end == allocation.previous_term_end
         ):
-            return
-    # A new subscription's order still waiting on the provider (throttled, say) goes first: a second
-    # order now would leave two subscriptions where the contract wants one.
-    pending_order = (
-        SeatAllocation.objects.filter(
-            order_line__order__agreement_id=line.order.agreement_id,
-            order_line__product_id=line.product_id,
-            tenant_id=allocation.tenant_id,
-            plan_action=PlanAction.ORDER,
-            status__in=[Status.QUEUED, Status.BINDING],
-        )
-        .exclude(pk=allocation.pk)
-        .exists()
-    )
-    if pending_order and subscription is None:
-        raise BindingDeferred(DEFER_SECONDS, "Waiting for this subscription's first order to finish")
+            return ""
     today = timezone.localdate()
     preview = allocation_preview(order_line=line, tenant=allocation.tenant, quantity=allocation.quantity, today=today)
     replanned = bool(allocation.plan_action)
@@ -696,24 +689,7 @@ def _plan(allocation: SeatAllocation) -> None:
     allocation.previous_term_end = preview.previous_term_end
     allocation.previous_status = preview.previous_status
     allocation.subscription = preview.subscription
-    with transaction.atomic():
-        _save(
-            allocation,
-            None,
-            f"Targets set: {preview.description}",
-            [
-                "plan_action",
-                "plan_round",
-                "planned_on",
-                "target_quantity",
-                "target_term_end",
-                "target_status",
-                "previous_quantity",
-                "previous_term_end",
-                "previous_status",
-                "subscription",
-            ],
-        )
+    return f"; targets: {preview.description}"
 
 
 def _step_id(allocation: SeatAllocation, step: str):
