@@ -179,3 +179,13 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# Provisioning sandbox (PROVIDER_BACKEND=sandbox): pretend latency and transient failures for demos.
+SANDBOX_LATENCY_MS = env.int("SANDBOX_LATENCY_MS", default=0)
+SANDBOX_FAILURE_RATE = env.float("SANDBOX_FAILURE_RATE", default=0.0)
+
+# The sweep re-enqueues bindings whose broker message was lost and recovers those a dead worker left.
+CELERY_BEAT_SCHEDULE["redemption-allocation-sweep"] = {
+    "task": "redemption.tasks.allocation_sweep_task",
+    "schedule": float(BINDING_SWEEP_SECONDS),
+}

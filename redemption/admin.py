@@ -1,7 +1,14 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import F
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
-from licensing.admin import AgeFilter, EndingSoonFilter
+from licensing.admin import AgeFilter, EndingSoonFilter, OrderAdmin, OrderLineAdmin
+from licensing.models import Order, OrderLine
+from redemption import services, views
 from redemption.models import SeatAllocation, Subscription
 from tenants.admin import TenantAdmin
 from tenants.models import Tenant
@@ -37,6 +44,87 @@ admin.site.unregister(Tenant)
 @admin.register(Tenant)
 class TenantWithSubscriptionsAdmin(TenantAdmin):
     inlines = [*TenantAdmin.inlines, SubscriptionInline]
+    actions = [*(TenantAdmin.actions or []), "verify_identity"]
+
+    @admin.action(description="Verify identity with the provider")
+    def verify_identity(self, request, queryset):
+        views.tenant_verify_many(self, request, queryset.select_related("customer")[:50])
+
+    def get_urls(self):
+        return [
+            path(
+                "record-for-customer/<int:customer_id>/",
+                self.admin_site.admin_view(
+                    lambda request, customer_id: views.tenant_record_view(self, request, customer_id)
+                ),
+                name="redemption_tenant_record",
+            ),
+            *super().get_urls(),
+        ]
+
+
+# --- Binding seats from orders and order lines (the admin classes live in licensing; extended here) ---
+
+
+def _bind_url(line: OrderLine) -> str:
+    if line.kind == OrderLine.Kind.NEW:
+        return reverse("admin:licensing_orderline_bind", args=[line.pk])
+    return reverse("admin:licensing_order_bind", args=[line.order_id])
+
+
+admin.site.unregister(Order)
+admin.site.unregister(OrderLine)
+
+
+@admin.register(Order)
+class OrderWithBindingAdmin(OrderAdmin):
+    change_form_template = "admin/redemption/order_change_form.html"
+
+    def get_urls(self):
+        bind = self.admin_site.admin_view(
+            lambda request, order_id: views.bind_pending_view(self, request, order_id=order_id)
+        )
+        bind_agreement = self.admin_site.admin_view(
+            lambda request, agreement_id: views.bind_pending_view(self, request, agreement_id=agreement_id)
+        )
+        return [
+            path("<int:order_id>/bind/", bind, name="licensing_order_bind"),
+            path("agreement/<int:agreement_id>/bind/", bind_agreement, name="licensing_agreement_bind"),
+            *super().get_urls(),
+        ]
+
+
+@admin.register(OrderLine)
+class OrderLineWithBindingAdmin(OrderLineAdmin):
+    """The work queue: order lines with unbound seats, filterable by partner, program, kind and age."""
+
+    change_form_template = "admin/redemption/orderline_change_form.html"
+    list_display = [*OrderLineAdmin.list_display, "bind"]
+    list_filter = [*OrderLineAdmin.list_filter, "order__agreement__partner"]
+    actions = [*(OrderLineAdmin.actions or []), "bind_orders"]
+
+    @admin.display(description="")
+    def bind(self, obj: OrderLine):
+        if obj.seats_left <= 0:
+            return "-"
+        return format_html('<a class="button" href="{}">Bind {} seat(s)</a>', _bind_url(obj), obj.seats_left)
+
+    @admin.action(description="Bind seats of the selected lines' orders")
+    def bind_orders(self, request, queryset):
+        orders = sorted(set(queryset.filter(seats_allocated__lt=F("quantity")).values_list("order_id", flat=True)))
+        if not orders:
+            self.message_user(request, "Every seat of the selected lines is already allocated.", messages.WARNING)
+            return None
+        if len(orders) > 1:
+            self.message_user(request, "Bind one order at a time: the first selected order is open.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:licensing_order_bind", args=[orders[0]]))
+
+    def get_urls(self):
+        bind = self.admin_site.admin_view(lambda request, line_id: views.bind_line_view(self, request, line_id))
+        return [path("<int:line_id>/bind/", bind, name="licensing_orderline_bind"), *super().get_urls()]
+
+
+# --- end of binding from orders ---
 
 
 @admin.register(Subscription)
@@ -68,8 +156,10 @@ class SubscriptionAdmin(SimpleHistoryAdmin):
 
 @admin.register(SeatAllocation)
 class SeatAllocationAdmin(SimpleHistoryAdmin):
+    """Approvals (filter: awaiting approval), failed bindings with their error, and every binding's story."""
+
     list_display = [
-        "id",
+        "status_link",
         "order_line",
         "tenant",
         "quantity",
@@ -105,11 +195,68 @@ class SeatAllocationAdmin(SimpleHistoryAdmin):
         "approval_reasons",
         "attempts",
         "last_error",
+        "plan_action",
+        "target_quantity",
+        "target_term_end",
+        "previous_quantity",
+        "previous_term_end",
+        "next_attempt_at",
+        "bound_at",
+        "rejection_reason",
+        "reversed_at",
+        "reversal_reason",
         "created_at",
         "updated_at",
     ]
     ordering = ["-created_at"]
     show_full_result_count = False
+
+    actions = ["approve_selected", "retry_selected"]
+    change_form_template = "admin/redemption/seatallocation_change_form.html"
+
+    @admin.display(description="binding", ordering="id")
+    def status_link(self, obj: SeatAllocation):
+        return format_html('<a href="{}">{}</a>', views.status_url(obj), obj.pk)
+
+    @admin.action(description="Approve the selected bindings", permissions=["supervisor"])
+    def approve_selected(self, request, queryset):
+        self._each(
+            request, queryset, "approved", lambda a: services.allocation_approve(allocation=a, acting_user=request.user)
+        )
+
+    @admin.action(description="Retry the selected failed bindings")
+    def retry_selected(self, request, queryset):
+        self._each(
+            request,
+            queryset,
+            "queued again",
+            lambda a: services.allocation_retry(allocation=a, acting_user=request.user),
+        )
+
+    def _each(self, request, queryset, done: str, call) -> None:
+        count = 0
+        for allocation in queryset[:500]:
+            try:
+                call(allocation)
+                count += 1
+            except ValidationError as exc:
+                self.message_user(request, f"Binding {allocation.pk}: {' '.join(exc.messages)}", messages.ERROR)
+        if count:
+            self.message_user(request, f"{count} binding(s) {done}.")
+
+    def has_supervisor_permission(self, request) -> bool:
+        return request.user.has_perm("redemption.supervisor")
+
+    def get_urls(self):
+        status = self.admin_site.admin_view(lambda request, pk: views.allocation_status_view(self, request, pk))
+        decide = self.admin_site.admin_view(
+            lambda request, pk, decision: views.allocation_decide_view(self, request, pk, decision)
+        )
+        return [
+            path("<int:pk>/status/", status, name="redemption_seatallocation_status"),
+            path("<int:pk>/decide/<str:decision>/", decide, name="redemption_seatallocation_decide"),
+            *super().get_urls(),
+        ]
 
     def has_add_permission(self, request) -> bool:
         # Allocations are requested through the binding flow, which checks the tenant and the seats.

@@ -11,7 +11,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from licensing.models import Agreement, Order, OrderLine, Product, Program
-from redemption.models import SeatAllocation, Subscription
+from redemption.gateway.sandbox import sandbox_tenant_add
+from redemption.models import SandboxSubscription, SeatAllocation, Subscription
 from redemption.roles import roles_sync
 from tenants.models import Customer, Partner, Tenant
 
@@ -82,6 +83,8 @@ OPEN_ORDERS = [
     ("61234570", "V6612093", 4, "", [("new", "Q5Y-00003", 150)]),
     ("61234571", "88120977", 0, "", [("new", "J29-00003", 12)]),
 ]
+# Tenants the sandbox provider knows that the desk has not recorded yet (to show "record a new tenant").
+SANDBOX_ONLY_TENANTS = [("Litware Inc", "litwareinc", "Litware Inc")]
 DEMO_USERS = [
     ("admin", "Demo administrator", None, True),
     ("clerk", "Demo order processor", "Order processor", False),
@@ -255,4 +258,40 @@ def demo_data_load(*, today: date | None = None, with_logins: bool = True) -> De
                 },
             )
             result.count("order lines", created)
+    _sandbox(result)
     return result
+
+
+def _sandbox(result: DemoResult) -> None:
+    """Make the provisioning sandbox know the demo tenants and hold the demo subscriptions."""
+    for tenant in Tenant.objects.filter(
+        default_domain__in=[f"{row[0]}.onmicrosoft.com" for c in CUSTOMERS for row in c[4]]
+    ):
+        sandbox_tenant_add(tenant_id=tenant.tenant_id, domain=tenant.default_domain, company_name=tenant.display_name)
+    for _, prefix, company_name in SANDBOX_ONLY_TENANTS:
+        sandbox_tenant_add(
+            tenant_id=demo_uuid(f"tenant:{prefix}"), domain=f"{prefix}.onmicrosoft.com", company_name=company_name
+        )
+    demo_ids = [str(demo_uuid(f"subscription:{row[0]}:{row[2]}")) for row in SUBSCRIPTIONS]
+    for subscription in Subscription.objects.filter(provider_subscription_id__in=demo_ids).select_related(
+        "tenant", "product"
+    ):
+        _, created = SandboxSubscription.objects.get_or_create(
+            id=subscription.provider_subscription_id,
+            defaults={
+                "tenant_id": subscription.tenant.tenant_id,
+                "offer_id": subscription.product.part_number,
+                "quantity": subscription.quantity,
+                "status": "active",
+                "commitment_end": subscription.term_end,
+            },
+        )
+        result.count("sandbox subscriptions", created)
+
+
+def sandbox_only_tenants() -> list[tuple[str, str, uuid.UUID]]:
+    """Return (customer, domain, tenant ID) of tenants the sandbox knows but the desk has to record."""
+    return [
+        (customer, f"{prefix}.onmicrosoft.com", demo_uuid(f"tenant:{prefix}"))
+        for customer, prefix, _ in SANDBOX_ONLY_TENANTS
+    ]

@@ -68,6 +68,11 @@ class InvalidTransition(ValidationError):
     """An allocation was asked to move to a status it cannot reach from where it is."""
 
 
+class PlanAction(models.TextChoices):
+    ORDER = "order", "Order new seats"
+    PATCH = "patch", "Change the subscription"
+
+
 class SeatAllocation(models.Model):
     class Status(models.TextChoices):
         AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
@@ -117,6 +122,27 @@ class SeatAllocation(models.Model):
     )
     attempts = models.PositiveIntegerField(default=0, editable=False)
     last_error = models.TextField(blank=True, editable=False)
+
+    # --- Binding plan: the absolute values sent to the provider, stored before the first call (rule 6) ---
+    plan_action = models.CharField(max_length=8, choices=PlanAction.choices, blank=True, editable=False)
+    # Bumped when a plan is recomputed, so the provider sees a new MS-RequestId for a different body.
+    plan_round = models.PositiveSmallIntegerField(default=0, editable=False)
+    planned_on = models.DateField(null=True, blank=True, editable=False, help_text="The day the targets were set.")
+    target_quantity = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    target_term_end = models.DateField(null=True, blank=True, editable=False)
+    target_status = models.CharField(max_length=16, blank=True, editable=False)
+    # What the subscription was before this binding: the reversal target (rule 10).
+    previous_quantity = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    previous_term_end = models.DateField(null=True, blank=True, editable=False)
+    previous_status = models.CharField(max_length=16, blank=True, editable=False)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error_final = models.BooleanField(default=False, editable=False)
+    bound_at = models.DateTimeField(null=True, blank=True, editable=False)
+    rejection_reason = models.TextField(blank=True, editable=False)
+    reversed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    reversal_reason = models.TextField(blank=True, editable=False)
+    # --- end of binding plan ---
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -161,3 +187,9 @@ class SeatAllocation(models.Model):
                 code="invalid_transition",
             )
         self.status = status
+
+
+# The provisioning sandbox keeps its state in the database so web and worker processes agree.
+from redemption.gateway.sandbox_models import SandboxRequest, SandboxSubscription, SandboxTenant  # noqa: E402
+
+__all__ = ["SandboxRequest", "SandboxSubscription", "SandboxTenant", "SeatAllocation", "Subscription"]

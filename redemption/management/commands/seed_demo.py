@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from redemption.demo import demo_data_load
+from redemption.demo import demo_data_load, sandbox_only_tenants
 
 
 class Command(BaseCommand):
@@ -17,3 +17,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Log in at http://127.0.0.1:8000/admin/ with:"))
         for username, password, role in result.logins:
             self.stdout.write(f"  {username:<11} / {password}   ({role})")
+        for customer, domain, tenant_id in sandbox_only_tenants():
+            self.stdout.write(
+                f"The sandbox provider knows {domain} (tenant ID {tenant_id}) of {customer}: record it to bind."
+            )

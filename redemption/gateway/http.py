@@ -1,0 +1,180 @@
+"""The provisioning gateway over HTTP, exactly as DOMAIN.md's provider API describes it."""
+
+import email.utils
+import logging
+import random
+import time
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+
+from redemption.gateway.base import (
+    INLINE_READ_BUDGET_SECONDS,
+    UNAVAILABLE_MESSAGE,
+    OrderRequest,
+    ProviderFinal,
+    ProviderNotFound,
+    ProviderSubscription,
+    ProviderThrottled,
+    ProviderTransient,
+    ProviderUnavailable,
+    TenantIdentity,
+    order_body,
+    subscription_from_item,
+)
+
+logger = logging.getLogger(__name__)
+
+# Retry-After when a 429 forgets to say how long.
+DEFAULT_RETRY_AFTER = 5.0
+
+
+def retry_after_seconds(value: str | None) -> float:
+    """Parse Retry-After: a number of seconds or an HTTP date."""
+    if not value:
+        return DEFAULT_RETRY_AFTER
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def provider_message(response: httpx.Response) -> str:
+    """Return the provider's own explanation of a refusal, as a person should read it."""
+    text = ""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        error = data.get("error")
+        for candidate in (
+            data.get("description"),
+            data.get("message"),
+            error.get("message") if isinstance(error, dict) else error,
+            data.get("detail"),
+        ):
+            if isinstance(candidate, str) and candidate.strip():
+                text = candidate.strip()
+                break
+    if not text:
+        text = response.text.strip()[:500] or response.reason_phrase
+    return f"Provider answered {response.status_code}: {text}"
+
+
+class HttpGateway:
+    """Talk to the provider API over HTTP with a bearer token and per-call request IDs."""
+
+    def __init__(self, *, base_url: str, token: str, timeout: float, transport: httpx.BaseTransport | None = None):
+        self.timeout = timeout
+        self.client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def _call(
+        self, method: str, path: str, *, request_id: uuid.UUID, json: dict | None = None, timeout: float | None = None
+    ) -> dict:
+        headers = {"MS-RequestId": str(request_id), "MS-CorrelationId": str(uuid.uuid4())}
+        try:
+            response = self.client.request(
+                method, path, json=json, headers=headers, timeout=timeout if timeout is not None else self.timeout
+            )
+        except httpx.TimeoutException as exc:
+            raise ProviderTransient(f"The provider did not answer in time ({exc.__class__.__name__}).") from exc
+        except httpx.TransportError as exc:
+            raise ProviderTransient(
+                f"The connection to the provider failed ({exc.__class__.__name__}: {exc})."
+            ) from exc
+        status = response.status_code
+        if status == 429:
+            raise ProviderThrottled(
+                "The provider is throttling requests.", retry_after_seconds(response.headers.get("Retry-After"))
+            )
+        if status >= 500:
+            raise ProviderTransient(provider_message(response))
+        if status == 404:
+            raise ProviderNotFound(provider_message(response))
+        if status >= 400:
+            raise ProviderFinal(provider_message(response), status)
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise ProviderTransient(f"The provider answered {status} with a body that is not JSON.") from exc
+        if not isinstance(data, dict):
+            raise ProviderTransient(f"The provider answered {status} with unexpected JSON.")
+        return data
+
+    def _read_inline(self, path: str) -> dict:
+        """GET while a person waits: retry within about ten seconds, honouring Retry-After."""
+        deadline = time.monotonic() + INLINE_READ_BUDGET_SECONDS
+        request_id = uuid.uuid4()
+        delay = 0.5
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return self._call("GET", path, request_id=request_id, timeout=max(0.5, min(self.timeout, remaining)))
+            except ProviderThrottled as exc:
+                wait = exc.retry_after
+                last = exc
+            except ProviderTransient as exc:
+                wait = delay * random.uniform(0.5, 1.5)
+                delay *= 2
+                last = exc
+            remaining = deadline - time.monotonic()
+            if wait >= remaining:
+                logger.warning("provider read %s gave up: %s", path, last.message)
+                raise ProviderUnavailable(f"{UNAVAILABLE_MESSAGE} ({last.message})") from last
+            time.sleep(wait)
+
+    def customer_identity(self, *, tenant_id: uuid.UUID) -> TenantIdentity:
+        data = self._read_inline(f"/v1/customers/{tenant_id}")
+        profile = data.get("companyProfile") or {}
+        try:
+            return TenantIdentity(
+                tenant_id=uuid.UUID(str(profile.get("tenantId") or data["id"])),
+                domain=str(profile.get("domain", "")).strip().lower(),
+                company_name=str(profile.get("companyName", "")),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ProviderFinal(f"The provider's answer about tenant {tenant_id} is malformed: {exc}") from exc
+
+    def order_create(self, *, tenant_id: uuid.UUID, request_id: uuid.UUID, order: OrderRequest) -> ProviderSubscription:
+        data = self._call("POST", f"/v1/customers/{tenant_id}/orders", request_id=request_id, json=order_body(order))
+        items = data.get("lineItems") or []
+        if not items or not items[0].get("subscriptionId"):
+            raise ProviderFinal(f"The provider's order answer names no subscription: {data}")
+        item = items[0]
+        return ProviderSubscription(
+            id=str(item["subscriptionId"]),
+            offer_id=str(item.get("offerId", order.offer_id)),
+            quantity=int(item.get("quantity", order.quantity)),
+            status="active",
+            commitment_end=order.commitment_end,
+        )
+
+    def subscription_list(self, *, tenant_id: uuid.UUID) -> list[ProviderSubscription]:
+        data = self._call("GET", f"/v1/customers/{tenant_id}/subscriptions", request_id=uuid.uuid4())
+        return [subscription_from_item(item) for item in data.get("items", [])]
+
+    def subscription_get(self, *, tenant_id: uuid.UUID, subscription_id: str) -> ProviderSubscription:
+        data = self._call("GET", f"/v1/customers/{tenant_id}/subscriptions/{subscription_id}", request_id=uuid.uuid4())
+        return subscription_from_item(data)
+
+    def subscription_patch(
+        self, *, tenant_id: uuid.UUID, subscription_id: str, request_id: uuid.UUID, changes: dict
+    ) -> ProviderSubscription:
+        data = self._call(
+            "PATCH", f"/v1/customers/{tenant_id}/subscriptions/{subscription_id}", request_id=request_id, json=changes
+        )
+        return subscription_from_item(data)

@@ -1,0 +1,799 @@
+"""Binding seats to tenants: the only way seat allocations change."""
+
+import hashlib
+import logging
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, timedelta
+from fractions import Fraction
+
+from dateutil.relativedelta import relativedelta
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from licensing.models import Agreement, OrderLine, Product
+from redemption.gateway import (
+    ProviderError,
+    ProviderFinal,
+    ProviderNotFound,
+    ProviderThrottled,
+    ProviderTransient,
+    gateway_get,
+    request_id_for,
+)
+from redemption.gateway.base import OrderRequest, TenantIdentity
+from redemption.models import PlanAction, SeatAllocation, Subscription
+from tenants.models import Customer, Tenant
+from tenants.validators import normalize_domain
+
+logger = logging.getLogger(__name__)
+Status = SeatAllocation.Status
+
+# Backoff of transient provider errors: doubling from BACKOFF_BASE, capped well below the broker's
+# visibility timeout so a countdown is never delivered twice.
+BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_CAP_SECONDS = 120.0
+RETRY_AFTER_CAP_SECONDS = 600.0
+# A binding that finds another one of the same subscription waiting on the provider tries again this soon.
+DEFER_SECONDS = 3.0
+
+
+class BindingDeferred(Exception):
+    """The binding did not finish yet: run it again in `countdown` seconds (state already saved)."""
+
+    def __init__(self, countdown: float, reason: str) -> None:
+        super().__init__(reason)
+        self.countdown = countdown
+        self.reason = reason
+
+
+def _save(allocation: SeatAllocation, user, reason: str, fields: list[str]) -> None:
+    """Save an allocation with its history row naming who and why (rule 12)."""
+    allocation._history_user = user
+    allocation._change_reason = reason[:100]
+    allocation.save(update_fields=[*fields, "updated_at"])
+
+
+def _save_subscription(subscription: Subscription, user, reason: str, fields: list[str] | None = None) -> None:
+    subscription._history_user = user
+    subscription._change_reason = reason[:100]
+    if fields is None:
+        subscription.save()
+    else:
+        subscription.save(update_fields=[*fields, "updated_at"])
+
+
+def _is_supervisor(user) -> bool:
+    return bool(user and user.is_active and user.has_perm("redemption.supervisor"))
+
+
+# --- the subscription a binding lands on, and what it will look like --------------------------------
+
+
+def subscription_for(*, agreement: Agreement, product: Product, tenant: Tenant) -> Subscription | None:
+    """Return the live subscription of this agreement's product on this tenant, if any."""
+    return (
+        Subscription.objects.filter(agreement=agreement, product=product, tenant=tenant)
+        .exclude(status=Subscription.Status.DEPROVISIONED)
+        .first()
+    )
+
+
+def agreement_tenant(*, agreement: Agreement, product: Product | None = None) -> Tenant | None:
+    """Return the tenant the agreement's seats live on (rule 3): the product's, else the latest one."""
+    live = Subscription.objects.filter(agreement=agreement).exclude(status=Subscription.Status.DEPROVISIONED)
+    if product is not None:
+        same = live.filter(product=product).select_related("tenant").first()
+        if same:
+            return same.tenant
+    latest = live.select_related("tenant").order_by("-created_at", "-id").first()
+    if latest:
+        return latest.tenant
+    pending = (
+        SeatAllocation.objects.filter(
+            order_line__order__agreement=agreement,
+            status__in=[Status.AWAITING_APPROVAL, Status.QUEUED, Status.BINDING, Status.BOUND],
+        )
+        .select_related("tenant")
+        .order_by("created_at", "id")
+        .first()
+    )
+    return pending.tenant if pending else None
+
+
+def term_days_from(day: date, months: int) -> int:
+    """Return the length in days of a term of `months` calendar months starting on `day`."""
+    return ((day + relativedelta(months=months)) - day).days
+
+
+def blended_end(*, today: date, end: date, old_qty: int, added_qty: int, term_months: int) -> date:
+    """Return the end date that keeps seat-days when adding seats mid-term (rule 7)."""
+    days_left = max(0, (end - today).days)
+    term_days = term_days_from(today, term_months)
+    days = Fraction(old_qty * days_left + added_qty * term_days, old_qty + added_qty)
+    # Round half up to the nearest whole day.
+    return today + timedelta(days=int(days + Fraction(1, 2)))
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a proposed allocation will do to the subscription, as of `today`."""
+
+    action: str  # PlanAction
+    quantity: int
+    term_end: date
+    status: str
+    previous_quantity: int | None
+    previous_term_end: date | None
+    previous_status: str
+    subscription: Subscription | None
+
+    @property
+    def description(self) -> str:
+        if self.subscription is None:
+            return f"New subscription of {self.quantity} seat(s) ending {self.term_end:%Y-%m-%d}"
+        return (
+            f"{self.previous_quantity} -> {self.quantity} seat(s), "
+            f"end {self.previous_term_end:%Y-%m-%d} -> {self.term_end:%Y-%m-%d}"
+        )
+
+
+def allocation_preview(
+    *, order_line: OrderLine, tenant: Tenant, quantity: int, today: date | None = None, base: Subscription | None = None
+) -> Preview:
+    """Return the resulting quantity and end date of binding `quantity` seats of the line to the tenant."""
+    today = today or timezone.localdate()
+    product = order_line.product
+    subscription = base or subscription_for(agreement=order_line.order.agreement, product=product, tenant=tenant)
+    if subscription is None:
+        return Preview(PlanAction.ORDER, quantity, order_line.ends_on, "active", None, None, "", None)
+    old_qty, old_end, old_status = subscription.quantity, subscription.term_end, subscription.status
+    if order_line.kind == OrderLine.Kind.RENEWAL:
+        starts = old_end if old_end >= today else today
+        return Preview(
+            PlanAction.PATCH,
+            quantity,
+            starts + relativedelta(months=product.term_months),
+            "active",
+            old_qty,
+            old_end,
+            old_status,
+            subscription,
+        )
+    new_end = blended_end(
+        today=today, end=old_end, old_qty=old_qty, added_qty=quantity, term_months=product.term_months
+    )
+    return Preview(
+        PlanAction.PATCH, old_qty + quantity, new_end, old_status, old_qty, old_end, old_status, subscription
+    )
+
+
+# --- tenants ---------------------------------------------------------------------------------------
+
+
+def tenant_identity_resolve(*, tenant: Tenant) -> TenantIdentity:
+    """Ask the provider who the tenant is; refuse with a message a person can act on."""
+    try:
+        return gateway_get().customer_identity(tenant_id=tenant.tenant_id)
+    except ProviderNotFound as exc:
+        raise ValidationError(
+            f"The provider knows no tenant with ID {tenant.tenant_id} ({tenant.default_domain}): "
+            "check the tenant ID with the customer.",
+            code="tenant_unknown",
+        ) from exc
+    except ProviderError as exc:
+        raise ValidationError(exc.message, code="provider_unavailable") from exc
+
+
+def _identity_mismatch(tenant: Tenant, identity: TenantIdentity) -> str:
+    problems = []
+    if identity.tenant_id != tenant.tenant_id:
+        problems.append(f"tenant ID {identity.tenant_id} instead of {tenant.tenant_id}")
+    if normalize_domain(identity.domain) != tenant.default_domain:
+        problems.append(f"default domain {identity.domain} instead of {tenant.default_domain}")
+    if not problems:
+        return ""
+    return (
+        f"The provider reports {' and '.join(problems)}: this is not the tenant we hold. "
+        "Nothing was bound; check the tenant's record with the customer."
+    )
+
+
+def tenant_verify(*, tenant: Tenant, acting_user) -> Tenant:
+    """Resolve the tenant's identity through the provider and record it when it matches (rule 4)."""
+    identity = tenant_identity_resolve(tenant=tenant)
+    mismatch = _identity_mismatch(tenant, identity)
+    if mismatch:
+        raise ValidationError(mismatch, code="identity_mismatch")
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        tenant.verified_at = timezone.now()
+        tenant.verified_by = acting_user
+        tenant.verified_tenant_id = identity.tenant_id
+        tenant.verified_domain = identity.domain
+        tenant.verified_display_name = identity.company_name
+        tenant._history_user = acting_user
+        tenant._change_reason = "Identity verified with the provider"
+        tenant.save(
+            update_fields=[
+                "verified_at",
+                "verified_by",
+                "verified_tenant_id",
+                "verified_domain",
+                "verified_display_name",
+                "updated_at",
+            ]
+        )
+    return tenant
+
+
+def tenant_record(*, customer: Customer, tenant_id, default_domain: str, display_name: str = "", acting_user) -> Tenant:
+    """Record a new tenant of a customer; its identity is checked with the provider before any binding."""
+    tenant = Tenant(
+        tenant_id=tenant_id,
+        default_domain=normalize_domain(default_domain),
+        display_name=display_name.strip(),
+        customer=customer,
+    )
+    tenant.full_clean()
+    with transaction.atomic():
+        tenant._history_user = acting_user
+        tenant._change_reason = f"Recorded for {customer.name}"
+        tenant.save()
+    return tenant
+
+
+# --- requests, approvals and their refusals --------------------------------------------------------
+
+
+def allocation_request(
+    *,
+    order_line: OrderLine,
+    tenant: Tenant,
+    quantity: int,
+    confirm_domain: str | None = None,
+    acting_user,
+    reason: str = "",
+) -> SeatAllocation:
+    """Ask for `quantity` seats of the line to be bound to the tenant; queue it or hold it for approval."""
+    agreement = order_line.order.agreement
+    reason = (reason or "").strip()
+    if tenant.customer_id != agreement.customer_id:
+        raise ValidationError(
+            f"{tenant.default_domain} belongs to {tenant.customer}, but order {order_line.order} is for "
+            f"{agreement.customer}: seats only go to a tenant of the agreement's own customer.",
+            code="wrong_customer",
+        )
+    if quantity is None or int(quantity) <= 0:
+        raise ValidationError("Bind at least one seat.", code="quantity")
+    quantity = int(quantity)
+    if quantity > order_line.seats_left:
+        raise ValidationError(_seats_left_message(order_line, quantity), code="seats_exhausted")
+    existing = agreement_tenant(agreement=agreement, product=order_line.product)
+    override = existing is not None and existing.pk != tenant.pk
+    if override and not reason:
+        raise ValidationError(
+            f"Agreement {agreement.number} already has seats on {existing.default_domain}. Sending these to "
+            f"{tenant.default_domain} needs a written reason and a supervisor's approval.",
+            code="affinity_reason_required",
+        )
+    person_chooses = order_line.kind == OrderLine.Kind.NEW or existing is None or override
+    if person_chooses or confirm_domain:
+        if not normalize_domain(confirm_domain or ""):
+            raise ValidationError(
+                f"Type the tenant's default domain ({tenant.default_domain}) to confirm it is the right tenant.",
+                code="confirm_domain_required",
+            )
+        if normalize_domain(confirm_domain) != tenant.default_domain:
+            raise ValidationError(
+                f"The domain typed, {normalize_domain(confirm_domain)}, is not this tenant's default domain "
+                f"{tenant.default_domain}: check which tenant the customer means.",
+                code="confirm_domain_mismatch",
+            )
+    first_binding = not _tenant_has_bindings(tenant)
+    identity = None
+    if person_chooses or first_binding:
+        # Identity before seats (rule 4); asked before any lock, nothing is written on refusal.
+        identity = tenant_identity_resolve(tenant=tenant)
+        mismatch = _identity_mismatch(tenant, identity)
+        if mismatch:
+            raise ValidationError(mismatch, code="identity_mismatch")
+
+    approval_reasons = []
+    if quantity > settings.BINDING_APPROVAL_THRESHOLD:
+        approval_reasons.append(f"More than {settings.BINDING_APPROVAL_THRESHOLD} seats")
+    if first_binding:
+        approval_reasons.append(f"First binding to {tenant.default_domain}")
+    if override:
+        approval_reasons.append(f"Affinity override: the agreement's seats are on {existing.default_domain}")
+
+    with transaction.atomic():
+        # Rule 1: the check and the hold happen under the line's row lock.
+        line = OrderLine.objects.select_for_update().get(pk=order_line.pk)
+        if quantity > line.seats_left:
+            raise ValidationError(_seats_left_message(line, quantity), code="seats_exhausted")
+        line.seats_allocated += quantity
+        line._history_user = acting_user
+        line._change_reason = f"{quantity} seat(s) requested for {tenant.default_domain}"
+        line.save(update_fields=["seats_allocated", "updated_at"])
+        if identity is not None:
+            Tenant.objects.filter(pk=tenant.pk).update(
+                verified_at=timezone.now(),
+                verified_by=acting_user,
+                verified_tenant_id=identity.tenant_id,
+                verified_domain=identity.domain,
+                verified_display_name=identity.company_name,
+            )
+        allocation = SeatAllocation(
+            order_line=line,
+            tenant=tenant,
+            quantity=quantity,
+            requested_by=acting_user,
+            reason=reason,
+            approval_reasons=approval_reasons,
+            status=Status.AWAITING_APPROVAL if approval_reasons else Status.QUEUED,
+        )
+        allocation._history_user = acting_user
+        allocation._change_reason = (
+            "Requested; waiting for a supervisor" if approval_reasons else "Requested and queued for binding"
+        )
+        allocation.save()
+        if allocation.status == Status.QUEUED:
+            _enqueue(allocation.pk)
+    order_line.seats_allocated = line.seats_allocated
+    return allocation
+
+
+def _seats_left_message(line: OrderLine, quantity: int) -> str:
+    return (
+        f"{line} has {line.seats_left} of {line.quantity} seat(s) left to bind; {quantity} asked. "
+        "Someone may have just bound them: reload to see the line's allocations."
+    )
+
+
+def _tenant_has_bindings(tenant: Tenant) -> bool:
+    return (
+        Subscription.objects.filter(tenant=tenant).exists()
+        or SeatAllocation.objects.filter(
+            tenant=tenant, status__in=[Status.QUEUED, Status.BINDING, Status.BOUND]
+        ).exists()
+    )
+
+
+def _enqueue(allocation_id: int, countdown: float | None = None) -> None:
+    from redemption.tasks import allocation_bind_task
+
+    transaction.on_commit(lambda: allocation_bind_task.apply_async((allocation_id,), countdown=countdown))
+
+
+def _locked(allocation: SeatAllocation) -> SeatAllocation:
+    return SeatAllocation.objects.select_for_update().select_related("order_line").get(pk=allocation.pk)
+
+
+def allocation_approve(*, allocation: SeatAllocation, acting_user) -> SeatAllocation:
+    """Approve a binding waiting for a supervisor (rule 5) and queue it."""
+    if not _is_supervisor(acting_user):
+        raise ValidationError("Only a supervisor can approve a binding.", code="not_supervisor")
+    with transaction.atomic():
+        allocation = _locked(allocation)
+        if allocation.requested_by_id == acting_user.pk:
+            raise ValidationError("You requested this binding: another supervisor must approve it.", code="own_request")
+        if allocation.status != Status.AWAITING_APPROVAL:
+            raise ValidationError(
+                f"This binding is {allocation.get_status_display().lower()}, not waiting for approval.",
+                code="not_awaiting_approval",
+            )
+        allocation.transition_to(Status.QUEUED)
+        allocation.approved_by = acting_user
+        _save(allocation, acting_user, "Approved and queued for binding", ["status", "approved_by"])
+        _enqueue(allocation.pk)
+    return allocation
+
+
+def _release_seats(allocation: SeatAllocation, acting_user, why: str) -> None:
+    line = OrderLine.objects.select_for_update().get(pk=allocation.order_line_id)
+    line.seats_allocated -= allocation.quantity
+    line._history_user = acting_user
+    line._change_reason = why[:100]
+    line.save(update_fields=["seats_allocated", "updated_at"])
+
+
+def allocation_reject(*, allocation: SeatAllocation, acting_user, reason: str) -> SeatAllocation:
+    """Reject a binding waiting for approval, or give up a failed one; its seats go back to the line."""
+    reason = (reason or "").strip()
+    if not _is_supervisor(acting_user):
+        raise ValidationError("Only a supervisor can reject a binding.", code="not_supervisor")
+    if not reason:
+        raise ValidationError("Say why the binding is rejected.", code="reason_required")
+    with transaction.atomic():
+        allocation = _locked(allocation)
+        if allocation.status not in (Status.AWAITING_APPROVAL, Status.FAILED):
+            raise ValidationError(
+                f"A {allocation.get_status_display().lower()} binding cannot be rejected.", code="invalid_transition"
+            )
+        allocation.transition_to(Status.REJECTED)
+        allocation.rejection_reason = reason
+        _save(allocation, acting_user, f"Rejected: {reason}", ["status", "rejection_reason"])
+        _release_seats(allocation, acting_user, f"{allocation.quantity} seat(s) released: binding rejected")
+    return allocation
+
+
+def allocation_retry(*, allocation: SeatAllocation, acting_user) -> SeatAllocation:
+    """Queue a failed binding again, from a fresh count of attempts."""
+    with transaction.atomic():
+        allocation = _locked(allocation)
+        if allocation.status != Status.FAILED:
+            raise ValidationError(
+                f"Only a failed binding can be retried; this one is {allocation.get_status_display().lower()}.",
+                code="invalid_transition",
+            )
+        allocation.transition_to(Status.QUEUED)
+        allocation.attempts = 0
+        allocation.next_attempt_at = None
+        if allocation.last_error_final or allocation.plan_action == PlanAction.PATCH:
+            # The provider refused (nothing applied) or the change is absolute and recomputed anyway:
+            # plan afresh under a new MS-RequestId. An order that may have gone through keeps its ID.
+            allocation.plan_action = ""
+            allocation.plan_round += 1
+        _save(
+            allocation,
+            acting_user,
+            "Retry requested",
+            ["status", "attempts", "next_attempt_at", "plan_action", "plan_round"],
+        )
+        _enqueue(allocation.pk)
+    return allocation
+
+
+def allocation_reverse(*, allocation: SeatAllocation, acting_user, reason: str) -> SeatAllocation:
+    """Undo a bound allocation at the provider within the reversal window (rule 10)."""
+    reason = (reason or "").strip()
+    if not _is_supervisor(acting_user):
+        raise ValidationError("Only a supervisor can reverse a binding.", code="not_supervisor")
+    if not reason:
+        raise ValidationError("Say why the binding is reversed.", code="reason_required")
+    allocation = SeatAllocation.objects.select_related("subscription", "tenant").get(pk=allocation.pk)
+    if allocation.status != Status.BOUND:
+        raise ValidationError(
+            f"Only a bound allocation can be reversed; this one is {allocation.get_status_display().lower()}.",
+            code="invalid_transition",
+        )
+    window = timedelta(days=settings.BINDING_REVERSAL_DAYS)
+    if allocation.bound_at is None or timezone.now() - allocation.bound_at > window:
+        raise ValidationError(
+            f"Bindings can be reversed within {settings.BINDING_REVERSAL_DAYS} days; this one is older. "
+            "Ask the provider's support to change the subscription.",
+            code="reversal_window",
+        )
+    subscription = allocation.subscription
+    later = SeatAllocation.objects.filter(
+        subscription=subscription, status=Status.BOUND, bound_at__gt=allocation.bound_at
+    )
+    if later.exists():
+        raise ValidationError(
+            "A later binding changed this subscription since; reverse that one first "
+            f"(allocation {', '.join(str(pk) for pk in later.values_list('pk', flat=True))}).",
+            code="reversal_order",
+        )
+    if allocation.plan_action == PlanAction.ORDER:
+        changes = [("reverse-status", {"status": "suspended"})]
+    else:
+        changes = [
+            ("reverse-quantity", {"quantity": allocation.previous_quantity}),
+            ("reverse-term", {"commitmentEndDate": allocation.previous_term_end.isoformat()}),
+        ]
+    gateway = gateway_get()
+    with subscription_lock(_slot_key(allocation)):
+        for step, body in changes:
+            try:
+                gateway.subscription_patch(
+                    tenant_id=allocation.tenant.tenant_id,
+                    subscription_id=subscription.provider_subscription_id,
+                    request_id=request_id_for(allocation.idempotency_key, f"{step}:{allocation.plan_round}"),
+                    changes=body,
+                )
+            except ProviderError as exc:
+                raise ValidationError(
+                    f"The provider did not take the reversal, nothing changed here: {exc.message}",
+                    code="provider_error",
+                ) from exc
+        with transaction.atomic():
+            allocation = _locked(allocation)
+            if allocation.status != Status.BOUND:
+                raise ValidationError("This binding changed meanwhile; reload and try again.", code="changed")
+            subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+            if allocation.plan_action == PlanAction.ORDER:
+                subscription.status = Subscription.Status.SUSPENDED
+            else:
+                subscription.quantity = allocation.previous_quantity
+                subscription.term_end = allocation.previous_term_end
+                subscription.status = allocation.previous_status or subscription.status
+            _save_subscription(subscription, acting_user, f"Binding {allocation.pk} reversed: {reason}")
+            allocation.transition_to(Status.REVERSED)
+            allocation.reversed_at = timezone.now()
+            allocation.reversal_reason = reason
+            _save(allocation, acting_user, f"Reversed: {reason}", ["status", "reversed_at", "reversal_reason"])
+            _release_seats(allocation, acting_user, f"{allocation.quantity} seat(s) released: binding reversed")
+    return allocation
+
+
+# --- binding, in the worker ------------------------------------------------------------------------
+
+
+def _slot_key(allocation: SeatAllocation) -> str:
+    line = allocation.order_line
+    return f"subscription:{line.order.agreement_id}:{line.product_id}:{allocation.tenant_id}"
+
+
+@contextmanager
+def subscription_lock(key: str) -> Iterator[None]:
+    """Hold a PostgreSQL session advisory lock so one subscription changes one binding at a time.
+
+    The lock lives on the connection, outside any transaction, so the provider call happens under it
+    without a transaction open; a worker that dies drops its connection and with it the lock.
+    On SQLite the worker runs one task at a time, which serialises the same way.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    number = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [number])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [number])
+
+
+def allocation_bind(*, allocation_id: int) -> SeatAllocation:
+    """Bind a queued allocation at the provider and record the result; raise BindingDeferred to go again.
+
+    Allocations of one subscription are applied one at a time in the order they were requested
+    (a renewal sets an absolute quantity, so order matters): whoever holds the subscription's lock
+    applies the older ones first.
+    """
+    allocation = SeatAllocation.objects.select_related("order_line__order", "tenant").get(pk=allocation_id)
+    if allocation.status not in (Status.QUEUED, Status.BINDING):
+        return allocation
+    if (
+        allocation.status == Status.QUEUED
+        and allocation.next_attempt_at
+        and allocation.next_attempt_at > timezone.now() + timedelta(seconds=1)
+    ):
+        # An early duplicate (the sweep, a redelivery): the scheduled attempt will come.
+        return allocation
+    line = allocation.order_line
+    slot = SeatAllocation.objects.filter(
+        order_line__order__agreement_id=line.order.agreement_id,
+        order_line__product_id=line.product_id,
+        tenant_id=allocation.tenant_id,
+        status__in=[Status.QUEUED, Status.BINDING],
+    ).order_by("pk")
+    with subscription_lock(_slot_key(allocation)):
+        # Under the lock nobody else works on this subscription: a `binding` allocation here was left
+        # by a worker that died, and is safe to resume with its stored plan and request IDs.
+        while True:
+            head = slot.filter(pk__lte=allocation_id).first()
+            if head is None:
+                return SeatAllocation.objects.get(pk=allocation_id)
+            now = timezone.now()
+            if head.status == Status.QUEUED and head.next_attempt_at and head.next_attempt_at > now:
+                if head.pk == allocation_id:
+                    return head
+                wait = (head.next_attempt_at - now).total_seconds() + 1
+                raise BindingDeferred(wait, f"Waiting for allocation {head.pk} of the same subscription")
+            try:
+                _bind_one(head.pk)
+            except BindingDeferred as deferred:
+                if head.pk == allocation_id:
+                    raise
+                raise BindingDeferred(
+                    deferred.countdown + 1, f"Waiting for allocation {head.pk} of the same subscription"
+                ) from None
+
+
+def _bind_one(allocation_id: int) -> SeatAllocation | None:
+    """Claim, plan and apply one allocation; the caller holds its subscription's lock."""
+    allocation = _claim(allocation_id)
+    if allocation is None:
+        return None
+    try:
+        return _apply(allocation)
+    except ProviderFinal as exc:
+        return _fail(allocation, exc.message, final=True)
+    except ProviderTransient as exc:
+        if allocation.attempts >= settings.BINDING_MAX_ATTEMPTS:
+            return _fail(allocation, f"Gave up after {allocation.attempts} attempts: {exc.message}", final=False)
+        if isinstance(exc, ProviderThrottled):
+            countdown = min(RETRY_AFTER_CAP_SECONDS, exc.retry_after)
+        else:
+            countdown = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (allocation.attempts - 1))
+            countdown *= random.uniform(0.5, 1.5)
+        deferred = BindingDeferred(countdown, exc.message)
+        _defer(allocation, deferred)
+        raise deferred from exc
+
+
+def _claim(allocation_id: int) -> SeatAllocation | None:
+    with transaction.atomic():
+        allocation = (
+            SeatAllocation.objects.select_for_update()
+            .select_related("order_line__order__agreement__partner", "order_line__product", "tenant")
+            .filter(pk=allocation_id, status__in=[Status.QUEUED, Status.BINDING])
+            .first()
+        )
+        if allocation is None:
+            return None
+        resumed = allocation.status == Status.BINDING
+        if not resumed:
+            allocation.transition_to(Status.BINDING)
+        allocation.attempts += 1
+        allocation.next_attempt_at = None
+        planned = _plan(allocation)
+        _save(
+            allocation,
+            None,
+            f"{'Resumed' if resumed else 'Binding'}: attempt {allocation.attempts}{planned}",
+            ["status", "attempts", "next_attempt_at", *PLAN_FIELDS],
+        )
+    return allocation
+
+
+PLAN_FIELDS = [
+    "plan_action",
+    "plan_round",
+    "planned_on",
+    "target_quantity",
+    "target_term_end",
+    "target_status",
+    "previous_quantity",
+    "previous_term_end",
+    "previous_status",
+    "subscription",
+]
+
+
+def _plan(allocation: SeatAllocation) -> str:
+    """Set the absolute target values, saved with the claim before the first provider call (rule 6)."""
+    line = allocation.order_line
+    subscription = subscription_for(agreement=line.order.agreement, product=line.product, tenant=allocation.tenant)
+    if allocation.plan_action:
+        if allocation.plan_action == PlanAction.ORDER and subscription is None:
+            return ""
+        if (
+            allocation.plan_action == PlanAction.PATCH
+            and subscription is not None
+            and subscription.pk == allocation.subscription_id
+            and subscription.quantity == allocation.previous_quantity
+            and subscription.term_end == allocation.previous_term_end
+        ):
+            return ""
+    today = timezone.localdate()
+    preview = allocation_preview(order_line=line, tenant=allocation.tenant, quantity=allocation.quantity, today=today)
+    replanned = bool(allocation.plan_action)
+    allocation.plan_action = preview.action
+    if replanned:
+        # Another binding changed the subscription meanwhile: new targets need new request IDs.
+        allocation.plan_round += 1
+    allocation.planned_on = today
+    allocation.target_quantity = preview.quantity
+    allocation.target_term_end = preview.term_end
+    allocation.target_status = preview.status
+    allocation.previous_quantity = preview.previous_quantity
+    allocation.previous_term_end = preview.previous_term_end
+    allocation.previous_status = preview.previous_status
+    allocation.subscription = preview.subscription
+    return f"; targets: {preview.description}"
+
+
+def _step_id(allocation: SeatAllocation, step: str):
+    return request_id_for(allocation.idempotency_key, f"{step}:{allocation.plan_round}")
+
+
+def _apply(allocation: SeatAllocation) -> SeatAllocation:
+    """Make the provider calls of the stored plan, then record the subscription and the binding."""
+    gateway = gateway_get()
+    line = allocation.order_line
+    agreement = line.order.agreement
+    tenant = allocation.tenant
+    if allocation.plan_action == PlanAction.ORDER:
+        provided = gateway.order_create(
+            tenant_id=tenant.tenant_id,
+            request_id=_step_id(allocation, "order"),
+            order=OrderRequest(
+                reference_customer_id=str(tenant.tenant_id),
+                offer_id=line.product.part_number,
+                quantity=allocation.target_quantity,
+                commitment_end=allocation.target_term_end,
+                friendly_name=f"{line.product.description} ({agreement.number})"[:255],
+                partner_id=agreement.partner.mpn_id,
+            ),
+        )
+        with transaction.atomic():
+            subscription = Subscription(
+                tenant=tenant,
+                product=line.product,
+                agreement=agreement,
+                quantity=allocation.target_quantity,
+                term_end=allocation.target_term_end,
+                provider_subscription_id=provided.id,
+            )
+            _save_subscription(subscription, None, f"Created by binding {allocation.pk}")
+            return _bound(allocation, subscription)
+    subscription = Subscription.objects.get(pk=allocation.subscription_id)
+    steps = []
+    if allocation.target_quantity != allocation.previous_quantity or line.kind == OrderLine.Kind.RENEWAL:
+        steps.append(("quantity", {"quantity": allocation.target_quantity}))
+    if allocation.target_term_end != allocation.previous_term_end:
+        steps.append(("term", {"commitmentEndDate": allocation.target_term_end.isoformat()}))
+    if allocation.target_status != allocation.previous_status:
+        steps.append(("status", {"status": allocation.target_status}))
+    for step, changes in steps:
+        gateway.subscription_patch(
+            tenant_id=tenant.tenant_id,
+            subscription_id=subscription.provider_subscription_id,
+            request_id=_step_id(allocation, step),
+            changes=changes,
+        )
+    with transaction.atomic():
+        subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+        subscription.quantity = allocation.target_quantity
+        subscription.term_end = allocation.target_term_end
+        subscription.status = allocation.target_status or subscription.status
+        kind = "Renewed" if line.kind == OrderLine.Kind.RENEWAL else "Seats added"
+        _save_subscription(subscription, None, f"{kind} by binding {allocation.pk}", ["quantity", "term_end", "status"])
+        return _bound(allocation, subscription)
+
+
+def _bound(allocation: SeatAllocation, subscription: Subscription) -> SeatAllocation:
+    allocation.transition_to(Status.BOUND)
+    allocation.subscription = subscription
+    allocation.bound_at = timezone.now()
+    allocation.last_error = ""
+    _save(allocation, None, f"Bound: {subscription}", ["status", "subscription", "bound_at", "last_error"])
+    return allocation
+
+
+def _fail(allocation: SeatAllocation, message: str, *, final: bool) -> SeatAllocation:
+    with transaction.atomic():
+        allocation.transition_to(Status.FAILED)
+        allocation.last_error = message
+        allocation.last_error_final = final
+        _save(allocation, None, f"Failed: {message}", ["status", "last_error", "last_error_final"])
+    logger.warning("allocation %s failed: %s", allocation.pk, message)
+    return allocation
+
+
+def _defer(allocation: SeatAllocation, deferred: BindingDeferred, extra_fields: list[str] | None = None) -> None:
+    with transaction.atomic():
+        allocation.transition_to(Status.QUEUED)
+        allocation.last_error = deferred.reason
+        allocation.next_attempt_at = timezone.now() + timedelta(seconds=deferred.countdown)
+        _save(
+            allocation,
+            None,
+            f"Will retry in {deferred.countdown:.0f}s: {deferred.reason}",
+            ["status", "last_error", "next_attempt_at", *(extra_fields or [])],
+        )
+
+
+# --- recovery --------------------------------------------------------------------------------------
+
+
+def allocation_sweep(*, now=None) -> list[int]:
+    """Return the allocations to enqueue again: queued ones whose message was lost, binding ones left behind."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.BINDING_STALE_SECONDS)
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now - timedelta(seconds=DEFER_SECONDS))
+    queued = SeatAllocation.objects.filter(status=Status.QUEUED, updated_at__lt=stale).filter(due)
+    binding = SeatAllocation.objects.filter(status=Status.BINDING, updated_at__lt=stale)
+    ids = list(queued.values_list("pk", flat=True)[:5000]) + list(binding.values_list("pk", flat=True)[:5000])
+    for allocation_id in ids:
+        _enqueue(allocation_id)
+    return ids

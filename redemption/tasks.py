@@ -1,0 +1,34 @@
+"""Celery tasks: thin interfaces over the redemption services; the database is the source of truth."""
+
+import logging
+
+from celery import shared_task
+
+from redemption import services
+
+logger = logging.getLogger(__name__)
+
+
+# --- Seat binding ----------------------------------------------------------------------------------
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None, ignore_result=True)
+def allocation_bind_task(self, allocation_id: int) -> None:
+    """Bind one allocation; on a transient provider error, run again after the countdown the service chose."""
+    try:
+        services.allocation_bind(allocation_id=allocation_id)
+    except services.BindingDeferred as deferred:
+        # The service already saved the attempt and its error; the attempts are bounded there.
+        raise self.retry(countdown=deferred.countdown, exc=deferred) from None
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def allocation_sweep_task() -> int:
+    """Enqueue again the bindings whose broker message was lost or whose worker died."""
+    ids = services.allocation_sweep()
+    if ids:
+        logger.info("sweep re-enqueued %d allocation(s)", len(ids))
+    return len(ids)
+
+
+# --- end of seat binding ---------------------------------------------------------------------------

@@ -1,0 +1,314 @@
+"""Admin screens of the binding flow: thin views over the redemption services."""
+
+import copy
+
+from django.contrib import messages
+from django.contrib.admin import ModelAdmin
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from licensing.models import Agreement, Order, OrderLine
+from redemption import services
+from redemption.models import SeatAllocation
+from tenants.models import Customer, Tenant
+
+
+def _errors(exc: ValidationError) -> list[str]:
+    return list(exc.messages)
+
+
+def _context(model_admin: ModelAdmin, request: HttpRequest, title: str, **extra) -> dict:
+    return {**model_admin.admin_site.each_context(request), "title": title, "opts": model_admin.model._meta, **extra}
+
+
+def status_url(allocation: SeatAllocation) -> str:
+    return reverse("admin:redemption_seatallocation_status", args=[allocation.pk])
+
+
+def _line_queryset():
+    return OrderLine.objects.select_related("order__agreement__customer", "order__agreement__partner", "product")
+
+
+def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) -> HttpResponse:
+    """New seats (or a line whose agreement has no tenant yet): choose the tenant, see its identity, type its domain."""
+    if not request.user.has_perm("redemption.add_seatallocation"):
+        raise PermissionDenied
+    line = get_object_or_404(_line_queryset(), pk=line_id)
+    agreement = line.order.agreement
+    existing = services.agreement_tenant(agreement=agreement, product=line.product)
+    if line.kind != OrderLine.Kind.NEW and existing is not None and "tenant" not in request.GET:
+        return HttpResponseRedirect(reverse("admin:licensing_order_bind", args=[line.order_id]))
+    tenants = list(agreement.customer.tenants.order_by("default_domain"))
+    errors: list[str] = []
+    chosen = None
+    tenant_param = request.POST.get("tenant") or request.GET.get("tenant")
+    if tenant_param:
+        chosen = next((t for t in tenants if str(t.pk) == tenant_param), None)
+        if chosen is None:
+            errors.append("Choose one of this customer's tenants.")
+    elif line.order.suggested_tenant_domain:
+        suggested = next((t for t in tenants if t.default_domain == line.order.suggested_tenant_domain), None)
+        if suggested:
+            return HttpResponseRedirect(f"{request.path}?tenant={suggested.pk}")
+    if request.method == "POST" and chosen is not None:
+        try:
+            allocation = services.allocation_request(
+                order_line=line,
+                tenant=chosen,
+                quantity=int(request.POST.get("quantity") or 0),
+                confirm_domain=request.POST.get("confirm_domain", ""),
+                acting_user=request.user,
+                reason=request.POST.get("reason", ""),
+            )
+        except ValueError:
+            errors.append("The number of seats must be a whole number.")
+        except ValidationError as exc:
+            errors.extend(_errors(exc))
+        else:
+            if allocation.status == SeatAllocation.Status.AWAITING_APPROVAL:
+                model_admin.message_user(
+                    request,
+                    f"{allocation.quantity} seat(s) for {chosen} wait for a supervisor: "
+                    + "; ".join(allocation.approval_reasons),
+                    messages.WARNING,
+                )
+            else:
+                model_admin.message_user(request, f"{allocation.quantity} seat(s) queued for {chosen}.")
+            return HttpResponseRedirect(status_url(allocation))
+    identity = preview = None
+    if chosen is not None:
+        try:
+            identity = services.tenant_identity_resolve(tenant=chosen)
+        except ValidationError as exc:
+            errors.extend(_errors(exc))
+        preview = services.allocation_preview(order_line=line, tenant=chosen, quantity=max(1, line.seats_left))
+    record_url = reverse("admin:redemption_tenant_record", args=[agreement.customer_id]) + f"?next={request.path}"
+    return TemplateResponse(
+        request,
+        "admin/redemption/bind_line.html",
+        _context(
+            model_admin,
+            request,
+            f"Bind seats of {line}",
+            line=line,
+            agreement=agreement,
+            tenants=tenants,
+            chosen=chosen,
+            identity=identity,
+            preview=preview,
+            existing=existing,
+            needs_reason=existing is not None and chosen is not None and existing.pk != chosen.pk,
+            errors=errors,
+            record_url=record_url,
+            form=request.POST if request.method == "POST" else {},
+        ),
+    )
+
+
+def _proposals(lines) -> list[dict]:
+    """Propose the agreement's tenant for each pending line, chaining previews per subscription."""
+    proposals, bases = [], {}
+    for line in lines:
+        tenant = services.agreement_tenant(agreement=line.order.agreement, product=line.product)
+        row = {"line": line, "tenant": tenant, "quantity": line.seats_left, "preview": None}
+        if line.kind != OrderLine.Kind.NEW and tenant is not None:
+            key = (line.order.agreement_id, line.product_id, tenant.pk)
+            preview = services.allocation_preview(
+                order_line=line, tenant=tenant, quantity=line.seats_left, base=bases.get(key)
+            )
+            if preview.subscription is not None:
+                base = copy.copy(preview.subscription)
+                base.quantity, base.term_end, base.status = preview.quantity, preview.term_end, preview.status
+                bases[key] = base
+            row["preview"] = preview
+        proposals.append(row)
+    return proposals
+
+
+def bind_pending_view(
+    model_admin: ModelAdmin, request: HttpRequest, *, order_id: int | None = None, agreement_id: int | None = None
+) -> HttpResponse:
+    """Every pending add/renew line of an order or agreement, with the result per subscription; one confirmation."""
+    if not request.user.has_perm("redemption.add_seatallocation"):
+        raise PermissionDenied
+    if order_id is not None:
+        scope = get_object_or_404(Order.objects.select_related("agreement"), pk=order_id)
+        lines = _line_queryset().filter(order=scope)
+        title = f"Bind the seats of order {scope}"
+    else:
+        scope = get_object_or_404(Agreement, pk=agreement_id)
+        lines = _line_queryset().filter(order__agreement=scope)
+        title = f"Bind the pending seats of agreement {scope.number}"
+    pending = [line for line in lines.order_by("order__ordered_on", "order_id", "line_number") if line.seats_left > 0]
+    proposals = _proposals(pending)
+    ready = [p for p in proposals if p["preview"] is not None]
+    if request.method == "POST" and ready:
+        try:
+            with transaction.atomic():
+                allocations = [
+                    services.allocation_request(
+                        order_line=p["line"], tenant=p["tenant"], quantity=p["quantity"], acting_user=request.user
+                    )
+                    for p in ready
+                ]
+        except ValidationError as exc:
+            model_admin.message_user(request, "Nothing was queued: " + " ".join(_errors(exc)), messages.ERROR)
+        else:
+            waiting = sum(a.status == SeatAllocation.Status.AWAITING_APPROVAL for a in allocations)
+            model_admin.message_user(
+                request,
+                f"{len(allocations) - waiting} binding(s) queued"
+                + (f", {waiting} waiting for a supervisor" if waiting else "")
+                + ".",
+            )
+            ids = ",".join(str(a.pk) for a in allocations)
+            return HttpResponseRedirect(reverse("admin:redemption_seatallocation_changelist") + f"?id__in={ids}")
+    return TemplateResponse(
+        request,
+        "admin/redemption/bind_pending.html",
+        _context(model_admin, request, title, scope=scope, proposals=proposals, ready=ready),
+    )
+
+
+def tenant_record_view(model_admin: ModelAdmin, request: HttpRequest, customer_id: int) -> HttpResponse:
+    """Record a new tenant for a customer, then go back to the binding."""
+    if not request.user.has_perm("tenants.add_tenant"):
+        raise PermissionDenied
+    customer = get_object_or_404(Customer, pk=customer_id)
+    errors: list[str] = []
+    next_url = request.GET.get("next") or request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        next_url = ""
+    if request.method == "POST":
+        try:
+            tenant = services.tenant_record(
+                customer=customer,
+                tenant_id=request.POST.get("tenant_id", "").strip(),
+                default_domain=request.POST.get("default_domain", ""),
+                display_name=request.POST.get("display_name", ""),
+                acting_user=request.user,
+            )
+        except ValidationError as exc:
+            errors.extend(_errors(exc))
+        else:
+            model_admin.message_user(request, f"Tenant {tenant} recorded for {customer}.")
+            if next_url:
+                return HttpResponseRedirect(f"{next_url}?tenant={tenant.pk}")
+            return HttpResponseRedirect(reverse("admin:tenants_tenant_change", args=[tenant.pk]))
+    return TemplateResponse(
+        request,
+        "admin/redemption/tenant_record.html",
+        _context(
+            model_admin,
+            request,
+            f"Record a tenant of {customer}",
+            customer=customer,
+            errors=errors,
+            form=request.POST,
+            next_url=next_url,
+        ),
+    )
+
+
+def allocation_status_view(model_admin: ModelAdmin, request: HttpRequest, allocation_id: int) -> HttpResponse:
+    """One binding: its status (refreshing while it runs), the actions it allows, and its history."""
+    allocation = get_object_or_404(
+        SeatAllocation.objects.select_related(
+            "order_line__order__agreement", "order_line__product", "tenant", "subscription", "requested_by"
+        ),
+        pk=allocation_id,
+    )
+    user = request.user
+    supervisor = user.has_perm("redemption.supervisor")
+    Status = SeatAllocation.Status
+    history = allocation.history.select_related("history_user").order_by("-history_date", "-history_id")[:50]
+    return TemplateResponse(
+        request,
+        "admin/redemption/allocation_status.html",
+        _context(
+            model_admin,
+            request,
+            f"Binding {allocation.pk}: {allocation}",
+            allocation=allocation,
+            running=allocation.status in (Status.QUEUED, Status.BINDING),
+            can_approve=supervisor
+            and allocation.status == Status.AWAITING_APPROVAL
+            and allocation.requested_by_id != user.pk,
+            can_reject=supervisor and allocation.status in (Status.AWAITING_APPROVAL, Status.FAILED),
+            can_retry=allocation.status == Status.FAILED and user.has_perm("redemption.add_seatallocation"),
+            can_reverse=supervisor and allocation.status == Status.BOUND,
+            history=history,
+        ),
+    )
+
+
+DECISIONS = {
+    "approve": ("Approve", False),
+    "reject": ("Reject", True),
+    "retry": ("Retry", False),
+    "reverse": ("Reverse", True),
+}
+
+
+def allocation_decide_view(
+    model_admin: ModelAdmin, request: HttpRequest, allocation_id: int, decision: str
+) -> HttpResponse:
+    """Approve, reject (with a reason), retry or reverse (with a reason) one binding, after confirmation."""
+    if decision not in DECISIONS:
+        raise PermissionDenied
+    allocation = get_object_or_404(
+        SeatAllocation.objects.select_related("tenant", "order_line__order"), pk=allocation_id
+    )
+    label, needs_reason = DECISIONS[decision]
+    errors: list[str] = []
+    if request.method == "POST":
+        reason = request.POST.get("reason", "")
+        try:
+            if decision == "approve":
+                services.allocation_approve(allocation=allocation, acting_user=request.user)
+            elif decision == "reject":
+                services.allocation_reject(allocation=allocation, acting_user=request.user, reason=reason)
+            elif decision == "retry":
+                services.allocation_retry(allocation=allocation, acting_user=request.user)
+            else:
+                services.allocation_reverse(allocation=allocation, acting_user=request.user, reason=reason)
+        except ValidationError as exc:
+            errors.extend(_errors(exc))
+        else:
+            model_admin.message_user(request, f"{label}: done for binding {allocation.pk} ({allocation}).")
+            return HttpResponseRedirect(status_url(allocation))
+    return TemplateResponse(
+        request,
+        "admin/redemption/allocation_decide.html",
+        _context(
+            model_admin,
+            request,
+            f"{label} binding {allocation.pk}?",
+            allocation=allocation,
+            decision=decision,
+            label=label,
+            needs_reason=needs_reason,
+            errors=errors,
+        ),
+    )
+
+
+def tenant_verify_many(model_admin: ModelAdmin, request: HttpRequest, tenants) -> None:
+    """Verify each tenant's identity with the provider and say how it went."""
+    verified = 0
+    for tenant in tenants:
+        try:
+            services.tenant_verify(tenant=tenant, acting_user=request.user)
+            verified += 1
+        except ValidationError as exc:
+            model_admin.message_user(request, f"{tenant}: {' '.join(exc.messages)}", messages.ERROR)
+    if verified:
+        model_admin.message_user(request, f"{verified} tenant(s) verified with the provider.")
+
+
+__all__ = ["Tenant", "bind_line_view", "bind_pending_view", "tenant_record_view"]

@@ -1,0 +1,104 @@
+"""The binding flow in the admin: choose, confirm by typing, approve, watch, retry, reverse."""
+
+import pytest
+from django.urls import reverse
+
+from licensing.models import OrderLine
+from redemption.models import SeatAllocation
+from tests.redemption.conftest import line_of
+
+pytestmark = pytest.mark.django_db
+
+
+def test_new_seats_are_bound_by_typing_the_domain_then_approved(
+    client, new_line, tenant, processor, supervisor, eager_celery, django_capture_on_commit_callbacks
+):
+    client.force_login(processor)
+    url = reverse("admin:licensing_orderline_bind", args=[new_line.pk])
+    page = client.get(url, {"tenant": tenant.pk})
+    assert str(tenant.tenant_id) in page.content.decode()
+    refused = client.post(url, {"tenant": tenant.pk, "quantity": 10, "confirm_domain": "wrong.onmicrosoft.com"})
+    assert "is not this tenant&#x27;s default domain" in refused.content.decode()
+    assert not SeatAllocation.objects.exists()
+    done = client.post(url, {"tenant": tenant.pk, "quantity": 10, "confirm_domain": tenant.default_domain})
+    allocation = SeatAllocation.objects.get()
+    assert done.url == reverse("admin:redemption_seatallocation_status", args=[allocation.pk])
+    assert allocation.status == SeatAllocation.Status.AWAITING_APPROVAL
+
+    client.force_login(supervisor)
+    approve = reverse("admin:redemption_seatallocation_decide", args=[allocation.pk, "approve"])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(approve).status_code == 302
+    status = client.get(reverse("admin:redemption_seatallocation_status", args=[allocation.pk])).content.decode()
+    assert 'data-status="bound"' in status
+    assert "Approved and queued for binding" in status
+
+
+def test_tenants_of_other_customers_are_not_offered(client, new_line, tenant, processor):
+    from tests.factories import TenantFactory
+
+    stranger = TenantFactory(default_domain="stranger.onmicrosoft.com")
+    client.force_login(processor)
+    page = client.get(reverse("admin:licensing_orderline_bind", args=[new_line.pk])).content.decode()
+    assert tenant.default_domain in page and stranger.default_domain not in page
+
+
+def test_one_screen_queues_every_pending_add_and_renew_line(
+    client, agreement, product, tenant, bound_subscription, processor, django_capture_on_commit_callbacks
+):
+    renewal = line_of(agreement, product, OrderLine.Kind.RENEWAL, 10, line_number=1)
+    extra = OrderLine.objects.create(
+        order=renewal.order,
+        line_number=2,
+        product=product,
+        quantity=5,
+        kind=OrderLine.Kind.ADDITIONAL,
+        starts_on=renewal.starts_on,
+        ends_on=renewal.ends_on,
+    )
+    client.force_login(processor)
+    url = reverse("admin:licensing_order_bind", args=[renewal.order_id])
+    page = client.get(url).content.decode()
+    assert page.count(tenant.default_domain) == 2
+    assert "15 seat(s)" in page  # the renewal's 10 plus the 5 added, chained on one subscription
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        client.post(url)
+    assert len(callbacks) == 2
+    assert sorted(SeatAllocation.objects.values_list("order_line_id", flat=True)) == sorted([renewal.pk, extra.pk])
+
+
+def test_reject_needs_a_reason_and_reversal_is_offered_to_supervisors(client, new_line, tenant, processor, supervisor):
+    from redemption import services
+
+    allocation = services.allocation_request(
+        order_line=new_line, tenant=tenant, quantity=2, confirm_domain=tenant.default_domain, acting_user=processor
+    )
+    client.force_login(supervisor)
+    url = reverse("admin:redemption_seatallocation_decide", args=[allocation.pk, "reject"])
+    assert "Say why" in client.post(url, {"reason": ""}).content.decode()
+    client.post(url, {"reason": "Customer cancelled"})
+    allocation.refresh_from_db()
+    assert allocation.status == SeatAllocation.Status.REJECTED
+    assert allocation.rejection_reason == "Customer cancelled"
+
+
+def test_verify_identity_action_on_tenants(client, tenant, processor):
+    client.force_login(processor)
+    client.post(
+        reverse("admin:tenants_tenant_changelist"), {"action": "verify_identity", "_selected_action": [tenant.pk]}
+    )
+    tenant.refresh_from_db()
+    assert tenant.verified_by == processor
+
+
+def test_work_queue_lists_unbound_lines_with_a_bind_button(client, new_line, processor):
+    client.force_login(processor)
+    page = client.get(reverse("admin:licensing_orderline_changelist"), {"unbound": "yes"}).content.decode()
+    assert reverse("admin:licensing_orderline_bind", args=[new_line.pk]) in page
+
+
+def test_a_new_tenant_is_recorded_for_the_customer(client, customer, processor):
+    client.force_login(processor)
+    url = reverse("admin:redemption_tenant_record", args=[customer.pk])
+    client.post(url, {"tenant_id": "3f1c0f5e-9e7e-4b52-8f6a-1a2b3c4d5e6f", "default_domain": "NewCo.onmicrosoft.com"})
+    assert customer.tenants.get().default_domain == "newco.onmicrosoft.com"

@@ -1,0 +1,142 @@
+"""The HTTP client against a real local server that follows the provider API contract."""
+
+import uuid
+from datetime import date
+
+import pytest
+
+from redemption.gateway.base import (
+    OrderRequest,
+    ProviderFinal,
+    ProviderNotFound,
+    ProviderThrottled,
+    ProviderTransient,
+    ProviderUnavailable,
+    request_id_for,
+)
+from redemption.gateway.http import HttpGateway
+from redemption.testing.provider_server import Fault, ProviderServer
+
+TENANT = uuid.UUID("0f6f1c3e-8a52-4c4b-b3a4-0d8e7c1f2a11")
+ORDER = OrderRequest(
+    reference_customer_id=str(TENANT),
+    offer_id="Q5Y-00003",
+    quantity=25,
+    commitment_end=date(2027, 11, 1),
+    friendly_name="O365 E3",
+    partner_id="4412345",
+)
+
+
+@pytest.fixture
+def server():
+    server = ProviderServer(token="secret").start()
+    server.add_tenant(TENANT, "northwind.onmicrosoft.com", "Northwind Traders")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(server):
+    return HttpGateway(base_url=server.url, token="secret", timeout=0.5)
+
+
+def test_identity_is_read_with_the_bearer_token_and_fresh_ids(server, client):
+    identity = client.customer_identity(tenant_id=TENANT)
+    assert (identity.tenant_id, identity.domain, identity.company_name) == (
+        TENANT,
+        "northwind.onmicrosoft.com",
+        "Northwind Traders",
+    )
+    call = server.state.calls[-1]
+    assert call["authorization"] == "Bearer secret"
+    assert uuid.UUID(call["request_id"]) and uuid.UUID(call["correlation_id"])
+
+
+def test_unknown_tenant_is_not_found(client):
+    with pytest.raises(ProviderNotFound, match="404"):
+        client.customer_identity(tenant_id=uuid.uuid4())
+
+
+def test_wrong_token_is_a_final_error_with_the_providers_message(server):
+    with pytest.raises(ProviderFinal, match="Missing or wrong bearer token"):
+        HttpGateway(base_url=server.url, token="nope", timeout=0.5).customer_identity(tenant_id=TENANT)
+
+
+def test_identity_read_retries_through_throttling_honouring_retry_after(server, client):
+    server.inject(Fault("throttle", times=2, retry_after=0.2))
+    assert client.customer_identity(tenant_id=TENANT).domain == "northwind.onmicrosoft.com"
+    assert len(server.state.calls) == 3
+
+
+def test_identity_read_gives_up_with_try_again_when_the_provider_stays_down(server, client):
+    server.inject(Fault("throttle", times=5, retry_after=30))
+    with pytest.raises(ProviderUnavailable, match="try again"):
+        client.customer_identity(tenant_id=TENANT)
+
+
+def test_throttled_write_reports_retry_after(server, client):
+    server.inject(Fault("throttle", retry_after=7, method="POST"))
+    with pytest.raises(ProviderThrottled) as throttled:
+        client.order_create(tenant_id=TENANT, request_id=uuid.uuid4(), order=ORDER)
+    assert throttled.value.retry_after == 7
+    assert server.subscriptions_of(TENANT) == []
+
+
+def test_5xx_is_transient(server, client):
+    server.inject(Fault("error", status=503, method="POST", message="Service busy"))
+    with pytest.raises(ProviderTransient, match="Service busy"):
+        client.order_create(tenant_id=TENANT, request_id=uuid.uuid4(), order=ORDER)
+
+
+def test_other_4xx_is_final_with_the_providers_message(server, client):
+    server.inject(Fault("final", status=409, method="POST", message="Offer Q5Y-00003 is not sold in this market"))
+    with pytest.raises(ProviderFinal, match="not sold in this market"):
+        client.order_create(tenant_id=TENANT, request_id=uuid.uuid4(), order=ORDER)
+
+
+def test_timeout_is_transient_and_the_retry_with_the_same_request_id_adds_nothing(server, client):
+    request_id = request_id_for(uuid.uuid4(), "order:0")
+    server.inject(Fault("delay", seconds=1.5, method="POST"))
+    with pytest.raises(ProviderTransient, match="did not answer in time"):
+        client.order_create(tenant_id=TENANT, request_id=request_id, order=ORDER)
+    first = server.subscriptions_of(TENANT)
+    again = client.order_create(tenant_id=TENANT, request_id=request_id, order=ORDER)
+    assert [s["id"] for s in server.subscriptions_of(TENANT)] == [again.id] == [first[0]["id"]]
+
+
+def test_dropped_connection_after_the_call_applied_replays_on_retry(server, client):
+    request_id = request_id_for(uuid.uuid4(), "order:0")
+    server.inject(Fault("drop_after_apply", method="POST"))
+    with pytest.raises(ProviderTransient, match="connection to the provider failed"):
+        client.order_create(tenant_id=TENANT, request_id=request_id, order=ORDER)
+    subscription = client.order_create(tenant_id=TENANT, request_id=request_id, order=ORDER)
+    assert len(server.subscriptions_of(TENANT)) == 1
+    assert subscription.quantity == 25
+    posts = [c for c in server.state.calls if c["method"] == "POST"]
+    assert posts[0]["request_id"] == posts[1]["request_id"] == str(request_id)
+    assert posts[0]["correlation_id"] != posts[1]["correlation_id"]
+
+
+def test_patch_sets_absolute_values_and_a_replayed_request_id_is_not_applied_twice(server, client):
+    sub_id = server.add_subscription(TENANT, offer_id="Q5Y-00003", quantity=10, end=date(2027, 6, 30))
+    request_id = uuid.uuid4()
+    client.subscription_patch(tenant_id=TENANT, subscription_id=sub_id, request_id=request_id, changes={"quantity": 15})
+    server.add_subscription(TENANT, offer_id="Q5Y-00003", quantity=12, end=date(2027, 6, 30), sub_id=sub_id)
+    replay = client.subscription_patch(
+        tenant_id=TENANT, subscription_id=sub_id, request_id=request_id, changes={"quantity": 15}
+    )
+    assert replay.quantity == 15
+    assert client.subscription_get(tenant_id=TENANT, subscription_id=sub_id).quantity == 12
+    patched = client.subscription_patch(
+        tenant_id=TENANT, subscription_id=sub_id, request_id=uuid.uuid4(), changes={"commitmentEndDate": "2028-01-31"}
+    )
+    assert patched.commitment_end == date(2028, 1, 31)
+    assert [s.id for s in client.subscription_list(tenant_id=TENANT)] == [sub_id]
+
+
+def test_connection_refused_is_transient():
+    with pytest.raises(ProviderTransient):
+        HttpGateway(base_url="http://127.0.0.1:9", token="x", timeout=0.5).order_create(
+            tenant_id=TENANT, request_id=uuid.uuid4(), order=ORDER
+        )

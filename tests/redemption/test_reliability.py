@@ -1,0 +1,210 @@
+"""Reliability on PostgreSQL with real Celery workers on Redis against a local provider over HTTP."""
+
+import threading
+import time
+import uuid
+from datetime import date
+
+import pytest
+import redis
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test import override_settings
+
+from licensing.models import OrderLine
+from redemption import services
+from redemption.models import SeatAllocation
+from redemption.tasks import allocation_bind_task
+from redemption.testing.provider_server import Fault, ProviderServer
+from tests.conftest import redis_broker_url, requires_postgres, requires_redis
+from tests.factories import (
+    AgreementFactory,
+    CustomerFactory,
+    OrderFactory,
+    OrderLineFactory,
+    ProductFactory,
+    SubscriptionFactory,
+    TenantFactory,
+)
+from tests.redemption.worker import Worker, wait_for
+
+pytestmark = [requires_postgres, requires_redis, pytest.mark.django_db(transaction=True)]
+Status = SeatAllocation.Status
+TOKEN = "reliability-token"
+
+
+@pytest.fixture
+def provider():
+    server = ProviderServer(token=TOKEN).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def broker():
+    url = redis_broker_url()
+    # Only this test's own broker database is emptied, never the whole server.
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture
+def http_provider(provider):
+    with override_settings(
+        PROVIDER_BACKEND="http", PROVIDER_URL=provider.url, PROVIDER_TOKEN=TOKEN, PROVIDER_TIMEOUT=5
+    ):
+        yield provider
+
+
+@pytest.fixture
+def workers(broker, http_provider):
+    started = []
+
+    def start(concurrency: int = 2, **env):
+        worker = Worker(
+            broker_url=broker, provider_url=http_provider.url, token=TOKEN, concurrency=concurrency, **env
+        ).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def setup(http_provider, django_user_model):
+    """A customer with a tenant holding 10 seats, known to the provider; lines to bind."""
+    customer = CustomerFactory()
+    tenant = TenantFactory(customer=customer)
+    http_provider.add_tenant(tenant.tenant_id, tenant.default_domain, tenant.display_name)
+    agreement = AgreementFactory(customer=customer)
+    product = ProductFactory()
+    subscription = SubscriptionFactory(
+        agreement=agreement, product=product, tenant=tenant, quantity=10, term_end=date(2027, 6, 30)
+    )
+    http_provider.add_subscription(
+        tenant.tenant_id,
+        offer_id=product.part_number,
+        quantity=10,
+        end=date(2027, 6, 30),
+        sub_id=subscription.provider_subscription_id,
+    )
+
+    def line(quantity: int, kind=OrderLine.Kind.ADDITIONAL) -> OrderLine:
+        return OrderLineFactory(order=OrderFactory(agreement=agreement), product=product, quantity=quantity, kind=kind)
+
+    # Transactional tests empty the database, roles included: a superuser stands in for the clerk.
+    user = django_user_model.objects.create_superuser("clerk", password="pw-for-tests-123")
+    return {"tenant": tenant, "subscription": subscription, "line": line, "user": user, "customer": customer}
+
+
+def request(setup, line, quantity):
+    return services.allocation_request(
+        order_line=line, tenant=setup["tenant"], quantity=quantity, acting_user=setup["user"]
+    )
+
+
+def all_bound(ids) -> bool:
+    return SeatAllocation.objects.filter(pk__in=ids, status=Status.BOUND).count() == len(ids)
+
+
+def provider_quantity(provider, setup) -> int:
+    return {s["id"]: s["quantity"] for s in provider.subscriptions_of(setup["tenant"].tenant_id)}[
+        setup["subscription"].provider_subscription_id
+    ]
+
+
+def test_two_people_asking_for_the_last_seats_at_once_one_wins(setup, broker):
+    line = setup["line"](5)
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def ask():
+        barrier.wait()
+        try:
+            outcomes.append(request(setup, line, 5))
+        except ValidationError as exc:
+            outcomes.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    errors = [o for o in outcomes if isinstance(o, ValidationError)]
+    assert len(errors) == 1 and "has 0 of 5 seat(s) left" in errors[0].messages[0]
+    line.refresh_from_db()
+    assert line.seats_allocated == 5
+    assert SeatAllocation.objects.filter(order_line=line).count() == 1
+
+
+def test_the_same_task_delivered_twice_binds_once(setup, workers, http_provider):
+    ids = [request(setup, setup["line"](2), 2).pk for _ in range(5)]
+    for allocation_id in ids:
+        allocation_bind_task.delay(allocation_id)  # a second delivery of each
+    workers(concurrency=2)
+    assert wait_for(lambda: all_bound(ids))
+    time.sleep(1)  # let the duplicates run out
+    assert provider_quantity(http_provider, setup) == 10 + 5 * 2
+    assert SeatAllocation.objects.filter(pk__in=ids, attempts=1).count() == 5
+
+
+def test_worker_killed_after_the_provider_applied_the_call(setup, workers, http_provider):
+    # The provider applies the PATCH, then takes its time answering: the worker dies meanwhile.
+    http_provider.inject(Fault("delay", method="PATCH", seconds=4))
+    worker = workers(concurrency=1)
+    allocation = request(setup, setup["line"](7), 7)
+    assert wait_for(lambda: http_provider.state.applied_writes >= 1, timeout=30)
+    worker.kill_children()
+    assert wait_for(lambda: all_bound([allocation.pk]), timeout=60)
+    assert provider_quantity(http_provider, setup) == 17
+    allocation.refresh_from_db()
+    assert allocation.attempts == 2
+    new = request(setup, setup["line"](3), 3)
+    assert wait_for(lambda: all_bound([new.pk]))
+    assert provider_quantity(http_provider, setup) == 20
+
+
+def test_new_seats_order_replayed_after_a_dropped_connection_creates_one_subscription(setup, workers, http_provider):
+    customer, tenant = setup["customer"], setup["tenant"]
+    line = setup["line"](4, kind=OrderLine.Kind.NEW)
+    line.product = ProductFactory()
+    line.save()
+    http_provider.inject(Fault("drop_after_apply", method="POST"))
+    allocation = services.allocation_request(
+        order_line=line, tenant=tenant, quantity=4, confirm_domain=tenant.default_domain, acting_user=setup["user"]
+    )
+    assert allocation.status == Status.QUEUED
+    workers(concurrency=1)
+    assert wait_for(lambda: all_bound([allocation.pk]), timeout=60)
+    offers = [s for s in http_provider.subscriptions_of(tenant.tenant_id) if s["offerId"] == line.product.part_number]
+    assert [s["quantity"] for s in offers] == [4]
+    assert customer.pk
+
+
+def test_sweep_recovers_allocations_whose_messages_were_flushed(setup, broker, workers, http_provider):
+    ids = [request(setup, setup["line"](1), 1).pk for _ in range(6)]
+    redis.Redis.from_url(broker).flushdb()
+    workers(concurrency=2)
+    time.sleep(2)
+    assert not all_bound(ids)
+    with override_settings(BINDING_STALE_SECONDS=0):
+        assert sorted(services.allocation_sweep()) == sorted(ids)
+    assert wait_for(lambda: all_bound(ids))
+    assert provider_quantity(http_provider, setup) == 16
+
+
+def test_many_additions_to_one_subscription_across_workers_add_up(setup, workers, http_provider):
+    http_provider.latency = 0.02
+    ids = [request(setup, setup["line"](n), n).pk for n in range(1, 21)]
+    workers(concurrency=2)
+    workers(concurrency=2)
+    assert wait_for(lambda: all_bound(ids), timeout=120)
+    assert provider_quantity(http_provider, setup) == 10 + sum(range(1, 21))
+    setup["subscription"].refresh_from_db()
+    assert setup["subscription"].quantity == 220
+    assert uuid.UUID(str(SeatAllocation.objects.get(pk=ids[0]).idempotency_key))

@@ -1,0 +1,338 @@
+"""The binding services: refusals, four eyes, the seat-day maths, binding and reversal."""
+
+from datetime import date, timedelta
+
+import pytest
+import time_machine
+from django.core.exceptions import ValidationError
+from django.test import override_settings
+
+from licensing.models import OrderLine
+from redemption import services
+from redemption.models import SandboxSubscription, SeatAllocation, Subscription
+from tests.factories import CustomerFactory, TenantFactory
+from tests.redemption.conftest import known_to_provider, line_of
+
+pytestmark = pytest.mark.django_db
+Status = SeatAllocation.Status
+
+
+def request(line, tenant, user, quantity=None, **kwargs):
+    return services.allocation_request(
+        order_line=line, tenant=tenant, quantity=quantity or line.quantity, acting_user=user, **kwargs
+    )
+
+
+def assert_nothing_written(line):
+    line.refresh_from_db()
+    assert line.seats_allocated == 0
+    assert not SeatAllocation.objects.exists()
+
+
+def bind(allocation):
+    return services.allocation_bind(allocation_id=allocation.pk)
+
+
+def test_tenant_of_another_customer_is_refused(new_line, processor):
+    stranger = known_to_provider(TenantFactory(customer=CustomerFactory(), default_domain="other.onmicrosoft.com"))
+    with pytest.raises(ValidationError, match="seats only go to a tenant of the agreement's own customer"):
+        request(new_line, stranger, processor, confirm_domain="other.onmicrosoft.com")
+    assert_nothing_written(new_line)
+
+
+def test_more_seats_than_left_is_refused(new_line, tenant, processor):
+    with pytest.raises(ValidationError, match="has 10 of 10 seat"):
+        request(new_line, tenant, processor, quantity=11, confirm_domain=tenant.default_domain)
+    assert_nothing_written(new_line)
+
+
+def test_new_seats_need_the_typed_domain(new_line, tenant, processor):
+    with pytest.raises(ValidationError, match="Type the tenant's default domain"):
+        request(new_line, tenant, processor)
+    assert_nothing_written(new_line)
+
+
+def test_typed_domain_that_is_not_the_tenants_is_refused(new_line, tenant, processor):
+    with pytest.raises(ValidationError, match="is not this tenant's default domain"):
+        request(new_line, tenant, processor, confirm_domain="northwindlabs.onmicrosoft.com")
+    assert_nothing_written(new_line)
+
+
+def test_typed_domain_ignores_case_and_spaces(new_line, tenant, supervisor):
+    allocation = request(new_line, tenant, supervisor, confirm_domain="  NorthWind.onmicrosoft.com ")
+    assert allocation.status == Status.AWAITING_APPROVAL
+
+
+def test_identity_reported_differently_by_the_provider_is_refused(new_line, customer, processor):
+    tenant = TenantFactory(customer=customer, default_domain="northwind.onmicrosoft.com")
+    services_tenant = known_to_provider(tenant)
+    services_tenant.default_domain = "contoso.onmicrosoft.com"
+    from redemption.gateway.sandbox import sandbox_tenant_add
+
+    sandbox_tenant_add(tenant_id=tenant.tenant_id, domain="contoso.onmicrosoft.com", company_name="Contoso")
+    tenant.refresh_from_db()
+    with pytest.raises(ValidationError, match=r"default domain contoso\.onmicrosoft\.com instead of northwind"):
+        request(new_line, tenant, processor, confirm_domain=tenant.default_domain)
+    assert_nothing_written(new_line)
+    tenant.refresh_from_db()
+    assert tenant.verified_at is None
+
+
+def test_tenant_unknown_to_the_provider_is_refused(new_line, customer, processor):
+    tenant = TenantFactory(customer=customer, default_domain="ghost.onmicrosoft.com")
+    with pytest.raises(ValidationError, match="The provider knows no tenant with ID"):
+        request(new_line, tenant, processor, confirm_domain=tenant.default_domain)
+    assert_nothing_written(new_line)
+
+
+@override_settings(SANDBOX_FAILURE_RATE=2.0)
+def test_provider_unavailable_while_resolving_identity_says_try_again(new_line, tenant, processor, monkeypatch):
+    monkeypatch.setattr("redemption.gateway.sandbox.time.sleep", lambda seconds: None)
+    with pytest.raises(ValidationError, match="provider is unavailable right now and nothing was saved"):
+        request(new_line, tenant, processor, confirm_domain=tenant.default_domain)
+    assert_nothing_written(new_line)
+
+
+def test_other_tenant_than_the_agreements_needs_a_reason(agreement, product, tenant, bound_subscription, processor):
+    other = known_to_provider(TenantFactory(customer=tenant.customer, default_domain="northwindlabs.onmicrosoft.com"))
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    with pytest.raises(ValidationError, match="needs a written reason and a supervisor's approval"):
+        request(line, other, processor, confirm_domain=other.default_domain)
+    assert_nothing_written(line)
+    allocation = request(line, other, processor, confirm_domain=other.default_domain, reason="Customer moved")
+    assert allocation.status == Status.AWAITING_APPROVAL
+    assert any("Affinity override" in r for r in allocation.approval_reasons)
+
+
+def test_additional_seats_go_to_the_agreements_tenant_without_typing(
+    agreement, product, tenant, bound_subscription, processor, django_capture_on_commit_callbacks
+):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        allocation = request(line, tenant, processor)
+    assert allocation.status == Status.QUEUED
+    assert len(callbacks) == 1
+    line.refresh_from_db()
+    assert line.seats_allocated == 5
+
+
+def test_first_binding_to_a_tenant_waits_for_a_supervisor(new_line, tenant, processor):
+    allocation = request(new_line, tenant, processor, quantity=3, confirm_domain=tenant.default_domain)
+    assert allocation.status == Status.AWAITING_APPROVAL
+    assert allocation.approval_reasons == [f"First binding to {tenant.default_domain}"]
+    tenant.refresh_from_db()
+    assert tenant.verified_domain == tenant.default_domain
+
+
+@override_settings(BINDING_APPROVAL_THRESHOLD=4)
+def test_binding_over_the_threshold_waits_for_a_supervisor(agreement, product, tenant, bound_subscription, processor):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    assert request(line, tenant, processor).approval_reasons == ["More than 4 seats"]
+
+
+def test_nobody_approves_their_own_request(new_line, tenant, supervisor):
+    allocation = request(new_line, tenant, supervisor, confirm_domain=tenant.default_domain)
+    with pytest.raises(ValidationError, match="another supervisor must approve it"):
+        services.allocation_approve(allocation=allocation, acting_user=supervisor)
+    allocation.refresh_from_db()
+    assert allocation.status == Status.AWAITING_APPROVAL
+
+
+def test_order_processor_cannot_approve(new_line, tenant, processor, make_user):
+    clerk2 = make_user("clerk2")
+    allocation = request(new_line, tenant, processor, confirm_domain=tenant.default_domain)
+    with pytest.raises(ValidationError, match="Only a supervisor"):
+        services.allocation_approve(allocation=allocation, acting_user=clerk2)
+
+
+def test_approval_queues_and_binding_creates_the_subscription(
+    new_line, tenant, processor, supervisor, django_capture_on_commit_callbacks
+):
+    allocation = request(new_line, tenant, processor, confirm_domain=tenant.default_domain)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.allocation_approve(allocation=allocation, acting_user=supervisor)
+    assert len(callbacks) == 1
+    allocation = bind(allocation)
+    assert allocation.status == Status.BOUND
+    subscription = allocation.subscription
+    assert (subscription.quantity, subscription.term_end) == (10, new_line.ends_on)
+    held = SandboxSubscription.objects.get(id=subscription.provider_subscription_id)
+    assert (held.quantity, held.offer_id, held.tenant_id) == (10, "Q5Y-00003", tenant.tenant_id)
+    history = list(
+        allocation.history.order_by("history_date").values_list("history_user__username", "history_change_reason")
+    )
+    assert history[0] == ("processor", "Requested; waiting for a supervisor")
+    assert history[1] == ("boss", "Approved and queued for binding")
+    assert history[-1][1].startswith("Bound")
+
+
+def test_reject_releases_the_seats_with_the_reason(new_line, tenant, processor, supervisor):
+    allocation = request(new_line, tenant, processor, confirm_domain=tenant.default_domain)
+    with pytest.raises(ValidationError, match="Say why"):
+        services.allocation_reject(allocation=allocation, acting_user=supervisor, reason=" ")
+    allocation = services.allocation_reject(allocation=allocation, acting_user=supervisor, reason="Wrong tenant")
+    assert allocation.status == Status.REJECTED
+    new_line.refresh_from_db()
+    assert new_line.seats_allocated == 0
+    assert allocation.history.first().history_change_reason == "Rejected: Wrong tenant"
+
+
+@time_machine.travel(date(2027, 1, 1), tick=False)
+def test_additional_seats_blend_the_end_date(agreement, product, tenant, bound_subscription, processor):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    preview = services.allocation_preview(order_line=line, tenant=tenant, quantity=5)
+    # 10 seats with 180 days left, 5 seats for a 365-day term: (10*180 + 5*365) / 15 = 241.67 -> 242 days.
+    assert preview.quantity == 15
+    assert preview.term_end == date(2027, 1, 1) + timedelta(days=242)
+    allocation = bind(request(line, tenant, processor))
+    bound_subscription.refresh_from_db()
+    assert allocation.status == Status.BOUND
+    assert (bound_subscription.quantity, bound_subscription.term_end) == (15, preview.term_end)
+    held = SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id)
+    assert (held.quantity, held.commitment_end) == (15, preview.term_end)
+
+
+def test_blended_end_rounds_to_the_nearest_day_and_counts_calendar_months():
+    today = date(2028, 2, 1)  # the next 12 months include 29 Feb 2028? no: 2028-02-01 + 12 months = 366 days
+    assert services.term_days_from(today, 12) == 366
+    # Expired subscription: no days left, so only the added seats count.
+    assert services.blended_end(today=today, end=date(2028, 1, 1), old_qty=1, added_qty=1, term_months=12) == (
+        today + timedelta(days=183)
+    )
+    # 1 * 10 + 2 * 366 = 742 / 3 = 247.33 -> 247
+    assert services.blended_end(
+        today=today, end=today + timedelta(days=10), old_qty=1, added_qty=2, term_months=12
+    ) == today + timedelta(days=247)
+
+
+@time_machine.travel(date(2027, 5, 1), tick=False)
+def test_renewal_starts_the_next_term_at_the_current_end(agreement, product, tenant, bound_subscription, processor):
+    line = line_of(agreement, product, OrderLine.Kind.RENEWAL, 12)
+    preview = services.allocation_preview(order_line=line, tenant=tenant, quantity=12)
+    assert (preview.quantity, preview.term_end) == (12, date(2028, 6, 30))
+    allocation = bind(request(line, tenant, processor))
+    bound_subscription.refresh_from_db()
+    assert allocation.status == Status.BOUND
+    assert (bound_subscription.quantity, bound_subscription.term_end) == (12, date(2028, 6, 30))
+
+
+@time_machine.travel(date(2027, 8, 15), tick=False)
+def test_renewal_after_expiry_starts_today_and_reactivates(agreement, product, tenant, bound_subscription, processor):
+    Subscription.objects.filter(pk=bound_subscription.pk).update(status=Subscription.Status.EXPIRED)
+    SandboxSubscription.objects.filter(id=bound_subscription.provider_subscription_id).update(status="suspended")
+    line = line_of(agreement, product, OrderLine.Kind.RENEWAL, 10)
+    assert services.allocation_preview(order_line=line, tenant=tenant, quantity=10).term_end == date(2028, 8, 15)
+    bind(request(line, tenant, processor))
+    bound_subscription.refresh_from_db()
+    assert (bound_subscription.term_end, bound_subscription.status) == (date(2028, 8, 15), "active")
+    assert SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id).status == "active"
+
+
+def test_binding_twice_binds_once(agreement, product, tenant, bound_subscription, processor):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    allocation = request(line, tenant, processor)
+    bind(allocation)
+    bind(allocation)
+    assert SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id).quantity == 15
+    assert SeatAllocation.objects.get(pk=allocation.pk).attempts == 1
+
+
+def test_final_provider_refusal_fails_with_its_message_and_can_be_retried(
+    agreement, product, tenant, bound_subscription, processor, monkeypatch
+):
+    from redemption.gateway import ProviderFinal
+
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    allocation = request(line, tenant, processor)
+
+    def refuse(self, **kwargs):
+        raise ProviderFinal("Provider answered 400: offer not available in this market")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("redemption.gateway.sandbox.SandboxGateway.subscription_patch", refuse)
+        allocation = bind(allocation)
+    assert allocation.status == Status.FAILED
+    assert "offer not available in this market" in allocation.last_error
+    allocation = services.allocation_retry(allocation=allocation, acting_user=processor)
+    assert bind(allocation).status == Status.BOUND
+
+
+@override_settings(BINDING_MAX_ATTEMPTS=2, SANDBOX_FAILURE_RATE=2.0)
+def test_transient_errors_retry_then_fail_after_the_bounded_attempts(
+    agreement, product, tenant, bound_subscription, processor
+):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    allocation = request(line, tenant, processor)
+    with pytest.raises(services.BindingDeferred) as deferred:
+        bind(allocation)
+    assert 1 <= deferred.value.countdown <= 3
+    allocation.refresh_from_db()
+    assert allocation.status == Status.QUEUED and "injected failure" in allocation.last_error
+    SeatAllocation.objects.filter(pk=allocation.pk).update(next_attempt_at=None)
+    allocation = bind(allocation)
+    assert allocation.status == Status.FAILED
+    assert allocation.last_error.startswith("Gave up after 2 attempts")
+
+
+def test_reversal_of_additional_seats_sets_the_subscription_back(
+    agreement, product, tenant, bound_subscription, processor, supervisor
+):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    allocation = bind(request(line, tenant, processor))
+    with pytest.raises(ValidationError, match="Only a supervisor"):
+        services.allocation_reverse(allocation=allocation, acting_user=processor, reason="x")
+    allocation = services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Ordered twice")
+    bound_subscription.refresh_from_db()
+    assert allocation.status == Status.REVERSED
+    assert (bound_subscription.quantity, bound_subscription.term_end) == (10, date(2027, 6, 30))
+    held = SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id)
+    assert (held.quantity, held.commitment_end) == (10, date(2027, 6, 30))
+    line.refresh_from_db()
+    assert line.seats_allocated == 0
+
+
+def test_reversal_of_new_seats_suspends_the_subscription(new_line, tenant, processor, supervisor, make_user):
+    allocation = request(new_line, tenant, processor, confirm_domain=tenant.default_domain)
+    services.allocation_approve(allocation=allocation, acting_user=supervisor)
+    allocation = bind(allocation)
+    services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Wrong order")
+    allocation.subscription.refresh_from_db()
+    assert allocation.subscription.status == Subscription.Status.SUSPENDED
+    assert SandboxSubscription.objects.get(id=allocation.subscription.provider_subscription_id).status == "suspended"
+
+
+def test_reversal_is_refused_after_the_window(agreement, product, tenant, bound_subscription, processor, supervisor):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    allocation = bind(request(line, tenant, processor))
+    with (
+        time_machine.travel(allocation.bound_at + timedelta(days=8)),
+        pytest.raises(ValidationError, match="within 7 days"),
+    ):
+        services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Too late")
+    assert SeatAllocation.objects.get(pk=allocation.pk).status == Status.BOUND
+
+
+def test_sweep_enqueues_lost_and_abandoned_bindings(agreement, product, tenant, bound_subscription, processor):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 6)
+    lost = request(line, tenant, processor, quantity=3)
+    abandoned = request(line, tenant, processor, quantity=3)
+    SeatAllocation.objects.filter(pk=abandoned.pk).update(status=Status.BINDING)
+    assert services.allocation_sweep() == []
+    with time_machine.travel(lost.updated_at + timedelta(seconds=200)):
+        assert sorted(services.allocation_sweep()) == sorted([lost.pk, abandoned.pk])
+
+
+def test_tenant_verify_records_the_provider_identity(tenant, processor):
+    tenant = services.tenant_verify(tenant=tenant, acting_user=processor)
+    assert tenant.verified_by == processor
+    assert str(tenant.verified_tenant_id) == str(tenant.tenant_id)
+
+
+def test_tenant_record_refuses_a_domain_that_is_not_a_default_domain(customer, processor):
+    with pytest.raises(ValidationError, match="not a default tenant domain"):
+        services.tenant_record(
+            customer=customer,
+            tenant_id="8c0c3a5e-3a0b-4a4c-9f9a-0e7d8b6f1a21",
+            default_domain="northwind.com",
+            acting_user=processor,
+        )
