@@ -173,7 +173,9 @@ EXPIRING_SOON_DAYS = env.int("EXPIRING_SOON_DAYS", default=30)
 RENEWAL_REMINDER_OFFSETS = env.list("RENEWAL_REMINDER_OFFSETS", cast=int, default=[90, 60, 30, 7])
 RENEWAL_REMINDER_HOUR = env.int("RENEWAL_REMINDER_HOUR", default=7)
 if not 0 <= RENEWAL_REMINDER_HOUR <= 23 or not RENEWAL_REMINDER_OFFSETS or min(RENEWAL_REMINDER_OFFSETS) < 1:
-    raise ImproperlyConfigured("RENEWAL_REMINDER_HOUR is 0-23 and RENEWAL_REMINDER_OFFSETS positive days, e.g. 90,60,30,7.")
+    raise ImproperlyConfigured(
+        "RENEWAL_REMINDER_HOUR is 0-23 and RENEWAL_REMINDER_OFFSETS positive days, e.g. 90,60,30,7."
+    )
 # Beat checks this often whether the day's run is due (from the schedule's hour) and retries failed mail.
 RENEWAL_TICK_MINUTES = env.int("RENEWAL_TICK_MINUTES", default=10)
 # A failed reminder is retried on each tick until it is sent, stops being due, or fails this often.

@@ -232,7 +232,7 @@ def _claim_new_reminders(*, today: date, offsets: list[int], token: uuid.UUID, n
     names = ", ".join(connection.ops.quote_name(name) for name, _ in columns)
     with connection.cursor() as cursor:
         # The unique constraint is the lock: a reminder another run inserted first is not ours to send.
-        cursor.execute(f"INSERT INTO {table} ({names}) {sql} ON CONFLICT DO NOTHING", params)  # noqa: S608
+        cursor.execute(f"INSERT INTO {table} ({names}) {sql} ON CONFLICT DO NOTHING", params)
 
 
 # --- Sending --------------------------------------------------------------------------------------
@@ -277,7 +277,8 @@ def _subscription_line(reminder: RenewalReminder, today: date) -> dict:
 def _customer_mail(reminders: list[RenewalReminder], today: date) -> EmailMultiAlternatives:
     """Build the one mail that tells a customer about all its subscriptions due today."""
     customer = reminders[0].customer
-    partners = {reminder.subscription.agreement.partner_id: reminder.subscription.agreement.partner for reminder in reminders}
+    agreements = [reminder.subscription.agreement for reminder in reminders]
+    partners = {agreement.partner_id: agreement.partner for agreement in agreements}
     context = {
         "customer": customer,
         "partners": list(partners.values()),
@@ -371,7 +372,7 @@ def _deliver(mail_connection, message: EmailMultiAlternatives) -> str | None:
             mail_connection.close()
         except Exception:  # a broken connection may fail to close too; the next send reopens it
             logger.debug("Closing the mail connection failed too.", exc_info=True)
-        return f"{exc.__class__.__name__}: {exc}" or exc.__class__.__name__
+        return f"{exc.__class__.__name__}: {exc}"
     return None
 
 
