@@ -152,8 +152,7 @@ def renewal_requested(prefix: str = "") -> Exists:
 def due_offset(*, today: date, offsets: Iterable[int], field_name: str) -> Case:
     """Return the smallest offset that is >= the days left until `field_name` (None when none is)."""
     whens = [
-        When(**{f"{field_name}__lte": today + timedelta(days=offset)}, then=Value(offset))
-        for offset in sorted(offsets)
+        When(**{f"{field_name}__lte": today + timedelta(days=offset)}, then=Value(offset)) for offset in sorted(offsets)
     ]
     return Case(*whens, default=Value(None), output_field=IntegerField())
 
@@ -384,9 +383,7 @@ def _iterate(queryset):
 def _send_customer_reminders(*, today: date, token: uuid.UUID, result: ReminderRunResult, mail_connection) -> None:
     claimed = (
         RenewalReminder.objects.filter(claim_token=token, status=RenewalReminder.Status.SENDING)
-        .select_related(
-            "customer", "subscription__tenant", "subscription__product", "subscription__agreement__partner"
-        )
+        .select_related("customer", "subscription__tenant", "subscription__product", "subscription__agreement__partner")
         .order_by("customer_id", "term_end", "subscription_id")
     )
     outcomes = _Outcomes(RenewalReminder, token, "customer_id", result)
@@ -439,9 +436,7 @@ def _anniversary_candidates(*, today: date, offsets: list[int]) -> list[Annivers
             if (agreement.pk, anniversary, offset) in claimed:
                 continue
             due.append(
-                AnniversaryReminder(
-                    agreement=agreement, anniversary=anniversary, deadline=deadline, offset_days=offset
-                )
+                AnniversaryReminder(agreement=agreement, anniversary=anniversary, deadline=deadline, offset_days=offset)
             )
     return due
 
