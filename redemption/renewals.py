@@ -75,6 +75,7 @@ class LifecycleResult:
 
 def _lifecycle_steps(today: date) -> list[tuple[str, list[str], Q, str]]:
     """Return (target status, statuses it is reached from, term-end filter, reason) in the order to apply."""
+    # Reasons stay under simple_history's 100-character change-reason column.
     expired_since = today - timedelta(days=EXPIRED_DAYS)  # term ends before this: no longer merely expired
     disabled_since = expired_since - timedelta(days=DISABLED_DAYS)  # before this: deprovisioned
     S = Subscription.Status
@@ -84,19 +85,19 @@ def _lifecycle_steps(today: date) -> list[tuple[str, list[str], Q, str]]:
             S.DEPROVISIONED,
             [S.ACTIVE, S.EXPIRED, S.DISABLED],
             Q(term_end__lt=disabled_since),
-            "Deprovisioned: the term ended on {term_end} and the 30 expired and 90 disabled days have passed.",
+            "Deprovisioned: term ended {term_end}, 30 expired and 90 disabled days over.",
         ),
         (
             S.DISABLED,
             [S.ACTIVE, S.EXPIRED],
             Q(term_end__lt=expired_since, term_end__gte=disabled_since),
-            "Disabled (admins only) for 90 days: the term ended on {term_end} and the 30 expired days have passed.",
+            "Disabled (admins only) for 90 days: term ended {term_end}, 30 expired days over.",
         ),
         (
             S.EXPIRED,
             [S.ACTIVE],
             Q(term_end__lt=today, term_end__gte=expired_since),
-            "Expired (users keep access) for 30 days: the term ended on {term_end}.",
+            "Expired (users keep access) for 30 days: term ended {term_end}.",
         ),
     ]
 
