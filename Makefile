@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test lint bench venv migrate demo clean
+.PHONY: run test lint bench venv migrate demo clean bench-renewals
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed" if sys.version_info < (3, 11) else 0)'
@@ -21,6 +21,8 @@ migrate: venv
 
 demo: migrate
 	$(PY) manage.py seed_demo
+	# The demo's subscriptions ending in 6, 20, 58 and 85 days get their reminders (console mail) now.
+	$(PY) manage.py send_renewal_reminders
 
 ## Admin web server, Celery worker and Celery beat together; Ctrl-C stops all three.
 run: demo
@@ -37,3 +39,7 @@ lint: venv
 
 clean:
 	rm -rf var db.sqlite3 db.sqlite3-shm db.sqlite3-wal
+
+## Daily renewal run over 100,000 and 1,000,000 subscriptions on PostgreSQL (dedicated, dropped after).
+bench-renewals: venv
+	$(PY) bench/renewals.py

@@ -384,7 +384,9 @@ def _iterate(queryset):
 def _send_customer_reminders(*, today: date, token: uuid.UUID, result: ReminderRunResult, mail_connection) -> None:
     claimed = (
         RenewalReminder.objects.filter(claim_token=token, status=RenewalReminder.Status.SENDING)
-        .select_related("customer", "subscription__tenant", "subscription__product", "subscription__agreement__partner")
+        .select_related(
+            "customer__partner", "subscription__tenant", "subscription__product", "subscription__agreement__partner"
+        )
         .order_by("customer_id", "term_end", "subscription_id")
     )
     outcomes = _Outcomes(RenewalReminder, token, "customer_id", result)
@@ -484,7 +486,7 @@ def _dry_run(*, today: date, offsets: list[int], result: ReminderRunResult) -> R
     )
     retry = list(
         _retryable_reminders(today=today, offsets=offsets).select_related(
-            "customer", "subscription__tenant", "subscription__product", "subscription__agreement__partner"
+            "customer__partner", "subscription__tenant", "subscription__product", "subscription__agreement__partner"
         )
     )
     reminders = [
