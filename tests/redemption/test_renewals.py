@@ -308,3 +308,33 @@ def test_ovs_agreements_get_a_staff_reminder_of_the_anniversary_order_deadline(m
         AnniversaryReminder.objects.order_by("-offset_days").values_list("agreement", "anniversary", "offset_days")
     ) == [(ovs.pk, anniversary, 90), (ovs.pk, anniversary, 60), (ovs.pk, anniversary, 30), (ovs.pk, anniversary, 7)]
     assert AnniversaryReminder.objects.get(offset_days=90).sent_at is not None
+
+
+def test_a_days_run_costs_the_same_queries_for_many_customers_as_for_few(mailoutbox, django_assert_max_num_queries):
+    def customers_due(count: int) -> None:
+        for n in range(count):
+            subscription = SubscriptionFactory(term_end=START + timedelta(days=7 + n % 50))
+            SubscriptionFactory(
+                tenant=subscription.tenant, agreement=subscription.agreement, term_end=subscription.term_end
+            )
+            SubscriptionFactory(term_end=START - timedelta(days=1 + n))  # ends: a lifecycle move
+
+    customers_due(2)
+    with django_assert_max_num_queries(40) as few:
+        run_day(START)
+    RenewalReminder.objects.all().delete()
+    customers_due(30)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        run_day(START + timedelta(days=1))
+    assert len(mailoutbox) == 2 + 32
+
+
+def test_beat_runs_the_tick_task_which_sends_the_days_reminders(mailoutbox, settings):
+    from redemption.tasks import renewals_tick as task
+
+    entry = settings.CELERY_BEAT_SCHEDULE["renewals-tick"]
+    assert entry["task"] == task.name
+    SubscriptionFactory(term_end=START + timedelta(days=7))
+    with time_machine.travel(datetime(2027, 1, 4, 23, 30, tzinfo=ZoneInfo("UTC")), tick=False):
+        task.apply()
+    assert len(mailoutbox) == 1
