@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test lint bench bench-admin bench-binding venv migrate demo clean
+.PHONY: run test lint bench bench-admin bench-binding bench-renewals bench-import venv migrate demo clean
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed" if sys.version_info < (3, 11) else 0)'
@@ -21,6 +21,8 @@ migrate: venv
 
 demo: migrate
 	$(PY) manage.py seed_demo
+	# The demo's subscriptions ending in 6, 20, 58 and 85 days get their reminders (console mail) now.
+	$(PY) manage.py send_renewal_reminders
 
 ## Admin web server, Celery worker and Celery beat together; Ctrl-C stops all three.
 run: demo
@@ -53,3 +55,7 @@ bench-admin: venv
 	DATABASE_URL=$(BENCH_DB_URL)/o365_bench_admin $(PY) manage.py migrate --noinput -v0
 	DATABASE_URL=$(BENCH_DB_URL)/o365_bench_admin $(PY) manage.py bench_admin --rows $${ROWS:-1000000}
 	psql "$(BENCH_DB_URL)/postgres" -qc 'DROP DATABASE o365_bench_admin'
+
+## Daily renewal run over 100,000 and 1,000,000 subscriptions on PostgreSQL (dedicated, dropped after).
+bench-renewals: venv
+	$(PY) bench/renewals.py

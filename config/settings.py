@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -169,6 +170,27 @@ BINDING_REVERSAL_DAYS = env.int("BINDING_REVERSAL_DAYS", default=7)
 
 # Subscriptions whose term ends within this many days count as "ending soon".
 EXPIRING_SOON_DAYS = env.int("EXPIRING_SOON_DAYS", default=30)
+
+# Renewals (rules 8 and 9). Offsets and hour seed the renewal reminder schedule, which staff then
+# edit in the admin (Redemption > Renewal reminder schedule); the database row wins once it exists.
+RENEWAL_REMINDER_OFFSETS = env.list("RENEWAL_REMINDER_OFFSETS", cast=int, default=[90, 60, 30, 7])
+RENEWAL_REMINDER_HOUR = env.int("RENEWAL_REMINDER_HOUR", default=7)
+if not 0 <= RENEWAL_REMINDER_HOUR <= 23 or not RENEWAL_REMINDER_OFFSETS or min(RENEWAL_REMINDER_OFFSETS) < 1:
+    raise ImproperlyConfigured(
+        "RENEWAL_REMINDER_HOUR is 0-23 and RENEWAL_REMINDER_OFFSETS positive days, e.g. 90,60,30,7."
+    )
+# Beat checks this often whether the day's run is due (from the schedule's hour) and retries failed mail.
+RENEWAL_TICK_MINUTES = env.int("RENEWAL_TICK_MINUTES", default=10)
+# A failed reminder is retried on each tick until it is sent, stops being due, or fails this often.
+RENEWAL_REMINDER_MAX_ATTEMPTS = env.int("RENEWAL_REMINDER_MAX_ATTEMPTS", default=5)
+# Delivery results are written after every this many mails: a crash leaves at most this many unconfirmed.
+RENEWAL_REMINDER_BATCH_SIZE = env.int("RENEWAL_REMINDER_BATCH_SIZE", default=5000)
+# Who receives the staff reminders of OVS anniversary-order deadlines (default: the desk's own address).
+RENEWAL_STAFF_EMAILS = env.list("RENEWAL_STAFF_EMAILS", default=[DEFAULT_FROM_EMAIL])
+CELERY_BEAT_SCHEDULE["renewals-tick"] = {
+    "task": "redemption.renewals_tick",
+    "schedule": crontab(minute=f"*/{RENEWAL_TICK_MINUTES}"),
+}
 
 # Demo logins are only ever created in development.
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="o365-demo-pass")

@@ -264,3 +264,6 @@ class SeatAllocationAdmin(SimpleHistoryAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+import redemption.admin_renewals  # noqa: E402, F401  (registers the renewals desk)

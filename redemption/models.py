@@ -189,7 +189,179 @@ class SeatAllocation(models.Model):
         self.status = status
 
 
+# ---------------------------------------------------------------------------------------------------
+# Renewals: the reminder schedule staff edit, and one record per reminder that the database holds
+# to "at most once" (rules 8 and 9).
+# ---------------------------------------------------------------------------------------------------
+
+
+def validate_reminder_offsets(value: str) -> None:
+    """Refuse anything but a comma-separated list of whole days between 1 and 366."""
+    try:
+        offsets = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise ValidationError("Offsets are whole numbers of days separated by commas, e.g. 90,60,30,7.") from None
+    if not offsets:
+        raise ValidationError("Give at least one offset, e.g. 90,60,30,7.")
+    if any(not 1 <= offset <= 366 for offset in offsets):
+        raise ValidationError("Each offset is between 1 and 366 days before the term end.")
+
+
+def parse_reminder_offsets(value: str) -> list[int]:
+    """Return the offsets as distinct whole days, largest first."""
+    return sorted({int(part) for part in value.split(",") if part.strip()}, reverse=True)
+
+
+class RenewalSchedule(models.Model):
+    """When renewal reminders go out; a single row, created from the settings on first use."""
+
+    offsets = models.CharField(
+        max_length=100,
+        validators=[validate_reminder_offsets],
+        help_text="Days before each term end at which a reminder goes out, comma-separated, e.g. 90,60,30,7.",
+    )
+    send_hour = models.PositiveSmallIntegerField(
+        "sending hour",
+        help_text="Local hour (0-23, in the server's TIME_ZONE) from which each day's reminders go out.",
+    )
+    last_run_on = models.DateField(
+        null=True, blank=True, editable=False, help_text="The last day whose scheduled run has started."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        verbose_name = "renewal reminder schedule"
+        verbose_name_plural = "renewal reminder schedule"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(id=1), name="renewalschedule_singleton", violation_error_message="There is one schedule."
+            ),
+            models.CheckConstraint(
+                condition=Q(send_hour__lte=23),
+                name="renewalschedule_hour_valid",
+                violation_error_message="The sending hour is between 0 and 23.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Reminders {self.offsets} days before the term end, from {self.send_hour:02d}:00"
+
+    def save(self, *args, **kwargs) -> None:
+        self.pk = 1
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def load(cls) -> "RenewalSchedule":
+        """Return the schedule, creating it from RENEWAL_REMINDER_OFFSETS and RENEWAL_REMINDER_HOUR if missing."""
+        schedule, _ = cls.objects.get_or_create(
+            pk=1,
+            defaults={
+                "offsets": ",".join(str(offset) for offset in settings.RENEWAL_REMINDER_OFFSETS),
+                "send_hour": settings.RENEWAL_REMINDER_HOUR,
+            },
+        )
+        return schedule
+
+    @property
+    def offset_days(self) -> list[int]:
+        return parse_reminder_offsets(self.offsets)
+
+
+class ReminderDelivery(models.Model):
+    """How one reminder's delivery went: claimed by one run, then sent or failed (and retried)."""
+
+    class Status(models.TextChoices):
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed (will be retried)"
+
+    offset_days = models.PositiveSmallIntegerField("days before")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.SENDING)
+    run_on = models.DateField(help_text="The day of the run that last claimed it.")
+    claim_token = models.UUIDField(editable=False, help_text="The run that holds it; nobody else sends it.")
+    claimed_at = models.DateTimeField()
+    attempts = models.PositiveSmallIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        abstract = True
+
+
+class RenewalReminder(ReminderDelivery):
+    """A reminder to the customer (partner copied) that a subscription's term ends in `offset_days`."""
+
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="renewal_reminders")
+    # The agreement's customer, kept here so that "one mail per customer per day" is one indexed lookup.
+    customer = models.ForeignKey("tenants.Customer", on_delete=models.CASCADE, related_name="renewal_reminders")
+    term_end = models.DateField()
+
+    class Meta:
+        ordering = ["-term_end", "-offset_days"]
+        indexes = [
+            models.Index(fields=["customer", "run_on"], name="renewalreminder_customer_day"),
+            models.Index(fields=["claim_token"], name="renewalreminder_claim_idx"),
+            models.Index(
+                fields=["claimed_at"], condition=~Q(status="sent"), name="renewalreminder_unsent_idx"
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "term_end", "offset_days"],
+                name="renewalreminder_once_per_term_offset",
+                violation_error_message="This reminder was already sent for this term.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.offset_days}-day reminder for the term ending {self.term_end}"
+
+
+class AnniversaryReminder(ReminderDelivery):
+    """A staff reminder that an OVS agreement's anniversary order is due by `deadline`."""
+
+    agreement = models.ForeignKey(Agreement, on_delete=models.CASCADE, related_name="anniversary_reminders")
+    anniversary = models.DateField()
+    deadline = models.DateField(help_text="30 days after the anniversary.")
+
+    class Meta:
+        ordering = ["-deadline", "-offset_days"]
+        indexes = [models.Index(fields=["claim_token"], name="anniversaryreminder_claim_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agreement", "anniversary", "offset_days"],
+                name="anniversaryreminder_once_per_offset",
+                violation_error_message="This anniversary reminder was already sent.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.offset_days}-day reminder of the anniversary order due {self.deadline}"
+
+
+class RenewalSubscription(Subscription):
+    """Subscriptions as the renewals desk sees them: ending soon, expired or disabled."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "renewal"
+        verbose_name_plural = "renewals"
+
+
 # The provisioning sandbox keeps its state in the database so web and worker processes agree.
 from redemption.gateway.sandbox_models import SandboxRequest, SandboxSubscription, SandboxTenant  # noqa: E402
 
-__all__ = ["SandboxRequest", "SandboxSubscription", "SandboxTenant", "SeatAllocation", "Subscription"]
+__all__ = [
+    "AnniversaryReminder",
+    "RenewalReminder",
+    "RenewalSchedule",
+    "RenewalSubscription",
+    "SandboxRequest",
+    "SandboxSubscription",
+    "SandboxTenant",
+    "SeatAllocation",
+    "Subscription",
+]

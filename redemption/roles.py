@@ -16,15 +16,23 @@ ORDER_PROCESSOR_PERMISSIONS = [
     "view_subscription",
     "view_seatallocation",
     "add_seatallocation",
+    "view_renewalsubscription",
+    "view_renewalreminder",
+    "view_anniversaryreminder",
+    "view_renewalschedule",
 ]
-# Supervisors can do all that, and approve, reject and reverse bindings.
-SUPERVISOR_PERMISSIONS = [*ORDER_PROCESSOR_PERMISSIONS, "change_seatallocation", "supervisor"]
+# Supervisors can do all that, approve, reject and reverse bindings, and set the reminder schedule.
+SUPERVISOR_PERMISSIONS = [*ORDER_PROCESSOR_PERMISSIONS, "change_seatallocation", "supervisor", "change_renewalschedule"]
 
 ROLES = {ORDER_PROCESSOR: ORDER_PROCESSOR_PERMISSIONS, SUPERVISOR: SUPERVISOR_PERMISSIONS}
 
 
 def roles_sync(apps=global_apps) -> None:
-    """Create the roles, or bring their permissions up to date; safe to run any number of times."""
+    """Create the roles, or bring their permissions up to date; safe to run any number of times.
+
+    A migration early in the history sees only the models that exist by then: it grants what exists,
+    and a later migration that adds models runs this again.
+    """
     from django.contrib.auth.management import create_permissions
 
     # Permissions are normally created after all migrations; the roles need them now.
@@ -36,12 +44,8 @@ def roles_sync(apps=global_apps) -> None:
     Permission = apps.get_model("auth", "Permission")
     for name, codenames in ROLES.items():
         group, _ = Group.objects.get_or_create(name=name)
-        perms = list(
+        group.permissions.set(
             Permission.objects.filter(
                 content_type__app_label__in=["tenants", "licensing", "redemption"], codename__in=codenames
             )
         )
-        missing = set(codenames) - {perm.codename for perm in perms}
-        if missing:
-            raise RuntimeError(f"Permissions missing for role {name}: {sorted(missing)}")
-        group.permissions.set(perms)

@@ -3,6 +3,7 @@
 import logging
 
 from celery import shared_task
+from django.utils import timezone
 
 from redemption import services
 
@@ -32,3 +33,14 @@ def allocation_sweep_task() -> int:
 
 
 # --- end of seat binding ---------------------------------------------------------------------------
+
+
+# --- Renewals: lifecycle and reminders, driven by beat (CELERY_BEAT_SCHEDULE["renewals-tick"]) ---
+
+
+@shared_task(name="redemption.renewals_tick", ignore_result=True)
+def renewals_tick() -> None:
+    """Run the day's renewal work once the schedule's hour has come; otherwise retry failed reminders."""
+    from redemption.renewals import renewals_tick as tick
+
+    tick(now=timezone.now())

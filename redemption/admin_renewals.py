@@ -1,0 +1,207 @@
+"""The renewals desk: what is about to lapse or has lapsed, each subscription's reminders, the schedule."""
+
+from datetime import timedelta
+
+from django.contrib import admin
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import reverse
+from django.utils import timezone
+from simple_history.admin import SimpleHistoryAdmin
+
+from redemption.models import (
+    AnniversaryReminder,
+    RenewalReminder,
+    RenewalSchedule,
+    RenewalSubscription,
+    Subscription,
+)
+
+RENEWAL_HORIZON_DAYS = 90
+
+
+def renewals_queryset(queryset: QuerySet, today) -> QuerySet:
+    """Narrow `queryset` to the renewals desk: active ending within 90 days (or already ended), expired, disabled."""
+    return queryset.filter(
+        Q(status=Subscription.Status.ACTIVE, term_end__lte=today + timedelta(days=RENEWAL_HORIZON_DAYS))
+        | Q(status__in=[Subscription.Status.EXPIRED, Subscription.Status.DISABLED])
+    )
+
+
+class RenewalWindowFilter(admin.SimpleListFilter):
+    title = "renewal"
+    parameter_name = "window"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("within30", "Ending within 30 days"),
+            ("within60", "Ending within 60 days"),
+            ("within90", "Ending within 90 days"),
+            ("expired", "Expired (users keep access)"),
+            ("disabled", "Disabled (admins only)"),
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value() or ""
+        if value.startswith("within") and value[6:] in {"30", "60", "90"}:
+            today = timezone.localdate()
+            return queryset.filter(
+                status=Subscription.Status.ACTIVE,
+                term_end__gte=today,
+                term_end__lte=today + timedelta(days=int(value[6:])),
+            )
+        if value in {Subscription.Status.EXPIRED, Subscription.Status.DISABLED}:
+            return queryset.filter(status=value)
+        return queryset
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class RenewalReminderInline(ReadOnlyInline):
+    model = RenewalReminder
+    fk_name = "subscription"
+    fields = ["term_end", "offset_days", "status", "run_on", "attempts", "sent_at", "last_error"]
+    readonly_fields = fields
+    ordering = ["-term_end", "-offset_days"]
+    verbose_name_plural = "reminder history"
+
+
+@admin.register(RenewalSubscription)
+class RenewalAdmin(admin.ModelAdmin):
+    """Subscriptions to renew; an export of this view contains exactly its filtered queryset."""
+
+    list_display = [
+        "customer",
+        "tenant_domain",
+        "product_part",
+        "quantity",
+        "term_end",
+        "days_left",
+        "status",
+        "agreement",
+        "partner",
+    ]
+    list_select_related = ["tenant__customer", "product", "agreement__partner"]
+    list_filter = [RenewalWindowFilter, "agreement__program", "agreement__partner"]
+    search_fields = [
+        "=provider_subscription_id",
+        "tenant__default_domain",
+        "=tenant__tenant_id",
+        "=agreement__number",
+        "tenant__customer__name",
+        "=agreement__partner__mpn_id",
+        "=product__part_number",
+    ]
+    fields = ["tenant", "product", "agreement", "quantity", "term_end", "status", "provider_subscription_id"]
+    readonly_fields = fields
+    inlines = [RenewalReminderInline]
+    ordering = ["term_end", "id"]
+    show_full_result_count = False
+    list_per_page = 100
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return renewals_queryset(super().get_queryset(request), timezone.localdate())
+
+    @admin.display(ordering="tenant__customer__name")
+    def customer(self, obj: Subscription):
+        return obj.tenant.customer
+
+    @admin.display(description="tenant", ordering="tenant__default_domain")
+    def tenant_domain(self, obj: Subscription) -> str:
+        return obj.tenant.default_domain
+
+    @admin.display(description="product", ordering="product__part_number")
+    def product_part(self, obj: Subscription) -> str:
+        return obj.product.part_number
+
+    @admin.display(description="partner of record", ordering="agreement__partner__name")
+    def partner(self, obj: Subscription):
+        return obj.agreement.partner
+
+    @admin.display(description="days left", ordering="term_end")
+    def days_left(self, obj: Subscription) -> int:
+        return (obj.term_end - timezone.localdate()).days
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RenewalSchedule)
+class RenewalScheduleAdmin(SimpleHistoryAdmin):
+    fields = ["offsets", "send_hour", "last_run_on", "updated_at"]
+    readonly_fields = ["last_run_on", "updated_at"]
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        # One schedule: the list is its edit page.
+        schedule = RenewalSchedule.load()
+        return HttpResponseRedirect(reverse("admin:redemption_renewalschedule_change", args=[schedule.pk]))
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ReminderAdmin(admin.ModelAdmin):
+    list_filter = ["status", "offset_days", "run_on"]
+    show_full_result_count = False
+    list_per_page = 100
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RenewalReminder)
+class RenewalReminderAdmin(ReminderAdmin):
+    list_display = [
+        "subscription",
+        "customer",
+        "term_end",
+        "offset_days",
+        "status",
+        "attempts",
+        "sent_at",
+        "last_error",
+    ]
+    list_select_related = ["subscription__tenant", "subscription__product", "customer"]
+    search_fields = ["=subscription__tenant__default_domain", "customer__name", "=subscription__agreement__number"]
+    ordering = ["-claimed_at", "-id"]
+
+
+@admin.register(AnniversaryReminder)
+class AnniversaryReminderAdmin(ReminderAdmin):
+    list_display = [
+        "agreement",
+        "anniversary",
+        "deadline",
+        "offset_days",
+        "status",
+        "attempts",
+        "sent_at",
+        "last_error",
+    ]
+    list_select_related = ["agreement"]
+    search_fields = ["=agreement__number"]
+    ordering = ["-claimed_at", "-id"]

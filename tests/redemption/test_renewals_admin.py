@@ -1,0 +1,101 @@
+"""The renewals desk in the admin: what is lapsing, each subscription's reminders, the schedule."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from licensing.models import Program
+from redemption.models import RenewalSchedule, Subscription
+from redemption.renewals import renewal_reminders_send
+from tests.factories import AgreementFactory, PartnerFactory, SubscriptionFactory, TenantFactory
+
+pytestmark = pytest.mark.django_db
+CHANGELIST = "admin:redemption_renewalsubscription_changelist"
+
+
+def subscription(days_left: int, status: str = "active", **kwargs) -> Subscription:
+    row = SubscriptionFactory(term_end=timezone.localdate() + timedelta(days=days_left), **kwargs)
+    Subscription.objects.filter(pk=row.pk).update(status=status)
+    return row
+
+
+def listed(response) -> set[int]:
+    return {row.pk for row in response.context["cl"].result_list}
+
+
+def test_renewals_view_lists_what_ends_within_90_days_expired_and_disabled(client, processor):
+    soon, later, far = subscription(10), subscription(75), subscription(200)
+    expired, disabled = subscription(-5, "expired"), subscription(-50, "disabled")
+    gone = subscription(-200, "deprovisioned")
+    client.force_login(processor)
+
+    everything = client.get(reverse(CHANGELIST))
+    within30 = client.get(reverse(CHANGELIST), {"window": "within30"})
+    only_expired = client.get(reverse(CHANGELIST), {"window": "expired"})
+    only_disabled = client.get(reverse(CHANGELIST), {"window": "disabled"})
+
+    assert listed(everything) == {soon.pk, later.pk, expired.pk, disabled.pk}
+    assert far.pk not in listed(everything) and gone.pk not in listed(everything)
+    assert listed(within30) == {soon.pk}
+    assert listed(only_expired) == {expired.pk}
+    assert listed(only_disabled) == {disabled.pk}
+
+
+def test_renewals_view_filters_by_partner_and_program(client, processor):
+    partner = PartnerFactory()
+    tenant = TenantFactory(customer__partner=partner)
+    ours = subscription(20, tenant=tenant, agreement=AgreementFactory(customer=tenant.customer, program=Program.OVS))
+    theirs = subscription(20)
+    client.force_login(processor)
+
+    by_partner = client.get(reverse(CHANGELIST), {"agreement__partner__id__exact": partner.pk})
+    by_program = client.get(reverse(CHANGELIST), {"agreement__program__exact": "ovs"})
+
+    assert listed(by_partner) == {ours.pk}
+    assert listed(by_program) == {ours.pk}
+    assert theirs.pk not in listed(by_program)
+
+
+def test_renewals_changelist_queries_do_not_grow_with_rows(client, superuser, django_assert_max_num_queries):
+    for days in range(40):
+        subscription(days)
+    client.force_login(superuser)
+    with django_assert_max_num_queries(12):
+        response = client.get(reverse(CHANGELIST))
+    assert len(listed(response)) == 40
+
+
+def test_each_subscription_shows_its_reminder_history(client, processor, mailoutbox):
+    row = subscription(7)
+    renewal_reminders_send(today=timezone.localdate())
+    client.force_login(processor)
+
+    response = client.get(reverse("admin:redemption_renewalsubscription_change", args=[row.pk]))
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "reminder history" in content.lower()
+    assert "Sent" in content and str(row.term_end.year) in content
+
+
+def test_supervisor_edits_the_schedule_and_an_order_processor_only_sees_it(client, supervisor, processor):
+    url = reverse("admin:redemption_renewalschedule_change", args=[RenewalSchedule.load().pk])
+    client.force_login(supervisor)
+    assert client.get(reverse("admin:redemption_renewalschedule_changelist")).url == url
+
+    response = client.post(url, {"offsets": "120, 45,7", "send_hour": "6"})
+    assert response.status_code == 302
+    schedule = RenewalSchedule.load()
+    assert (schedule.offset_days, schedule.send_hour) == ([120, 45, 7], 6)
+
+    refused = client.post(url, {"offsets": "90,abc", "send_hour": "25"})
+    assert refused.status_code == 200
+    assert "whole numbers of days" in refused.content.decode()
+    assert RenewalSchedule.load().offsets == "120, 45,7"
+
+    client.force_login(processor)
+    assert client.get(url).status_code == 200
+    client.post(url, {"offsets": "30", "send_hour": "1"})
+    assert RenewalSchedule.load().offsets == "120, 45,7"
