@@ -180,15 +180,16 @@ IMPORT_FILES_DIR = env.path("IMPORT_FILES_DIR", default=str(VAR_DIR / "imports")
 # django-import-export: never rely on its own formula escaping alone (it strips a leading "=" only);
 # every export goes through licensing.formats, which neutralises formula-like cells.
 IMPORT_EXPORT_SKIP_ADMIN_LOG = True
+IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "add"
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
 IMPORT_EXPORT_TMP_STORAGE_CLASS = "import_export.tmp_storages.TempFolderStorage"
 
 # Cross-process scratch values such as an import's progress: Redis when the broker is Redis.
 if CELERY_BROKER_URL.startswith("redis://"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL}}
 else:
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")}
-    }
+    _cache = {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")}
+    CACHES = {"default": _cache}
 
 # Demo logins are only ever created in development.
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="o365-demo-pass")
