@@ -191,8 +191,18 @@ class OrderLineAdmin(SheetImportExportMixin, SimpleHistoryAdmin):
 
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "status", "progress", "new_count", "updated_count", "unchanged_count", "error_count",
-                    "created_by", "created_at", "finished_at"]
+    list_display = [
+        "__str__",
+        "status",
+        "progress",
+        "new_count",
+        "updated_count",
+        "unchanged_count",
+        "error_count",
+        "created_by",
+        "created_at",
+        "finished_at",
+    ]
     list_select_related = ["created_by"]
     list_filter = ["kind", "status"]
     search_fields = ["file_name", "=id"]
@@ -234,7 +244,8 @@ class ImportJobAdmin(admin.ModelAdmin):
             "can_confirm": job.status == ImportJob.Status.READY and self.has_view_permission(request, job),
             "error_lines": job.error_lines(),
             "import_url": reverse(
-                "admin:licensing_order_import" if job.kind == ImportJob.Kind.ORDER_SHEET
+                "admin:licensing_order_import"
+                if job.kind == ImportJob.Kind.ORDER_SHEET
                 else "admin:licensing_agreement_import"
             ),
         }
@@ -242,8 +253,11 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("<int:job_id>/confirm/", self.admin_site.admin_view(self.confirm_view),
-                 name="licensing_importjob_confirm"),
+            path(
+                "<int:job_id>/confirm/",
+                self.admin_site.admin_view(self.confirm_view),
+                name="licensing_importjob_confirm",
+            ),
             *super().get_urls(),
         ]
 

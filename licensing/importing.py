@@ -538,9 +538,7 @@ class OrderSheetImporter(SheetImporter):
                 self.outcome(number, outcome)
 
         if self.writing:
-            self.write_parents(
-                _unique(touched["partner"]), _unique(touched["customer"]), _unique(touched["agreement"])
-            )
+            self.write_parents(_unique(touched["partner"]), _unique(touched["customer"]), _unique(touched["agreement"]))
             products = _unique(touched["product"])
             self._create(
                 Product,

@@ -107,7 +107,28 @@ class OrderSheetResource(SheetImportResource):
     class Meta:
         model = OrderLine
         name = "Order sheet (one row per order line)"
-        fields = ()
+        fields = (
+            "license_number",
+            "line",
+            "order_date",
+            "program",
+            "agreement_number",
+            "authorization_number",
+            "reseller",
+            "reseller_mpn_id",
+            "customer",
+            "customer_email",
+            "part_number",
+            "product",
+            "quantity",
+            "order_type",
+            "start_date",
+            "end_date",
+            "tenant_domain",
+            "po_number",
+            "reseller_email",
+        )
+        export_order = fields
         chunk_size = 2000
 
     def filter_export(self, queryset, **kwargs):
@@ -141,7 +162,21 @@ class AgreementSheetResource(SheetImportResource):
     class Meta:
         model = Agreement
         name = "Agreements sheet (one row per agreement)"
-        fields = ()
+        fields = (
+            "program",
+            "agreement_number",
+            "authorization_number",
+            "customer",
+            "customer_email",
+            "customer_country",
+            "reseller",
+            "reseller_mpn_id",
+            "reseller_email",
+            "osm_email",
+            "start_date",
+            "end_date",
+        )
+        export_order = fields
         chunk_size = 2000
 
     def filter_export(self, queryset, **kwargs):
@@ -167,7 +202,18 @@ class OrderResource(SafeExportResource):
     class Meta:
         model = Order
         name = "Orders (one row per order)"
-        fields = ()
+        fields = (
+            "license_number",
+            "order_date",
+            "program",
+            "agreement_number",
+            "customer",
+            "reseller",
+            "reseller_mpn_id",
+            "po_number",
+            "tenant_domain",
+        )
+        export_order = fields
         chunk_size = 2000
 
     def filter_export(self, queryset, **kwargs):

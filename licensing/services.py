@@ -139,9 +139,7 @@ def import_job_create(*, kind: str, upload: IO[bytes], file_name: str, acting_us
     """Keep an uploaded sheet for a worker to check, and queue the check; nothing is imported yet."""
     rows_total = count_rows(upload)
     upload.seek(0)
-    job = ImportJob(
-        kind=kind, file_name=file_name[:255], created_by=acting_user, dry_run=True, rows_total=rows_total
-    )
+    job = ImportJob(kind=kind, file_name=file_name[:255], created_by=acting_user, dry_run=True, rows_total=rows_total)
     job.file.save(file_name.rsplit("/", 1)[-1][:100], File(upload), save=False)
     job.save()
     _enqueue(job)

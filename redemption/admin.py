@@ -2,7 +2,9 @@ from django.contrib import admin
 from simple_history.admin import SimpleHistoryAdmin
 
 from licensing.admin import AgeFilter, EndingSoonFilter
+from licensing.admin_import import SafeExportMixin
 from redemption.models import SeatAllocation, Subscription
+from redemption.resources import SubscriptionResource
 from tenants.admin import TenantAdmin
 from tenants.models import Tenant
 
@@ -40,7 +42,8 @@ class TenantWithSubscriptionsAdmin(TenantAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(SimpleHistoryAdmin):
+class SubscriptionAdmin(SafeExportMixin, SimpleHistoryAdmin):
+    export_resource_classes = [SubscriptionResource]
     list_display = ["__str__", "agreement", "customer", "quantity", "term_end", "status", "provider_subscription_id"]
     list_select_related = ["tenant__customer", "product", "agreement"]
     list_filter = ["status", SubscriptionEndingFilter, "agreement__program"]
