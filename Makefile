@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test lint bench venv migrate demo clean
+.PHONY: run test lint bench bench-import venv migrate demo clean
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed" if sys.version_info < (3, 11) else 0)'
@@ -34,6 +34,10 @@ test: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(PY) manage.py makemigrations --check --dry-run
+
+## Order-sheet import benchmark on PostgreSQL (DATABASE_URL must point at a PostgreSQL server).
+bench-import: venv
+	$(PY) bench/bench_import.py
 
 clean:
 	rm -rf var db.sqlite3 db.sqlite3-shm db.sqlite3-wal

@@ -14,9 +14,10 @@ from typing import Any
 
 from django.db.models.functions import Lower
 from django.utils import timezone
-from simple_history.utils import bulk_create_with_history, bulk_update_with_history
+from simple_history.utils import bulk_update_with_history
 
 from licensing import cells
+from licensing.bulk import insert_with_history
 from licensing.cells import CellError, Column, RowError
 from licensing.models import Agreement, Order, OrderLine, Product, Program
 from licensing.sheets import Sheet
@@ -412,10 +413,8 @@ class SheetImporter:
         if not recs:
             return
         objs = [build(r) for r in recs]
-        created = bulk_create_with_history(
-            objs, model, default_user=self.acting_user, default_change_reason=self.change_reason, default_date=self.now
-        )
-        for rec, obj in zip(recs, created, strict=True):
+        insert_with_history(model, objs, user=self.acting_user, reason=self.change_reason, when=self.now)
+        for rec, obj in zip(recs, objs, strict=True):
             rec.id = obj.pk
 
     def _update(self, model, recs: list[Rec], attnames: dict[str, str]) -> None:
@@ -810,13 +809,7 @@ class OrderSheetImporter(SheetImporter):
                 )
                 for order, p, product in new_lines
             ]
-            bulk_create_with_history(
-                objs,
-                OrderLine,
-                default_user=self.acting_user,
-                default_change_reason=self.change_reason,
-                default_date=self.now,
-            )
+            insert_with_history(OrderLine, objs, user=self.acting_user, reason=self.change_reason, when=self.now)
         if changed_lines:
             wanted = {line_id: (values, product) for line_id, values, product in changed_lines}
             objs = list(OrderLine.objects.filter(pk__in=wanted))
