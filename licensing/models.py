@@ -1,7 +1,10 @@
 """What was bought: Open agreements, products, orders and their lines."""
 
+import os
+
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
+from django.core.files.storage import FileSystemStorage
 from django.db import models
 from django.db.models import F, Q
 from simple_history.models import HistoricalRecords
@@ -180,10 +183,19 @@ class OrderLine(models.Model):
         return self.quantity - self.seats_allocated
 
 
-def _import_files_storage():
-    from django.core.files.storage import FileSystemStorage
+class ImportFilesStorage(FileSystemStorage):
+    """Uploaded sheets waiting for a worker, in settings.IMPORT_FILES_DIR (read when used)."""
 
-    return FileSystemStorage(location=settings.IMPORT_FILES_DIR)
+    @property
+    def base_location(self) -> str:
+        return str(settings.IMPORT_FILES_DIR)
+
+    @property
+    def location(self) -> str:
+        return os.path.abspath(self.base_location)
+
+
+import_files_storage = ImportFilesStorage()
 
 
 class ImportJob(models.Model):
@@ -205,7 +217,7 @@ class ImportJob(models.Model):
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     file_name = models.CharField(max_length=255)
-    file = models.FileField(storage=_import_files_storage, upload_to="%Y/%m/", blank=True, editable=False)
+    file = models.FileField(storage=import_files_storage, upload_to="%Y/%m/", blank=True, editable=False)
     dry_run = models.BooleanField(
         default=False, help_text="Checking only: the import waits for a confirmation before it writes."
     )
