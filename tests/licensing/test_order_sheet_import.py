@@ -5,9 +5,9 @@ from datetime import date
 import pytest
 
 from licensing.models import Agreement, ImportJob, Order, OrderLine, Product
+from tenants.models import Customer, Partner
 from tests.factories import AgreementFactory, CustomerFactory, OrderLineFactory, PartnerFactory, TenantFactory
 from tests.licensing.sheets import ORDER_HEADER, csv_bytes, order_row, xlsx_bytes
-from tenants.models import Customer, Partner
 
 pytestmark = pytest.mark.django_db
 
@@ -228,7 +228,9 @@ def test_mpn_id_of_another_partner_is_rejected(import_orders):
 
 
 def test_customer_name_matches_without_regard_to_case_and_spaces(import_orders):
-    customer = CustomerFactory(name="Société Générale Café", partner__mpn_id="4412345", partner__name="Contoso Reseller Ltd")
+    customer = CustomerFactory(
+        name="Société Générale Café", partner__mpn_id="4412345", partner__name="Contoso Reseller Ltd"
+    )
 
     report = import_orders(csv_bytes([order_row(Customer="  SOCIÉTÉ GÉNÉRALE CAFÉ ")]))
 
