@@ -3,11 +3,10 @@ from datetime import timedelta
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
 from simple_history.admin import SimpleHistoryAdmin
 
 from licensing.admin_import import SheetImportExportMixin
@@ -262,11 +261,12 @@ class ImportJobAdmin(admin.ModelAdmin):
         ]
 
     def confirm_view(self, request: HttpRequest, job_id: int):
-        return _confirm(self, request, job_id)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        return _confirm(request, job_id)
 
 
-@require_POST
-def _confirm(model_admin: ImportJobAdmin, request: HttpRequest, job_id: int):
+def _confirm(request: HttpRequest, job_id: int):
     job = get_object_or_404(ImportJob, pk=job_id)
     model = "order" if job.kind == ImportJob.Kind.ORDER_SHEET else "agreement"
     if not request.user.has_perm(f"licensing.add_{model}"):

@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from import_export.admin import ExportMixin, ImportExportMixin
+from import_export.forms import ExportForm
 from import_export.results import RowResult
 
 from licensing.formats import SafeCSV, SafeXLSX, SheetFormat
@@ -21,6 +22,8 @@ class SafeExportMixin(ExportMixin):
     """Exports as CSV (UTF-8 with a BOM, so that Excel reads it right) or XLSX, formula cells neutralised."""
 
     export_formats = [SafeCSV, SafeXLSX]
+    # Every column of the sheet, always: an export must import back as it is.
+    export_form_class = ExportForm
     to_encoding = "utf-8-sig"
     export_resource_classes: list = []
 

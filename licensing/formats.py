@@ -13,6 +13,10 @@ from licensing.sheets import SheetError, neutralise, open_sheet
 class SheetFormat(base_formats.Format):
     """CSV (UTF-8 or Windows-1252, comma or semicolon) or XLSX, told apart by the file's content."""
 
+    def __init__(self, encoding: str | None = None) -> None:
+        # The encoding is found in the file itself; the library's choice is ignored.
+        self.encoding = None
+
     def get_title(self) -> str:
         return "CSV or Excel (.xlsx)"
 

@@ -132,6 +132,9 @@ class OrderSheetResource(SheetImportResource):
         chunk_size = 2000
 
     def filter_export(self, queryset, **kwargs):
+        if queryset.model is Order:
+            # From the orders page: the lines of the orders shown.
+            queryset = OrderLine.objects.filter(order__in=queryset.values("pk")).order_by("order_id", "line_number")
         return queryset.select_related("order__agreement__customer", "order__agreement__partner", "product")
 
     def dehydrate_program(self, line: OrderLine) -> str:

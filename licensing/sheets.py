@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 import os
@@ -108,9 +109,17 @@ def _is_blank(cells: list) -> bool:
     return all((c is None or (isinstance(c, str) and not c.strip())) for c in cells)
 
 
+class _KeepOpenText(io.TextIOWrapper):
+    """Text over a caller's binary file that leaves the file open: the caller closes what it opened."""
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.detach()
+
+
 def _open_csv(stream: IO[bytes], file_name: str) -> Sheet:
     encoding = _detect_encoding(stream)
-    text = io.TextIOWrapper(stream, encoding=encoding, newline="")
+    text = _KeepOpenText(stream, encoding=encoding, newline="")
     sample = text.read(65536)
     text.seek(0)
     delimiter = _sniff_delimiter(sample.lstrip("\ufeff"))
