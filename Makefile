@@ -44,6 +44,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(PY) manage.py makemigrations --check --dry-run
 
+## Order-sheet import benchmark on PostgreSQL (DATABASE_URL must point at a PostgreSQL server).
+bench-import: venv
+	$(PY) bench/bench_import.py
+
 clean:
 	rm -rf var db.sqlite3 db.sqlite3-shm db.sqlite3-wal
 

@@ -192,6 +192,30 @@ CELERY_BEAT_SCHEDULE["renewals-tick"] = {
     "schedule": crontab(minute=f"*/{RENEWAL_TICK_MINUTES}"),
 }
 
+# Order-sheet and agreement imports. Files above IMPORT_ASYNC_ROWS data rows are checked and imported
+# by a worker; uploads above IMPORT_MAX_UPLOAD_BYTES are refused before they are read.
+IMPORT_ASYNC_ROWS = env.int("IMPORT_ASYNC_ROWS", default=1000)
+IMPORT_MAX_UPLOAD_BYTES = env.int("IMPORT_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
+IMPORT_MAX_ROWS = env.int("IMPORT_MAX_ROWS", default=500_000)
+# An XLSX is a zip: refuse one that inflates beyond this (an "XLSX bomb").
+IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES = env.int("IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES", default=300 * 1024 * 1024)
+IMPORT_BATCH_SIZE = env.int("IMPORT_BATCH_SIZE", default=2000)
+# Uploaded files waiting for a worker.
+IMPORT_FILES_DIR = env.path("IMPORT_FILES_DIR", default=str(VAR_DIR / "imports"))
+# django-import-export: never rely on its own formula escaping alone (it strips a leading "=" only);
+# every export goes through licensing.formats, which neutralises formula-like cells.
+IMPORT_EXPORT_SKIP_ADMIN_LOG = True
+IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "add"
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "view"
+IMPORT_EXPORT_TMP_STORAGE_CLASS = "import_export.tmp_storages.TempFolderStorage"
+
+# Cross-process scratch values such as an import's progress: Redis when the broker is Redis.
+if CELERY_BROKER_URL.startswith("redis://"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CELERY_BROKER_URL}}
+else:
+    _cache = {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")}
+    CACHES = {"default": _cache}
+
 # Demo logins are only ever created in development.
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="o365-demo-pass")
 

@@ -1,11 +1,18 @@
 from datetime import timedelta
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import F
+from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 from django.utils import timezone
 from simple_history.admin import SimpleHistoryAdmin
 
-from licensing.models import Agreement, Order, OrderLine, Product
+from licensing.admin_import import SheetImportExportMixin
+from licensing.models import Agreement, ImportJob, Order, OrderLine, Product
+from licensing.resources import AgreementSheetResource, OrderResource, OrderSheetResource
+from licensing.services import import_job_confirm, import_job_progress
 
 
 class UnboundSeatsFilter(admin.SimpleListFilter):
@@ -88,7 +95,9 @@ class OrderInline(admin.TabularInline):
 
 
 @admin.register(Agreement)
-class AgreementAdmin(SimpleHistoryAdmin):
+class AgreementAdmin(SheetImportExportMixin, SimpleHistoryAdmin):
+    import_resource_classes = [AgreementSheetResource]
+    export_resource_classes = [AgreementSheetResource]
     list_display = ["number", "program", "authorization_number", "customer", "partner", "starts_on", "ends_on"]
     list_select_related = ["customer", "partner"]
     list_filter = ["program", EndingSoonFilter]
@@ -107,7 +116,9 @@ class ProductAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(Order)
-class OrderAdmin(SimpleHistoryAdmin):
+class OrderAdmin(SheetImportExportMixin, SimpleHistoryAdmin):
+    import_resource_classes = [OrderSheetResource]
+    export_resource_classes = [OrderResource, OrderSheetResource]
     list_display = ["license_number", "ordered_on", "agreement", "customer", "partner", "po_number"]
     list_select_related = ["agreement__customer", "agreement__partner"]
     list_filter = ["agreement__program"]
@@ -135,7 +146,9 @@ class OrderAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(OrderLine)
-class OrderLineAdmin(SimpleHistoryAdmin):
+class OrderLineAdmin(SheetImportExportMixin, SimpleHistoryAdmin):
+    import_resource_classes = [OrderSheetResource]
+    export_resource_classes = [OrderSheetResource]
     list_display = [
         "__str__",
         "kind",
@@ -173,3 +186,95 @@ class OrderLineAdmin(SimpleHistoryAdmin):
     @admin.display(ordering="order__agreement__partner__name")
     def partner(self, obj: OrderLine):
         return obj.order.agreement.partner
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "status",
+        "progress",
+        "new_count",
+        "updated_count",
+        "unchanged_count",
+        "error_count",
+        "created_by",
+        "created_at",
+        "finished_at",
+    ]
+    list_select_related = ["created_by"]
+    list_filter = ["kind", "status"]
+    search_fields = ["file_name", "=id"]
+    ordering = ["-created_at"]
+    change_form_template = "admin/licensing/importjob/change_form.html"
+    show_full_result_count = False
+
+    @admin.display(description="progress")
+    def progress(self, job: ImportJob) -> str:
+        return f"{import_job_progress(job=job)} of {job.rows_total} rows"
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields] + ["progress"]
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        # Whoever may import order sheets or agreements may follow the imports.
+        user = request.user
+        return super().has_view_permission(request, obj) or any(
+            user.has_perm(f"licensing.add_{model}") for model in ("order", "orderline", "agreement")
+        )
+
+    def has_module_permission(self, request) -> bool:
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request) -> bool:
+        # Jobs come from uploads on the order, order line and agreement pages.
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        job = get_object_or_404(ImportJob, pk=object_id)
+        extra_context = {
+            **(extra_context or {}),
+            "job": job,
+            "rows_done": import_job_progress(job=job),
+            "refresh": job.is_active,
+            "can_confirm": job.status == ImportJob.Status.READY and self.has_view_permission(request, job),
+            "error_lines": job.error_lines(),
+            "import_url": reverse(
+                "admin:licensing_order_import"
+                if job.kind == ImportJob.Kind.ORDER_SHEET
+                else "admin:licensing_agreement_import"
+            ),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:job_id>/confirm/",
+                self.admin_site.admin_view(self.confirm_view),
+                name="licensing_importjob_confirm",
+            ),
+            *super().get_urls(),
+        ]
+
+    def confirm_view(self, request: HttpRequest, job_id: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        return _confirm(request, job_id)
+
+
+def _confirm(request: HttpRequest, job_id: int):
+    job = get_object_or_404(ImportJob, pk=job_id)
+    model = "order" if job.kind == ImportJob.Kind.ORDER_SHEET else "agreement"
+    if not request.user.has_perm(f"licensing.add_{model}"):
+        raise PermissionDenied
+    try:
+        import_job_confirm(job_id=job.pk, acting_user=request.user)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Import #{job.pk} confirmed: a worker is writing it now.")
+    return HttpResponseRedirect(reverse("admin:licensing_importjob_change", args=[job.pk]))

@@ -1,6 +1,10 @@
 """What was bought: Open agreements, products, orders and their lines."""
 
+import os
+
 from dateutil.relativedelta import relativedelta
+from django.conf import settings
+from django.core.files.storage import FileSystemStorage
 from django.db import models
 from django.db.models import F, Q
 from simple_history.models import HistoricalRecords
@@ -184,3 +188,71 @@ class OrderLine(models.Model):
     @property
     def seats_left(self) -> int:
         return self.quantity - self.seats_allocated
+
+
+class ImportFilesStorage(FileSystemStorage):
+    """Uploaded sheets waiting for a worker, in settings.IMPORT_FILES_DIR (read when used)."""
+
+    @property
+    def base_location(self) -> str:
+        return str(settings.IMPORT_FILES_DIR)
+
+    @property
+    def location(self) -> str:
+        return os.path.abspath(self.base_location)
+
+
+import_files_storage = ImportFilesStorage()
+
+
+class ImportJob(models.Model):
+    """One import of a sheet: who brought which file when, what it changed, and its progress."""
+
+    class Kind(models.TextChoices):
+        ORDER_SHEET = "order_sheet", "Order sheet"
+        AGREEMENTS = "agreements", "Agreements"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for a worker"
+        RUNNING = "running", "Running"
+        READY = "ready", "Checked: waiting for confirmation"
+        REJECTED = "rejected", "Rejected: nothing was written"
+        DONE = "done", "Imported"
+        FAILED = "failed", "Failed: nothing was written"
+
+    ACTIVE = frozenset({Status.PENDING, Status.RUNNING})
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    file_name = models.CharField(max_length=255)
+    file = models.FileField(storage=import_files_storage, upload_to="%Y/%m/", blank=True, editable=False)
+    dry_run = models.BooleanField(
+        default=False, help_text="Checking only: the import waits for a confirmation before it writes."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="import_jobs"
+    )
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    new_count = models.PositiveIntegerField("new rows", default=0)
+    updated_count = models.PositiveIntegerField("updated rows", default=0)
+    unchanged_count = models.PositiveIntegerField("unchanged rows", default=0)
+    error_count = models.PositiveIntegerField("rejected cells", default=0)
+    errors = models.JSONField(default=list, blank=True, help_text="The first rejected cells: row, column, reason.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["-created_at"], name="importjob_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} import #{self.pk} ({self.file_name})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    def error_lines(self) -> list[str]:
+        return [f"row {e['row']}, column {e['column']}: {e['message']}" for e in self.errors]

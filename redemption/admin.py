@@ -7,9 +7,11 @@ from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
 from licensing.admin import AgeFilter, EndingSoonFilter, OrderAdmin, OrderLineAdmin
+from licensing.admin_import import SafeExportMixin
 from licensing.models import Order, OrderLine
 from redemption import services, views
 from redemption.models import SeatAllocation, Subscription
+from redemption.resources import SubscriptionResource
 from tenants.admin import TenantAdmin
 from tenants.models import Tenant
 
@@ -128,7 +130,8 @@ class OrderLineWithBindingAdmin(OrderLineAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(SimpleHistoryAdmin):
+class SubscriptionAdmin(SafeExportMixin, SimpleHistoryAdmin):
+    export_resource_classes = [SubscriptionResource]
     list_display = ["__str__", "agreement", "customer", "quantity", "term_end", "status", "provider_subscription_id"]
     list_select_related = ["tenant__customer", "product", "agreement"]
     list_filter = ["status", SubscriptionEndingFilter, "agreement__program"]

@@ -304,9 +304,7 @@ class RenewalReminder(ReminderDelivery):
         indexes = [
             models.Index(fields=["customer", "run_on"], name="renewalreminder_customer_day"),
             models.Index(fields=["claim_token"], name="renewalreminder_claim_idx"),
-            models.Index(
-                fields=["claimed_at"], condition=~Q(status="sent"), name="renewalreminder_unsent_idx"
-            ),
+            models.Index(fields=["claimed_at"], condition=~Q(status="sent"), name="renewalreminder_unsent_idx"),
         ]
         constraints = [
             models.UniqueConstraint(

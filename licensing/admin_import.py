@@ -1,0 +1,117 @@
+"""The admin's import and export: preview and confirm, large files through a worker, safe exports."""
+
+from __future__ import annotations
+
+import shutil
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from import_export.admin import ExportMixin, ImportExportMixin
+from import_export.forms import ExportForm
+from import_export.results import RowResult
+
+from licensing.formats import SafeCSV, SafeXLSX, SheetFormat
+from licensing.services import import_job_create
+from licensing.sheets import SheetError, check_size, count_rows
+
+
+class SafeExportMixin(ExportMixin):
+    """Exports as CSV (UTF-8 with a BOM, so that Excel reads it right) or XLSX, formula cells neutralised."""
+
+    export_formats = [SafeCSV, SafeXLSX]
+    # Every column of the sheet, always: an export must import back as it is.
+    export_form_class = ExportForm
+    to_encoding = "utf-8-sig"
+    export_resource_classes: list = []
+
+    def get_export_resource_classes(self, request):
+        return self.export_resource_classes
+
+
+class SheetImportExportMixin(SafeExportMixin, ImportExportMixin):
+    """Import a sheet with a preview and one confirmation; a large sheet goes to a worker as an import job."""
+
+    import_formats = [SheetFormat]
+    import_template_name = "admin/licensing/import.html"
+    import_export_change_list_template = "admin/import_export/change_list_import_export.html"
+    skip_admin_log = True
+    import_resource_classes: list = []
+
+    def get_import_resource_classes(self, request):
+        return self.import_resource_classes
+
+    def import_action(self, request: HttpRequest, **kwargs) -> HttpResponse:
+        upload = request.FILES.get("import_file") if request.method == "POST" else None
+        if upload is not None and self.has_import_permission(request):
+            try:
+                # The size is known before anything is read.
+                check_size(upload.size)
+                rows = count_rows(upload)
+            except SheetError as exc:
+                return self._refuse(request, str(exc), **kwargs)
+            upload.seek(0)
+            if rows > settings.IMPORT_ASYNC_ROWS:
+                resource = self.import_resource_classes[0]
+                job = import_job_create(
+                    kind=resource.kind, upload=upload, file_name=upload.name, acting_user=request.user
+                )
+                messages.info(
+                    request,
+                    f"{upload.name} has {rows} rows: it is being checked in the background. "
+                    "You can leave this page and come back; nothing is written until you confirm.",
+                )
+                return HttpResponseRedirect(reverse("admin:licensing_importjob_change", args=[job.pk]))
+        return super().import_action(request, **kwargs)
+
+    def _refuse(self, request: HttpRequest, message: str, **kwargs) -> HttpResponse:
+        # Re-render the form with the reason on the file field, reading nothing more.
+        form = self.create_import_form(request)
+        form.is_valid()
+        form.add_error("import_file", message)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import",
+            "form": form,
+            "opts": self.model._meta,
+            "media": self.media + form.media,
+            "fields_list": [],
+            "import_error_display": self.import_error_display,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, [self.import_template_name], context)
+
+    def write_to_tmp_storage(self, import_file, input_format):
+        tmp_storage = self.get_tmp_storage_class()(
+            encoding=None, read_mode=input_format.get_read_mode(), **self.get_tmp_storage_class_kwargs()
+        )
+        # Copy in chunks: the library's default joins the whole upload in memory.
+        with tmp_storage._open(mode="wb") as target:
+            import_file.seek(0)
+            shutil.copyfileobj(import_file, target, 1 << 20)
+        return tmp_storage
+
+    def add_data_read_fail_error_to_form(self, form, e):
+        if isinstance(e, SheetError):
+            form.add_error("import_file", str(e))
+        else:
+            super().add_data_read_fail_error_to_form(form, e)
+
+    def process_result(self, result, request):
+        report = getattr(result, "report", None)
+        if result.has_validation_errors() or result.has_errors():
+            lines = [str(e) for e in report.errors[:20]] if report else []
+            messages.error(request, "Nothing was imported: " + "; ".join(lines))
+        else:
+            job = f" (import #{report.job_id})" if report and report.job_id else ""
+            totals = result.totals
+            new, updated = totals[RowResult.IMPORT_TYPE_NEW], totals[RowResult.IMPORT_TYPE_UPDATE]
+            unchanged = totals[RowResult.IMPORT_TYPE_SKIP]
+            messages.success(
+                request, f"Import finished{job}: {new} new, {updated} updated, {unchanged} unchanged rows."
+            )
+        return HttpResponseRedirect(
+            reverse("admin:{}_{}_changelist".format(*self.get_model_info()), current_app=self.admin_site.name)
+        )

@@ -1,0 +1,204 @@
+"""Business operations on what was bought: importing order sheets and agreements."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import IO
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.files import File
+from django.db import transaction
+from django.utils import timezone
+
+from licensing.cells import RowError
+from licensing.importing import AgreementsImporter, ImportReport, OrderSheetImporter, SheetImporter
+from licensing.models import ImportJob
+from licensing.sheets import Sheet, SheetError, count_rows, open_sheet
+
+logger = logging.getLogger(__name__)
+
+IMPORTERS: dict[str, type[SheetImporter]] = {
+    ImportJob.Kind.ORDER_SHEET: OrderSheetImporter,
+    ImportJob.Kind.AGREEMENTS: AgreementsImporter,
+}
+# Errors kept on the job for the admin; the command prints them all.
+JOB_ERRORS_KEPT = 1000
+
+
+def _progress_key(job_id: int) -> str:
+    return f"licensing:import-job:{job_id}:rows-done"
+
+
+def import_job_progress(*, job: ImportJob) -> int:
+    """Return how many rows a job has gone through, live while it runs."""
+    if job.is_active:
+        return cache.get(_progress_key(job.pk), job.rows_done)
+    return job.rows_done
+
+
+def sheet_import(
+    *,
+    kind: str,
+    sheet: Sheet,
+    acting_user=None,
+    dry_run: bool = False,
+    job: ImportJob | None = None,
+    keep_row_outcomes: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Check a sheet and, unless it is a dry run or any row is rejected, apply all of it at once.
+
+    A real import is recorded as an ImportJob (who, which file, when, what it changed); every row it
+    writes gets a history record naming that job and file.
+    """
+    user = acting_user if acting_user is not None and acting_user.is_authenticated else None
+    if job is None and not dry_run:
+        job = ImportJob.objects.create(
+            kind=kind, file_name=sheet.file_name[:255], created_by=user, status=ImportJob.Status.RUNNING
+        )
+    reason = f"Import #{job.pk} of {sheet.file_name}" if job else f"Import of {sheet.file_name}"
+    importer = IMPORTERS[kind](
+        acting_user=user,
+        change_reason=reason,
+        dry_run=dry_run,
+        batch_size=settings.IMPORT_BATCH_SIZE,
+        keep_row_outcomes=keep_row_outcomes,
+        progress=progress,
+    )
+    with transaction.atomic():
+        try:
+            report = importer.run(sheet)
+        except SheetError as exc:
+            report = importer.report
+            report.errors.append(RowError(report.rows_total + 2, "-", str(exc)))
+        if report.errors or dry_run:
+            # Rule: an import applies completely or changes nothing.
+            transaction.set_rollback(True)
+        elif job is not None:
+            _finish(job, report, ImportJob.Status.DONE)
+    if job is not None:
+        report.job_id = job.pk
+        if report.errors:
+            _finish(job, report, ImportJob.Status.REJECTED)
+        elif dry_run:
+            _finish(job, report, ImportJob.Status.READY)
+    return report
+
+
+def _finish(job: ImportJob, report: ImportReport, status: str) -> None:
+    job.status = status
+    job.rows_done = job.rows_total = report.rows_total
+    job.new_count, job.updated_count, job.unchanged_count = report.new, report.updated, report.unchanged
+    job.error_count = len(report.errors)
+    job.errors = [{"row": e.row, "column": e.column, "message": e.message} for e in report.errors[:JOB_ERRORS_KEPT]]
+    job.finished_at = timezone.now()
+    job.save()
+
+
+def order_sheet_import(
+    *, sheet: Sheet, acting_user=None, dry_run: bool = False, keep_row_outcomes: bool = False
+) -> ImportReport:
+    """Import an order sheet: partners, customers, agreements, products, orders and order lines."""
+    return sheet_import(
+        kind=ImportJob.Kind.ORDER_SHEET,
+        sheet=sheet,
+        acting_user=acting_user,
+        dry_run=dry_run,
+        keep_row_outcomes=keep_row_outcomes,
+    )
+
+
+def agreements_import(
+    *, sheet: Sheet, acting_user=None, dry_run: bool = False, keep_row_outcomes: bool = False
+) -> ImportReport:
+    """Import an agreements sheet: partners, customers and agreements."""
+    return sheet_import(
+        kind=ImportJob.Kind.AGREEMENTS,
+        sheet=sheet,
+        acting_user=acting_user,
+        dry_run=dry_run,
+        keep_row_outcomes=keep_row_outcomes,
+    )
+
+
+def file_import(*, kind: str, path: str, acting_user=None, dry_run: bool = False) -> ImportReport:
+    """Import a sheet file from disk; a file that is no sheet gives one clear error."""
+    try:
+        with open(path, "rb") as handle:
+            sheet = open_sheet(handle, file_name=path.rsplit("/", 1)[-1])
+            return sheet_import(kind=kind, sheet=sheet, acting_user=acting_user, dry_run=dry_run)
+    except SheetError as exc:
+        report = ImportReport(kind=kind, file_name=path, dry_run=dry_run)
+        report.errors.append(RowError(1, "-", str(exc)))
+        return report
+
+
+def import_job_create(*, kind: str, upload: IO[bytes], file_name: str, acting_user) -> ImportJob:
+    """Keep an uploaded sheet for a worker to check, and queue the check; nothing is imported yet."""
+    rows_total = count_rows(upload)
+    upload.seek(0)
+    job = ImportJob(kind=kind, file_name=file_name[:255], created_by=acting_user, dry_run=True, rows_total=rows_total)
+    job.file.save(file_name.rsplit("/", 1)[-1][:100], File(upload), save=False)
+    job.save()
+    _enqueue(job)
+    return job
+
+
+def import_job_confirm(*, job_id: int, acting_user) -> ImportJob:
+    """Queue the real import of a checked job; refuse a job that is not waiting for confirmation."""
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().get(pk=job_id)
+        if job.status != ImportJob.Status.READY:
+            raise ValueError(f"Import #{job.pk} is {job.get_status_display().lower()}: it cannot be confirmed.")
+        job.dry_run = False
+        job.status = ImportJob.Status.PENDING
+        job.rows_done = 0
+        job.save(update_fields=["dry_run", "status", "rows_done"])
+        _enqueue(job)
+    return job
+
+
+def _enqueue(job: ImportJob) -> None:
+    from licensing.tasks import import_job_run_task
+
+    job_id = job.pk
+    transaction.on_commit(lambda: import_job_run_task.delay(job_id))
+
+
+def import_job_run(*, job_id: int) -> ImportJob | None:
+    """Run a queued job (check, or check and write); a second worker on the same job does nothing."""
+    claimed = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.PENDING).update(
+        status=ImportJob.Status.RUNNING, started_at=timezone.now(), rows_done=0
+    )
+    if not claimed:
+        return None
+    job = ImportJob.objects.select_related("created_by").get(pk=job_id)
+    key = _progress_key(job.pk)
+    cache.set(key, 0, timeout=86400)
+    try:
+        with job.file.open("rb") as handle:
+            sheet = open_sheet(handle, file_name=job.file_name)
+            sheet_import(
+                kind=job.kind,
+                sheet=sheet,
+                acting_user=job.created_by,
+                dry_run=job.dry_run,
+                job=job,
+                progress=lambda done: cache.set(key, done, timeout=86400),
+            )
+    except SheetError as exc:
+        report = ImportReport(kind=job.kind, file_name=job.file_name)
+        report.errors.append(RowError(1, "-", str(exc)))
+        _finish(job, report, ImportJob.Status.REJECTED)
+    except Exception:
+        logger.exception("Import job %s failed", job.pk)
+        job.status = ImportJob.Status.FAILED
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "finished_at"])
+        raise
+    finally:
+        cache.delete(key)
+    job.refresh_from_db()
+    return job

@@ -1,0 +1,191 @@
+"""The admin: preview then confirm, large files through a worker, and safe exports."""
+
+import csv
+import io
+
+import openpyxl
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from licensing import tasks
+from licensing.models import Agreement, ImportJob, Order, OrderLine
+from licensing.services import import_job_run
+from tests.factories import OrderLineFactory, SubscriptionFactory
+from tests.licensing.sheets import agreement_row, csv_bytes, order_row
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client, processor):
+    client.force_login(processor)
+    return client
+
+
+def upload(client, url_name, data: bytes, name="orders.csv"):
+    return client.post(
+        reverse(url_name),
+        {"format": "0", "resource": "0", "import_file": SimpleUploadedFile(name, data)},
+    )
+
+
+def test_admin_import_shows_a_preview_and_imports_only_on_confirm(staff_client):
+    response = upload(staff_client, "admin:licensing_order_import", csv_bytes([order_row(), order_row(Line="2")]))
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "2 rows: 2 new, 0 updated, 0 unchanged, 0 errors." in page
+    assert "Confirm import" in page
+    assert not Order.objects.exists()
+
+    confirm = response.context["confirm_form"].initial
+    response = staff_client.post(reverse("admin:licensing_order_process_import"), confirm, follow=True)
+
+    assert OrderLine.objects.count() == 2
+    assert "2 new, 0 updated, 0 unchanged rows" in response.content.decode()
+    job = ImportJob.objects.get()
+    assert (job.file_name, job.created_by.username, job.status) == ("orders.csv", "processor", "done")
+
+
+def test_admin_preview_of_the_same_file_again_says_unchanged(staff_client, import_orders):
+    data = csv_bytes([order_row()])
+    import_orders(data)
+
+    response = upload(staff_client, "admin:licensing_orderline_import", data)
+
+    assert "1 rows: 0 new, 0 updated, 1 unchanged" in response.content.decode()
+
+
+def test_admin_import_lists_rejected_rows_and_offers_no_confirm(staff_client):
+    data = csv_bytes([order_row(Quantity="0"), order_row(Line="2", **{"Customer Email": "x"})], delimiter=";")
+
+    response = upload(staff_client, "admin:licensing_order_import", data)
+
+    page = response.content.decode()
+    assert "row 2, column Quantity: &#x27;0&#x27; is not a positive whole number" in page
+    assert "row 3, column Customer Email:" in page
+    assert "Confirm import" not in page
+    assert not Order.objects.exists()
+
+
+def test_admin_import_refuses_a_file_that_is_not_a_sheet_with_one_message(staff_client):
+    response = upload(staff_client, "admin:licensing_order_import", b"%PDF-1.7 ...", name="scan.pdf")
+
+    assert "This file is not a sheet" in response.content.decode()
+
+
+def test_admin_import_refuses_a_file_over_the_size_limit(staff_client, settings):
+    settings.IMPORT_MAX_UPLOAD_BYTES = 50
+
+    response = upload(staff_client, "admin:licensing_order_import", csv_bytes([order_row()]))
+
+    assert "the limit is" in response.content.decode()
+    assert not Order.objects.exists()
+
+
+def test_admin_agreements_import(staff_client):
+    response = upload(staff_client, "admin:licensing_agreement_import", csv_bytes([agreement_row()]))
+    staff_client.post(reverse("admin:licensing_agreement_process_import"), response.context["confirm_form"].initial)
+
+    assert Agreement.objects.get().number == "V2000001"
+
+
+def test_large_file_is_checked_and_imported_by_a_worker_after_confirmation(
+    staff_client, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.IMPORT_ASYNC_ROWS = 2
+    monkeypatch.setattr(tasks.import_job_run_task, "delay", lambda job_id: import_job_run(job_id=job_id))
+    rows = [order_row(Line=str(n)) for n in range(1, 5)]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload(staff_client, "admin:licensing_order_import", csv_bytes(rows))
+    job = ImportJob.objects.get()
+    assert response.url == reverse("admin:licensing_importjob_change", args=[job.pk])
+    assert (job.status, job.rows_total, job.new_count) == ("ready", 4, 4)
+    assert not Order.objects.exists()
+
+    page = staff_client.get(response.url).content.decode()
+    assert "4 of 4 rows" in page and "Confirm import" in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(reverse("admin:licensing_importjob_confirm", args=[job.pk]))
+
+    job.refresh_from_db()
+    assert job.status == "done"
+    assert OrderLine.objects.count() == 4
+    assert "Imported" in staff_client.get(response.url).content.decode()
+
+
+def test_background_job_with_errors_shows_them_and_writes_nothing(
+    staff_client, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.IMPORT_ASYNC_ROWS = 1
+    monkeypatch.setattr(tasks.import_job_run_task, "delay", lambda job_id: import_job_run(job_id=job_id))
+    rows = [order_row(), order_row(Line="2", Quantity="-3")]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload(staff_client, "admin:licensing_order_import", csv_bytes(rows))
+
+    job = ImportJob.objects.get()
+    assert job.status == "rejected"
+    page = staff_client.get(response.url).content.decode()
+    assert "row 3, column Quantity:" in page
+    assert "Confirm import" not in page
+    response = staff_client.post(reverse("admin:licensing_importjob_confirm", args=[job.pk]), follow=True)
+    assert "cannot be confirmed" in response.content.decode()
+    assert not Order.objects.exists()
+
+
+def test_running_job_page_refreshes_itself(staff_client):
+    job = ImportJob.objects.create(kind="order_sheet", file_name="big.csv", rows_total=10, status="running")
+
+    page = staff_client.get(reverse("admin:licensing_importjob_change", args=[job.pk])).content.decode()
+
+    assert 'http-equiv="refresh"' in page
+
+
+def export(client, url_name, fmt: str, resource: str = "0"):
+    formats = {"csv": "0", "xlsx": "1"}
+    response = client.post(reverse(url_name), {"format": formats[fmt], "resource": resource})
+    assert response.status_code == 200, response.content[:500]
+    return response.content
+
+
+@pytest.mark.parametrize(("url_name", "resource"), [
+    ("admin:licensing_order_export", "0"),
+    ("admin:licensing_order_export", "1"),
+    ("admin:licensing_orderline_export", "0"),
+    ("admin:licensing_agreement_export", "0"),
+])  # fmt: skip
+def test_admin_csv_exports_have_a_bom_and_no_live_formulas(staff_client, url_name, resource):
+    OrderLineFactory(order__po_number="=1+2", order__agreement__customer__name="-2+3", order__agreement__number="@A1")
+
+    content = export(staff_client, url_name, "csv", resource)
+
+    assert content.startswith(b"\xef\xbb\xbf")
+    cells = [c for row in csv.reader(io.StringIO(content.decode("utf-8-sig"))) for c in row]
+    assert any(c.startswith("'") for c in cells)
+    assert not any(c.startswith(("=", "+", "-", "@", "\t", "\r")) for c in cells)
+
+
+def test_admin_xlsx_export_has_no_formulas(staff_client):
+    OrderLineFactory(order__po_number="=cmd|' /C calc'!A0")
+
+    content = export(staff_client, "admin:licensing_orderline_export", "xlsx")
+
+    sheet = openpyxl.load_workbook(io.BytesIO(content)).active
+    values = [c.value for row in sheet.iter_rows() for c in row if c.value is not None]
+    assert "'=cmd|' /C calc'!A0" in values
+    assert all(c.data_type != "f" for row in sheet.iter_rows() for c in row)
+
+
+def test_admin_subscription_export_is_neutralised(client, superuser):
+    client.force_login(superuser)
+    SubscriptionFactory(tenant__customer__name="+Evil Corp")
+
+    content = export(client, "admin:redemption_subscription_export", "csv")
+
+    rows = list(csv.DictReader(io.StringIO(content.decode("utf-8-sig"))))
+    assert rows[0]["Customer"] == "'+Evil Corp"
+    assert rows[0]["Tenant Domain"].endswith(".onmicrosoft.com")

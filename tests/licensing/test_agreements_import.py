@@ -1,0 +1,77 @@
+from datetime import date
+
+import pytest
+
+from licensing.models import Agreement
+from tests.factories import AgreementFactory
+from tests.licensing.sheets import AGREEMENT_HEADER, agreement_row, csv_bytes, xlsx_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "cp1252"])
+@pytest.mark.parametrize("delimiter", [",", ";"])
+def test_agreements_sheet_creates_agreements(import_agreements, encoding, delimiter):
+    rows = [
+        agreement_row(Customer="Café Müller"),
+        agreement_row(
+            **{
+                "Agreement Number": "V2000002",
+                "Program": "Open Value Subscription",
+                "Start Date": "1/1/2026",
+                "End Date": "12/31/2028",
+            }
+        ),
+    ]
+
+    report = import_agreements(csv_bytes(rows, encoding=encoding, delimiter=delimiter))
+
+    assert report.errors == [] and report.new == 2
+    agreement = Agreement.objects.get(number="V2000002")
+    assert (agreement.program, agreement.starts_on, agreement.ends_on) == ("ovs", date(2026, 1, 1), date(2028, 12, 31))
+    assert Agreement.objects.get(number="V2000001").customer.name == "Café Müller"
+    assert agreement.osm_email == "admin@northwind.example"
+
+
+def test_agreements_sheet_reimport_is_unchanged_and_a_correction_updates(import_agreements):
+    import_agreements(csv_bytes([agreement_row()]))
+    assert import_agreements(csv_bytes([agreement_row()])).unchanged == 1
+
+    report = import_agreements(csv_bytes([agreement_row(**{"End Date": "2029-01-31"})]))
+
+    assert (report.updated, report.unchanged) == (1, 0)
+    assert Agreement.objects.get().ends_on == date(2029, 1, 31)
+
+
+def test_agreements_sheet_from_xlsx(import_agreements):
+    values = [agreement_row()[h] for h in AGREEMENT_HEADER]
+    values[-2], values[-1] = date(2026, 1, 1), date(2028, 12, 31)
+
+    report = import_agreements(xlsx_bytes([values], AGREEMENT_HEADER))
+
+    assert report.errors == [] and Agreement.objects.count() == 1
+
+
+def test_agreement_number_of_another_customer_is_stopped(import_agreements):
+    AgreementFactory(number="V2000001", customer__name="Someone Else")
+
+    report = import_agreements(csv_bytes([agreement_row()]))
+
+    assert [(e.row, e.column) for e in report.errors] == [(2, "Agreement Number")]
+    assert Agreement.objects.get().customer.name == "Someone Else"
+
+
+@pytest.mark.parametrize(
+    ("change", "column"),
+    [
+        ({"End Date": "2025-12-31"}, "End Date"),
+        ({"Program": "Enterprise"}, "Program"),
+        ({"Online Services Manager Email": "nobody"}, "Online Services Manager Email"),
+        ({"Reseller MPN ID": ""}, "Reseller MPN ID"),
+    ],
+)
+def test_bad_agreement_row_is_rejected(import_agreements, change, column):
+    report = import_agreements(csv_bytes([agreement_row(**{"Agreement Number": "V9"}), agreement_row(**change)]))
+
+    assert [(e.row, e.column) for e in report.errors] == [(3, column)]
+    assert not Agreement.objects.exists()

@@ -1,0 +1,311 @@
+"""Importing order sheets: what is accepted, what is rejected, and that the whole file applies or nothing does."""
+
+from datetime import date
+
+import pytest
+
+from licensing.models import Agreement, ImportJob, Order, OrderLine, Product
+from tenants.models import Customer, Partner
+from tests.factories import AgreementFactory, CustomerFactory, OrderLineFactory, PartnerFactory, TenantFactory
+from tests.licensing.sheets import ORDER_HEADER, csv_bytes, order_row, xlsx_bytes
+
+pytestmark = pytest.mark.django_db
+
+ENCODINGS = ["utf-8", "utf-8-sig", "cp1252"]
+SEPARATORS = [",", ";"]
+
+
+def two_orders() -> list[dict]:
+    return [
+        order_row(),
+        order_row(**{"Line": "2", "Part Number": "AAA-00002", "Product": "O365 E1", "Quantity": "5"}),
+        order_row(
+            **{
+                "License Number": "60000002",
+                "Order Date": "2026-10-15",
+                "Start Date": "2026-10-15",
+                "End Date": "2027-10-14",
+                "Order Type": "Additional",
+            }
+        ),
+    ]
+
+
+def nothing_written() -> bool:
+    return not (Order.objects.exists() or OrderLine.objects.exists() or Customer.objects.exists())
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("delimiter", SEPARATORS)
+def test_order_sheet_creates_everything_in_any_encoding_and_separator(import_orders, encoding, delimiter, superuser):
+    report = import_orders(csv_bytes(two_orders(), encoding=encoding, delimiter=delimiter), user=superuser)
+
+    assert report.errors == []
+    assert (report.new, report.updated, report.unchanged) == (3, 0, 0)
+    customer = Customer.objects.get()
+    assert customer.name == "Société Générale Café"
+    assert Partner.objects.get().mpn_id == "4412345"
+    assert Product.objects.get(part_number="Q5Y-00001").description == "O365 E3, ShrdSvr\nAnnual"
+    assert OrderLine.objects.count() == 3
+    agreement = Agreement.objects.get()
+    # Introduced only by the sheet: starts on its earliest order date and runs the program's term.
+    assert agreement.starts_on == date(2026, 10, 15)
+    assert agreement.ends_on == date(2029, 10, 15)
+    assert agreement.customer == customer
+
+
+def test_import_is_recorded_with_who_which_file_and_what_changed(import_orders, superuser):
+    report = import_orders(csv_bytes(two_orders()), user=superuser, name="monday.csv")
+
+    job = ImportJob.objects.get(pk=report.job_id)
+    assert (job.file_name, job.created_by, job.status, job.new_count) == ("monday.csv", superuser, "done", 3)
+    history = OrderLine.history.first()
+    assert history.history_user == superuser
+    assert "monday.csv" in history.history_change_reason
+    assert Order.history.filter(history_type="+").count() == 2
+
+
+def test_reimporting_the_same_sheet_changes_nothing(import_orders):
+    data = csv_bytes(two_orders())
+    import_orders(data)
+    history_rows = OrderLine.history.count() + Order.history.count() + Customer.history.count()
+
+    report = import_orders(data)
+
+    assert (report.new, report.updated, report.unchanged) == (0, 0, 3)
+    assert OrderLine.history.count() + Order.history.count() + Customer.history.count() == history_rows
+
+
+def test_corrected_sheet_updates_only_what_changed(import_orders):
+    rows = two_orders()
+    import_orders(csv_bytes(rows))
+    rows[1]["Quantity"] = "7"
+
+    report = import_orders(csv_bytes(rows))
+
+    assert (report.new, report.updated, report.unchanged) == (0, 1, 2)
+    assert OrderLine.objects.get(order__license_number="60000001", line_number=2).quantity == 7
+    assert OrderLine.history.filter(history_type="~").count() == 1
+
+
+def test_headers_match_in_any_order_case_and_spacing(import_orders):
+    header = [f"  {h.upper()} " for h in reversed(ORDER_HEADER)]
+    rows = [{f"  {k.upper()} ": v for k, v in order_row().items()}]
+
+    report = import_orders(csv_bytes(rows, header=header))
+
+    assert report.errors == []
+    assert OrderLine.objects.get().quantity == 10
+
+
+def test_us_dates_excel_numbers_and_trailing_empty_rows_are_read(import_orders):
+    row = order_row(**{"Order Date": "11/1/2026", "Start Date": "11/1/2026", "End Date": "10/31/2027"})
+    row.update({"Quantity": "10.0", "Line": "1.0", "Program": " open value "})
+
+    report = import_orders(csv_bytes([row], extra_lines=",,,,,,,,,,,,,,,,,,\r\n\r\n , ,\r\n"))
+
+    assert report.errors == []
+    line = OrderLine.objects.get()
+    assert (line.quantity, line.line_number, line.starts_on) == (10, 1, date(2026, 11, 1))
+
+
+def test_xlsx_from_excel_is_imported(import_orders):
+    values = [order_row()[h] for h in ORDER_HEADER]
+    values[0] = 60000001.0  # Excel keeps numbers as floats
+    values[1] = 1.0
+    values[2] = date(2026, 11, 1)
+    values[12] = 10.0
+    values[14] = date(2026, 11, 1)
+    values[15] = date(2027, 10, 31)
+
+    report = import_orders(xlsx_bytes([values, [None] * 19], ORDER_HEADER), name="orders.xlsx")
+
+    assert report.errors == []
+    line = OrderLine.objects.get()
+    assert (line.order.license_number, line.quantity, line.ends_on) == ("60000001", 10, date(2027, 10, 31))
+
+
+def test_unknown_tenant_domain_is_kept_as_the_suggested_tenant(import_orders):
+    import_orders(csv_bytes([order_row(**{"Tenant Domain": "SocieteCafe.onmicrosoft.com"})]))
+
+    assert Order.objects.get().suggested_tenant_domain == "societecafe.onmicrosoft.com"
+
+
+def test_order_level_blank_on_one_line_takes_the_orders_value(import_orders):
+    rows = [order_row(), order_row(**{"Line": "2", "Customer": "", "Order Date": "", "PO Number": ""})]
+
+    report = import_orders(csv_bytes(rows))
+
+    assert report.errors == []
+    assert Order.objects.get().lines.count() == 2
+
+
+# --- rejections -------------------------------------------------------------------------------------
+
+REJECTIONS = [
+    ({"Customer Email": ""}, "Customer Email", "a value is required"),
+    ({"Program": "Select Plus"}, "Program", "is not a program"),
+    ({"Order Type": "Upgrade"}, "Order Type", "is not an order type"),
+    ({"Quantity": "0"}, "Quantity", "is not a positive whole number"),
+    ({"Quantity": "2.5"}, "Quantity", "is not a positive whole number"),
+    ({"Quantity": "ten"}, "Quantity", "is not a positive whole number"),
+    ({"End Date": "2026-11-01"}, "End Date", "the end date must be after the start date"),
+    ({"Start Date": "31/12/2026"}, "Start Date", "is not a date"),
+    ({"Customer Email": "it@@example"}, "Customer Email", "is not a valid email address"),
+    ({"Tenant Domain": "contoso.com"}, "Tenant Domain", "is not a tenant domain"),
+]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "cp1252"])
+@pytest.mark.parametrize("delimiter", SEPARATORS)
+@pytest.mark.parametrize(("change", "column", "reason"), REJECTIONS)
+def test_bad_row_is_rejected_with_row_column_and_reason_and_nothing_is_written(
+    import_orders, change, column, reason, encoding, delimiter
+):
+    rows = [order_row(**{"License Number": "60000009"}), order_row(**change)]
+
+    report = import_orders(csv_bytes(rows, encoding=encoding, delimiter=delimiter))
+
+    assert [str(e).split(":")[0] for e in report.errors] == [f"row 3, column {column}"]
+    assert reason in report.errors[0].message
+    assert nothing_written()
+
+
+def test_every_rejected_row_is_reported(import_orders):
+    rows = [order_row(**{"Quantity": "-1"}), order_row(**{"Line": "2", "Order Type": "x", "Quantity": "0"})]
+
+    report = import_orders(csv_bytes(rows))
+
+    assert [str(e).rsplit(":", 1)[0].split(":")[0] for e in report.errors] == [
+        "row 2, column Quantity",
+        "row 3, column Quantity",
+        "row 3, column Order Type",
+    ] or sorted((e.row, e.column) for e in report.errors) == [(2, "Quantity"), (3, "Order Type"), (3, "Quantity")]
+
+
+def test_same_license_and_line_twice_with_different_content_is_rejected(import_orders):
+    report = import_orders(csv_bytes([order_row(), order_row(**{"Quantity": "11"})]))
+
+    assert [(e.row, e.column) for e in report.errors] == [(3, "Line")]
+    assert "row 2" in report.errors[0].message
+    assert nothing_written()
+
+
+def test_same_line_twice_with_the_same_content_is_accepted_once(import_orders):
+    report = import_orders(csv_bytes([order_row(), order_row()]))
+
+    assert report.errors == []
+    assert OrderLine.objects.count() == 1
+
+
+def test_agreement_number_of_another_customer_is_rejected(import_orders):
+    AgreementFactory(number="V1000001", customer__name="Someone Else")
+
+    report = import_orders(csv_bytes([order_row()]))
+
+    assert [(e.row, e.column) for e in report.errors] == [(2, "Agreement Number")]
+    assert "Someone Else" in report.errors[0].message
+    assert not Order.objects.exists()
+
+
+def test_tenant_domain_of_another_customer_is_rejected(import_orders):
+    TenantFactory(default_domain="othertenant.onmicrosoft.com", customer__name="Other Customer")
+
+    report = import_orders(csv_bytes([order_row(**{"Tenant Domain": "othertenant.onmicrosoft.com"})]))
+
+    assert [(e.row, e.column) for e in report.errors] == [(2, "Tenant Domain")]
+    assert "Other Customer" in report.errors[0].message
+    assert not Order.objects.exists()
+
+
+def test_mpn_id_of_another_partner_is_rejected(import_orders):
+    PartnerFactory(mpn_id="4412345", name="Fabrikam IT Services")
+
+    report = import_orders(csv_bytes([order_row()]))
+
+    assert [(e.row, e.column) for e in report.errors] == [(2, "Reseller MPN ID")]
+    assert "Fabrikam IT Services" in report.errors[0].message
+
+
+def test_customer_name_matches_without_regard_to_case_and_spaces(import_orders):
+    customer = CustomerFactory(
+        name="Société Générale Café", partner__mpn_id="4412345", partner__name="Contoso Reseller Ltd"
+    )
+
+    report = import_orders(csv_bytes([order_row(Customer="  SOCIÉTÉ GÉNÉRALE CAFÉ ")]))
+
+    assert report.errors == []
+    assert Customer.objects.get() == customer
+    assert Order.objects.get().agreement.customer == customer
+
+
+def test_order_line_with_seats_bound_is_never_silently_changed(import_orders):
+    import_orders(csv_bytes([order_row()]))
+    OrderLine.objects.update(seats_allocated=4)
+
+    report = import_orders(csv_bytes([order_row(Quantity="12")]))
+
+    assert [(e.row, e.column) for e in report.errors] == [(2, "Quantity")]
+    assert "already has 4 seat(s) bound" in report.errors[0].message
+    assert OrderLine.objects.get().quantity == 10
+
+
+def test_order_line_with_seats_bound_reimports_unchanged(import_orders):
+    data = csv_bytes([order_row()])
+    import_orders(data)
+    OrderLine.objects.update(seats_allocated=10)
+
+    report = import_orders(data)
+
+    assert report.errors == [] and report.unchanged == 1
+
+
+def test_existing_bound_line_from_factory_rejects_a_change(import_orders):
+    line = OrderLineFactory(seats_allocated=2, quantity=10)
+    order, agreement = line.order, line.order.agreement
+    row = order_row(
+        **{
+            "License Number": order.license_number,
+            "Line": str(line.line_number),
+            "Agreement Number": agreement.number,
+            "Customer": agreement.customer.name,
+            "Reseller": agreement.partner.name,
+            "Reseller MPN ID": agreement.partner.mpn_id,
+            "Part Number": line.product.part_number,
+            "Quantity": "3",
+        }
+    )
+
+    report = import_orders(csv_bytes([row]))
+
+    assert report.errors and report.errors[0].column == "Quantity"
+    line.refresh_from_db()
+    assert line.quantity == 10
+
+
+def test_dry_run_reports_the_same_and_writes_nothing(import_orders):
+    report = import_orders(csv_bytes(two_orders()), dry_run=True)
+
+    assert (report.new, report.errors) == (3, [])
+    assert nothing_written()
+    assert not ImportJob.objects.exists()
+
+
+# --- whole-file refusals ----------------------------------------------------------------------------
+
+
+def test_sheet_without_required_columns_is_refused_by_column(import_orders):
+    header = [h for h in ORDER_HEADER if h not in ("Quantity", "Order Type")]
+
+    report = import_orders(csv_bytes([order_row()], header=header))
+
+    assert [str(e) for e in report.errors] == [
+        "row 1, column Quantity: this required column is missing from the header",
+        "row 1, column Order Type: this required column is missing from the header",
+    ]
+
+
+def test_header_only_sheet_is_refused(import_orders):
+    report = import_orders(",".join(ORDER_HEADER).encode() + b"\r\n,,,\r\n")
+
+    assert len(report.errors) == 1 and "no rows" in report.errors[0].message

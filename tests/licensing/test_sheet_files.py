@@ -1,0 +1,61 @@
+"""Files that are not sheets, too big, or XLSX bombs get one clear message."""
+
+import io
+import zipfile
+
+import pytest
+
+from licensing.sheets import SheetError, open_sheet
+from tests.licensing.sheets import ORDER_HEADER, order_row, xlsx_bytes
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "The file is empty."),
+        (b"\r\n\r\n", "The file is empty."),
+        (b"%PDF-1.4 binary", "not a sheet"),
+        (b"\x00\x01\x02 abc", "not a sheet"),
+        (b"just some words on a line\nand another\n", "not a sheet"),
+        (b"PK\x03\x04 broken zip", "not a readable Excel workbook"),
+    ],
+)
+def test_file_that_is_not_a_sheet_gets_one_clear_message(data, message):
+    with pytest.raises(SheetError, match=message):
+        open_sheet(io.BytesIO(data))
+
+
+def test_file_over_the_size_limit_is_refused_before_it_is_read(settings):
+    settings.IMPORT_MAX_UPLOAD_BYTES = 100
+
+    with pytest.raises(SheetError, match="the limit is"):
+        open_sheet(io.BytesIO(b"a,b\n" + b"1,2\n" * 100))
+
+
+def test_xlsx_that_inflates_beyond_the_limit_is_refused(settings):
+    settings.IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES = 1_000_000
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as bomb:
+        bomb.writestr("[Content_Types].xml", "<Types/>")
+        bomb.writestr("xl/worksheets/sheet1.xml", "<a>" + "0" * 5_000_000 + "</a>")
+    assert len(data.getvalue()) < 100_000
+
+    with pytest.raises(SheetError, match="refused"):
+        open_sheet(data)
+
+
+def test_xlsx_with_too_many_rows_is_refused(settings):
+    settings.IMPORT_MAX_ROWS = 3
+    values = [order_row()[h] for h in ORDER_HEADER]
+    data = io.BytesIO(xlsx_bytes([values] * 5, ORDER_HEADER))
+
+    with pytest.raises(SheetError, match="over the limit"):
+        open_sheet(data)
+
+
+def test_csv_with_too_many_rows_is_refused(settings):
+    settings.IMPORT_MAX_ROWS = 3
+    sheet = open_sheet(io.BytesIO(b"a,b\n" + b"1,2\n" * 5))
+
+    with pytest.raises(SheetError, match="more than 3 rows"):
+        list(sheet.rows)
