@@ -7,6 +7,7 @@ changelist is filtered by the foreign keys that lead there, so every branch of t
 lookup on the changelist's own table.
 """
 
+from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
@@ -92,10 +93,18 @@ class EstimatedCountPaginator(Paginator):
         return super().count
 
 
-class BackOfficeModelAdmin(IndexedSearchMixin, SimpleHistoryAdmin):
-    """Defaults every list in the back office shares: indexed search, no full count, history per object."""
+class BackOfficeListMixin(IndexedSearchMixin):
+    """Defaults every list in the back office shares: indexed search, no full count on big tables."""
 
     paginator = EstimatedCountPaginator
 
     show_full_result_count = False
     list_per_page = 50
+
+
+class BackOfficeModelAdmin(BackOfficeListMixin, SimpleHistoryAdmin):
+    """A back-office list whose objects keep their history."""
+
+
+class BackOfficeListAdmin(BackOfficeListMixin, admin.ModelAdmin):
+    """A back-office list of records without a history of their own (proxies, delivery logs)."""

@@ -7,8 +7,8 @@ from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirec
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
-from simple_history.admin import SimpleHistoryAdmin
 
+from config.admin_tools import BackOfficeModelAdmin
 from licensing.admin_import import SheetImportExportMixin
 from licensing.models import Agreement, ImportJob, Order, OrderLine, Product
 from licensing.resources import AgreementSheetResource, OrderResource, OrderSheetResource
@@ -95,7 +95,7 @@ class OrderInline(admin.TabularInline):
 
 
 @admin.register(Agreement)
-class AgreementAdmin(SheetImportExportMixin, SimpleHistoryAdmin):
+class AgreementAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
     import_resource_classes = [AgreementSheetResource]
     export_resource_classes = [AgreementSheetResource]
     list_display = ["number", "program", "authorization_number", "customer", "partner", "starts_on", "ends_on"]
@@ -104,19 +104,17 @@ class AgreementAdmin(SheetImportExportMixin, SimpleHistoryAdmin):
     search_fields = ["=number", "=authorization_number", "customer__name", "=partner__mpn_id", "partner__name"]
     autocomplete_fields = ["customer", "partner"]
     ordering = ["program", "number"]
-    show_full_result_count = False
 
 
 @admin.register(Product)
-class ProductAdmin(SimpleHistoryAdmin):
+class ProductAdmin(BackOfficeModelAdmin):
     list_display = ["part_number", "description", "term_months"]
     search_fields = ["part_number", "description"]
     ordering = ["part_number"]
-    show_full_result_count = False
 
 
 @admin.register(Order)
-class OrderAdmin(SheetImportExportMixin, SimpleHistoryAdmin):
+class OrderAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
     import_resource_classes = [OrderSheetResource]
     export_resource_classes = [OrderResource, OrderSheetResource]
     list_display = ["license_number", "ordered_on", "agreement", "customer", "partner", "po_number"]
@@ -134,7 +132,6 @@ class OrderAdmin(SheetImportExportMixin, SimpleHistoryAdmin):
     autocomplete_fields = ["agreement"]
     inlines = [OrderLineInline]
     ordering = ["-ordered_on", "license_number"]
-    show_full_result_count = False
 
     @admin.display(ordering="agreement__customer__name")
     def customer(self, obj: Order):
@@ -146,7 +143,7 @@ class OrderAdmin(SheetImportExportMixin, SimpleHistoryAdmin):
 
 
 @admin.register(OrderLine)
-class OrderLineAdmin(SheetImportExportMixin, SimpleHistoryAdmin):
+class OrderLineAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
     import_resource_classes = [OrderSheetResource]
     export_resource_classes = [OrderSheetResource]
     list_display = [
@@ -173,7 +170,6 @@ class OrderLineAdmin(SheetImportExportMixin, SimpleHistoryAdmin):
     autocomplete_fields = ["order", "product"]
     readonly_fields = ["seats_allocated"]
     ordering = ["created_at", "id"]
-    show_full_result_count = False
 
     @admin.display(ordering="order__agreement__program")
     def program(self, obj: OrderLine) -> str:
@@ -189,7 +185,7 @@ class OrderLineAdmin(SheetImportExportMixin, SimpleHistoryAdmin):
 
 
 @admin.register(ImportJob)
-class ImportJobAdmin(admin.ModelAdmin):
+class ImportJobAdmin(BackOfficeModelAdmin):
     list_display = [
         "__str__",
         "status",
@@ -207,7 +203,6 @@ class ImportJobAdmin(admin.ModelAdmin):
     search_fields = ["file_name", "=id"]
     ordering = ["-created_at"]
     change_form_template = "admin/licensing/importjob/change_form.html"
-    show_full_result_count = False
 
     @admin.display(description="progress")
     def progress(self, job: ImportJob) -> str:

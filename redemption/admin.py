@@ -4,8 +4,8 @@ from django.db.models import F
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
-from simple_history.admin import SimpleHistoryAdmin
 
+from config.admin_tools import BackOfficeModelAdmin
 from licensing.admin import AgeFilter, EndingSoonFilter, OrderAdmin, OrderLineAdmin
 from licensing.admin_import import SafeExportMixin
 from licensing.models import Order, OrderLine
@@ -130,7 +130,7 @@ class OrderLineWithBindingAdmin(OrderLineAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(SafeExportMixin, SimpleHistoryAdmin):
+class SubscriptionAdmin(SafeExportMixin, BackOfficeModelAdmin):
     export_resource_classes = [SubscriptionResource]
     list_display = ["__str__", "agreement", "customer", "quantity", "term_end", "status", "provider_subscription_id"]
     list_select_related = ["tenant__customer", "product", "agreement"]
@@ -146,7 +146,6 @@ class SubscriptionAdmin(SafeExportMixin, SimpleHistoryAdmin):
     autocomplete_fields = ["tenant", "product", "agreement"]
     readonly_fields = ["status", "provider_subscription_id", "quantity", "term_end"]
     ordering = ["term_end", "id"]
-    show_full_result_count = False
 
     @admin.display(ordering="tenant__customer__name")
     def customer(self, obj: Subscription):
@@ -158,7 +157,7 @@ class SubscriptionAdmin(SafeExportMixin, SimpleHistoryAdmin):
 
 
 @admin.register(SeatAllocation)
-class SeatAllocationAdmin(SimpleHistoryAdmin):
+class SeatAllocationAdmin(BackOfficeModelAdmin):
     """Approvals (filter: awaiting approval), failed bindings with their error, and every binding's story."""
 
     list_display = [
@@ -212,7 +211,6 @@ class SeatAllocationAdmin(SimpleHistoryAdmin):
         "updated_at",
     ]
     ordering = ["-created_at"]
-    show_full_result_count = False
 
     actions = ["approve_selected", "retry_selected"]
     change_form_template = "admin/redemption/seatallocation_change_form.html"

@@ -7,8 +7,9 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
-from simple_history.admin import SimpleHistoryAdmin
 
+from config.admin_tools import BackOfficeListAdmin, BackOfficeModelAdmin
+from licensing.admin_import import SafeExportMixin
 from redemption.models import (
     AnniversaryReminder,
     RenewalReminder,
@@ -16,6 +17,7 @@ from redemption.models import (
     RenewalSubscription,
     Subscription,
 )
+from redemption.resources import SubscriptionResource
 
 RENEWAL_HORIZON_DAYS = 90
 
@@ -76,8 +78,10 @@ class RenewalReminderInline(ReadOnlyInline):
 
 
 @admin.register(RenewalSubscription)
-class RenewalAdmin(admin.ModelAdmin):
+class RenewalAdmin(SafeExportMixin, BackOfficeListAdmin):
     """Subscriptions to renew; an export of this view contains exactly its filtered queryset."""
+
+    export_resource_classes = [SubscriptionResource]
 
     list_display = [
         "customer",
@@ -105,7 +109,6 @@ class RenewalAdmin(admin.ModelAdmin):
     readonly_fields = fields
     inlines = [RenewalReminderInline]
     ordering = ["term_end", "id"]
-    show_full_result_count = False
     list_per_page = 100
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -142,7 +145,7 @@ class RenewalAdmin(admin.ModelAdmin):
 
 
 @admin.register(RenewalSchedule)
-class RenewalScheduleAdmin(SimpleHistoryAdmin):
+class RenewalScheduleAdmin(BackOfficeModelAdmin):
     fields = ["offsets", "send_hour", "last_run_on", "updated_at"]
     readonly_fields = ["last_run_on", "updated_at"]
 
@@ -158,9 +161,8 @@ class RenewalScheduleAdmin(SimpleHistoryAdmin):
         return False
 
 
-class ReminderAdmin(admin.ModelAdmin):
+class ReminderAdmin(BackOfficeListAdmin):
     list_filter = ["status", "offset_days", "run_on"]
-    show_full_result_count = False
     list_per_page = 100
 
     def has_add_permission(self, request) -> bool:

@@ -49,7 +49,15 @@ def attention_items() -> list[AttentionItem]:
             Subscription.objects.filter(
                 status=Subscription.Status.ACTIVE, term_end__gte=today, term_end__lte=soon
             ).count(),
-            reverse("admin:redemption_subscription_changelist") + f"?ending=within{settings.EXPIRING_SOON_DAYS}",
+            _ending_soon_url(),
             "warn",
         ),
     ]
+
+
+def _ending_soon_url() -> str:
+    """Open the renewals desk on its own window when one matches the setting, else the subscription list."""
+    days = settings.EXPIRING_SOON_DAYS
+    if days in (30, 60, 90):
+        return reverse("admin:redemption_renewalsubscription_changelist") + f"?window=within{days}"
+    return reverse("admin:redemption_subscription_changelist") + f"?ending=within{days}"

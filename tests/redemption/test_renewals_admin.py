@@ -99,3 +99,22 @@ def test_supervisor_edits_the_schedule_and_an_order_processor_only_sees_it(clien
     assert client.get(url).status_code == 200
     client.post(url, {"offsets": "30", "send_hour": "1"})
     assert RenewalSchedule.load().offsets == "120, 45,7"
+
+
+def test_renewals_export_holds_exactly_the_filtered_view(client, superuser):
+    import csv
+    import io
+
+    soon = subscription(10, tenant__customer__name="=Soon Ltd")
+    subscription(75)
+    subscription(200)
+    client.force_login(superuser)
+
+    response = client.post(
+        reverse("admin:redemption_renewalsubscription_export") + "?window=within30", {"format": "0", "resource": "0"}
+    )
+
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
+    assert [row["Tenant Domain"] for row in rows] == [soon.tenant.default_domain]
+    assert rows[0]["Customer"] == "'=Soon Ltd"

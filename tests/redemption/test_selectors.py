@@ -73,6 +73,8 @@ def test_order_story_shows_lines_seats_and_who_did_what(client, superuser, desk)
     assert "status: bound → reversed" in reversal.changes
 
     client.force_login(superuser)
+    change_page = client.get(reverse("admin:licensing_order_change", args=[order.pk]))
+    assert reverse("admin:order_story", args=[order.pk]) in change_page.text
     page = client.get(reverse("admin:order_story", args=[order.pk]))
     assert page.status_code == 200
     assert "adventureworks.onmicrosoft.com" in page.text
