@@ -154,6 +154,7 @@ class OrderLine(models.Model):
     class Meta:
         ordering = ["order", "line_number"]
         indexes = [
+            models.Index(fields=["created_at", "id"], name="orderline_age_idx"),
             models.Index(fields=["kind", "created_at"], name="orderline_kind_age_idx"),
             models.Index(
                 fields=["created_at"], condition=Q(seats_allocated__lt=F("quantity")), name="orderline_unbound_idx"
