@@ -62,6 +62,7 @@ PRODUCTS = [
 # program, number, authorization number, customer
 AGREEMENTS = [
     (Program.OL, "87213456", "87213456AB", "Northwind Traders"),
+    (Program.OV, "V7788123", "", "Northwind Traders"),
     (Program.OV, "V4412871", "", "Adventure Works Cycles"),
     (Program.OVS, "V5590342", "", "Tailspin Toys"),
     (Program.OV, "V6612093", "", "Wide World Importers"),
@@ -72,7 +73,7 @@ SUBSCRIPTIONS = [
     ("V4412871", "adventureworks", "Q5Y-00003", 50, 20),
     ("V5590342", "tailspintoys", "U4S-00002", 15, 58),
     ("V6612093", "wideworldimporters", "J29-00003", 40, 85),
-    ("87213456", "northwindlabs", "U4S-00002", 10, 6),
+    ("V7788123", "northwindlabs", "U4S-00002", 10, 6),
 ]
 # Orders waiting for binding: license number, agreement, days ago, suggested tenant,
 # lines (kind, part, seats).
