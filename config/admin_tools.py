@@ -108,3 +108,16 @@ class BackOfficeModelAdmin(BackOfficeListMixin, SimpleHistoryAdmin):
 
 class BackOfficeListAdmin(BackOfficeListMixin, admin.ModelAdmin):
     """A back-office list of records without a history of their own (proxies, delivery logs)."""
+
+
+class ReadOnlyAdminMixin:
+    """A list that people read but never edit: the records change only through services."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

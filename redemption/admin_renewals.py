@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 
-from config.admin_tools import BackOfficeListAdmin, BackOfficeModelAdmin
+from config.admin_tools import BackOfficeListAdmin, BackOfficeModelAdmin, ReadOnlyAdminMixin
 from licensing.admin_import import SafeExportMixin
 from redemption.models import (
     AnniversaryReminder,
@@ -78,7 +78,7 @@ class RenewalReminderInline(ReadOnlyInline):
 
 
 @admin.register(RenewalSubscription)
-class RenewalAdmin(SafeExportMixin, BackOfficeListAdmin):
+class RenewalAdmin(ReadOnlyAdminMixin, SafeExportMixin, BackOfficeListAdmin):
     """Subscriptions to renew; an export of this view contains exactly its filtered queryset."""
 
     export_resource_classes = [SubscriptionResource]
@@ -134,15 +134,6 @@ class RenewalAdmin(SafeExportMixin, BackOfficeListAdmin):
     def days_left(self, obj: Subscription) -> int:
         return (obj.term_end - timezone.localdate()).days
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(RenewalSchedule)
 class RenewalScheduleAdmin(BackOfficeModelAdmin):
@@ -161,18 +152,9 @@ class RenewalScheduleAdmin(BackOfficeModelAdmin):
         return False
 
 
-class ReminderAdmin(BackOfficeListAdmin):
+class ReminderAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
     list_filter = ["status", "offset_days", "run_on"]
     list_per_page = 100
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(RenewalReminder)
