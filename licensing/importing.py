@@ -1,17 +1,21 @@
 """Set-based import of order sheets and agreement sheets: checked per batch, written in bulk.
 
 Rows are read as a stream and handled in batches: every lookup is one query per batch, every write
-one bulk statement per model per batch, with its history written in bulk too. Records met earlier in
-the file stay in memory, so a dry run sees exactly what the real run would do without writing.
+one bulk statement per model per batch, with its history written in bulk too. What earlier rows said
+is remembered, so a dry run sees exactly what the real run would do without writing: partners,
+customers, agreements and products in memory (a sheet names few of them, however long it is), orders
+and their lines, which grow with the file, in a temporary table between batches (licensing.filestate).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from django.db import DatabaseError
 from django.db.models.functions import Lower
 from django.utils import timezone
 from simple_history.utils import bulk_update_with_history
@@ -19,6 +23,7 @@ from simple_history.utils import bulk_update_with_history
 from licensing import cells
 from licensing.bulk import insert_with_history
 from licensing.cells import CellError, Column, RowError
+from licensing.filestate import FileState
 from licensing.models import Agreement, Order, OrderLine, Product, Program
 from licensing.sheets import Sheet
 from tenants.models import Customer, Partner, Tenant
@@ -504,11 +509,26 @@ class OrderSheetImporter(SheetImporter):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        # (license number, line) -> (content, first row): the same line twice must say the same thing.
-        self.lines_seen: dict[int, tuple[int, int]] = {}
+        # License number -> {line: (content digest, first row)}: the same line twice must say the same
+        # thing. Held for the batch's orders only; earlier batches' lines come back from the file state.
+        self.lines_seen: dict[str, dict[int, tuple[int, int]]] = {}
         self.tenants: dict[str, tuple[str, str] | None] = {}
         # Tenant domains we do not hold yet -> (customer key, customer name, first row) naming them.
         self.tenant_claims: dict[str, tuple[str, str, int]] = {}
+        # Orders outnumber every other record of a sheet: between batches they wait in the database.
+        self.file_state = FileState()
+
+    def run(self, sheet: Sheet) -> ImportReport:
+        self.file_state.open()
+        try:
+            report = super().run(sheet)
+        except Exception:
+            # After a database error the transaction is rolled back, and the table with it.
+            with contextlib.suppress(DatabaseError):
+                self.file_state.close()
+            raise
+        self.file_state.close()
+        return report
 
     def process_batch(self, batch: list[tuple[int, list]]) -> None:
         parsed: list[tuple[int, dict[str, Any]]] = []
@@ -516,6 +536,7 @@ class OrderSheetImporter(SheetImporter):
             p = self.parse(number, values, blank_ok=ORDER_LEVEL)
             if p is not None:
                 parsed.append((number, p))
+        self._restore({p["License Number"] for _, p in parsed})
         self._fill_order_level(parsed)
 
         self.load_partners({p["Reseller MPN ID"] for _, p in parsed})
@@ -568,6 +589,67 @@ class OrderSheetImporter(SheetImporter):
                 },
             )
             self._write_lines(new_lines, changed_lines)
+        self._spill()
+
+    def _restore(self, licenses: set[str]) -> None:
+        """Bring back what earlier batches of the file said about these orders and their lines."""
+        for license_number, state in self.file_state.load(licenses).items():
+            self.lines_seen[license_number] = {int(line): (seen[0], seen[1]) for line, seen in state["lines"].items()}
+            if state["order"] is not None:
+                self.orders[license_number] = self._order_from_state(license_number, state["order"])
+
+    def _spill(self) -> None:
+        """Keep what this batch's rows said about their orders and lines in the file state, not in memory."""
+        states = {}
+        for license_number in self.lines_seen.keys() | self.orders.keys():
+            order = self.orders.get(license_number)
+            stated = order is not None and (order.new or order.seen)
+            states[license_number] = {
+                "order": self._order_state(order) if stated else None,
+                "lines": self.lines_seen.get(license_number, {}),
+            }
+        self.file_state.save(states)
+        self.orders.clear()
+        self.lines_seen.clear()
+
+    @staticmethod
+    def _order_state(rec: Rec) -> dict[str, Any]:
+        values = rec.values
+        agreement = values["agreement"]
+        stated = {c: values["file_" + c] for c in ORDER_LEVEL if "file_" + c in values}
+        if isinstance(stated.get("Order Date"), date):
+            stated["Order Date"] = stated["Order Date"].isoformat()
+        return {
+            "id": rec.id,
+            "new": rec.new,
+            "seen": rec.seen,
+            # An agreement met in the file is named by its number (it may not be written yet).
+            "agreement": agreement["label"] if isinstance(agreement, Rec) else None,
+            "agreement_id": None if isinstance(agreement, Rec) else agreement,
+            "ordered_on": values["ordered_on"].isoformat(),
+            "po_number": values["po_number"],
+            "suggested_tenant_domain": values["suggested_tenant_domain"],
+            "has_bound": values["has_bound"],
+            "file": stated,
+        }
+
+    def _order_from_state(self, license_number: str, state: dict[str, Any]) -> Rec:
+        # Agreements met in the file stay in memory for the whole run: the same record, by identity.
+        agreement = self.agreements[state["agreement"]] if state["agreement"] is not None else state["agreement_id"]
+        values = {
+            "key": license_number,
+            "agreement": agreement,
+            "ordered_on": date.fromisoformat(state["ordered_on"]),
+            "po_number": state["po_number"],
+            "suggested_tenant_domain": state["suggested_tenant_domain"],
+            "has_bound": state["has_bound"],
+            "label": license_number,
+        }
+        for column, value in state["file"].items():
+            values["file_" + column] = date.fromisoformat(value) if column == "Order Date" and value else value
+        rec = Rec(state["id"], values, new=state["new"])
+        rec.seen = state["seen"]
+        return rec
 
     def _fill_order_level(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
         """Give a blank order-level cell the value another line of the same order states."""
@@ -639,9 +721,9 @@ class OrderSheetImporter(SheetImporter):
 
     def _row(self, number, p, touched, existing_lines, new_lines, changed_lines) -> str | None:
         license_number, line_number = p["License Number"], p["Line"]
-        content = hash(tuple((k, v) for k, v in p.items()))
-        line_key = hash((license_number, line_number))
-        seen = self.lines_seen.get(line_key)
+        content = hash(tuple(p.items()))
+        lines = self.lines_seen.setdefault(license_number, {})
+        seen = lines.get(line_number)
         if seen is not None:
             if seen[0] != content:
                 self.error(
@@ -651,7 +733,7 @@ class OrderSheetImporter(SheetImporter):
                 )
                 return None
             return UNCHANGED
-        self.lines_seen[line_key] = (content, number)
+        lines[line_number] = (content, number)
 
         changed = False
         customer_key = cells.name_key(p["Customer"])

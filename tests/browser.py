@@ -25,12 +25,25 @@ def chromium_page() -> Iterator:
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with _chromium(sync_playwright) as page:
-            yield page
+            try:
+                yield page
+            finally:
+                _close_connections()
     finally:
         if previous is None:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def _close_connections() -> None:
+    # ORM calls made while the event loop runs keep their connections in that context, out of reach
+    # of the test's own cleanup: close them here, unless one holds the test's transaction.
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close()
 
 
 @contextmanager

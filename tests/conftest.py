@@ -5,6 +5,7 @@ import os
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.db import connections
 
 from redemption.roles import roles_sync
 
@@ -32,6 +33,27 @@ requires_redis = pytest.mark.skipif(
     redis_broker_url() is None,
     reason="needs a Redis broker: set CELERY_BROKER_URL=redis://... to a running Redis",
 )
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Create the test databases; before they are dropped, end every other session still connected.
+
+    A live server's threads, a worker that did not exit in time, or ORM calls made inside Playwright's
+    event loop (their connections live in another context) can still hold a connection at the end,
+    and PostgreSQL refuses to drop a database in use.
+    """
+    yield
+    with django_db_blocker.unblock():
+        for conn in connections.all():
+            if conn.vendor != "postgresql":
+                continue
+            with conn.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            conn.close()
 
 
 @pytest.fixture

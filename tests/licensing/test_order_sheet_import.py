@@ -309,3 +309,80 @@ def test_header_only_sheet_is_refused(import_orders):
     report = import_orders(",".join(ORDER_HEADER).encode() + b"\r\n,,,\r\n")
 
     assert len(report.errors) == 1 and "no rows" in report.errors[0].message
+
+
+# --- rows of one order far apart in a long file ----------------------------------------------------
+
+
+@pytest.fixture
+def small_batches(settings):
+    """Handle two rows per batch, so that the lines of one order are checked in different batches."""
+    settings.IMPORT_BATCH_SIZE = 2
+
+
+def far_apart(*rows: dict) -> list[dict]:
+    """Put other orders' lines between the given rows, so that each falls in a batch of its own."""
+    spread = []
+    for index, row in enumerate(rows):
+        spread.append(row)
+        spread.append(order_row(**{"License Number": f"6100000{index}", "PO Number": f"PO-X{index}"}))
+    return spread
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_same_line_with_different_content_far_apart_is_rejected(import_orders, small_batches, dry_run):
+    report = import_orders(csv_bytes(far_apart(order_row(), order_row(**{"Quantity": "11"}))), dry_run=dry_run)
+
+    assert [(e.row, e.column) for e in report.errors] == [(4, "Line")]
+    assert "also on row 2" in report.errors[0].message
+    assert nothing_written()
+
+
+def test_same_line_with_the_same_content_far_apart_is_accepted_once(import_orders, small_batches):
+    report = import_orders(csv_bytes(far_apart(order_row(), order_row())))
+
+    assert report.errors == []
+    assert (report.new, report.unchanged) == (3, 1)
+    assert OrderLine.objects.filter(order__license_number="60000001").count() == 1
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+@pytest.mark.parametrize(("column", "value"), [("PO Number", "PO-OTHER"), ("Agreement Number", "V1000002")])
+def test_order_level_conflict_far_apart_names_the_first_row(import_orders, small_batches, column, value, dry_run):
+    rows = far_apart(order_row(), order_row(**{"Line": "2", column: value}))
+
+    report = import_orders(csv_bytes(rows), dry_run=dry_run)
+
+    assert [(e.row, e.column) for e in report.errors] == [(4, column)]
+    assert "differs from row 2" in report.errors[0].message
+    assert nothing_written()
+
+
+def test_order_level_blank_far_apart_takes_the_orders_value_from_an_earlier_row(import_orders, small_batches):
+    blank = {"Line": "2", "Customer": "", "Order Date": "", "Agreement Number": "", "Program": "", "PO Number": ""}
+    rows = far_apart(order_row(**{"Tenant Domain": "cafe.onmicrosoft.com"}), order_row(**blank))
+
+    report = import_orders(csv_bytes(rows))
+
+    assert report.errors == []
+    order = Order.objects.get(license_number="60000001")
+    assert [line.line_number for line in order.lines.order_by("line_number")] == [1, 2]
+    assert (order.po_number, order.suggested_tenant_domain) == ("PO-1", "cafe.onmicrosoft.com")
+
+
+def test_dry_run_of_a_long_file_reports_what_the_real_run_does(import_orders, small_batches):
+    rows = far_apart(
+        order_row(),
+        order_row(**{"Line": "2", "Part Number": "AAA-00002", "Product": "O365 E1"}),
+        order_row(**{"Line": "2", "Part Number": "AAA-00002", "Product": "O365 E1"}),
+        order_row(**{"Line": "3", "Customer": "", "PO Number": ""}),
+    )
+
+    dry = import_orders(csv_bytes(rows), dry_run=True)
+    real = import_orders(csv_bytes(rows))
+    again = import_orders(csv_bytes(rows))
+
+    assert dry.errors == real.errors == again.errors == []
+    assert (dry.new, dry.updated, dry.unchanged) == (real.new, real.updated, real.unchanged) == (7, 0, 1)
+    assert (again.new, again.updated, again.unchanged) == (0, 0, 8)
+    assert Order.objects.get(license_number="60000001").lines.count() == 3

@@ -20,15 +20,29 @@ def database_url() -> str:
 
 
 class Worker:
-    def __init__(self, *, broker_url: str, provider_url: str, token: str, concurrency: int = 2, **env: str):
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        provider_url: str | None = None,
+        token: str = "",
+        concurrency: int = 2,
+        **env: str,
+    ):
+        # Without a provider URL the worker keeps the sandbox provider (imports need none).
+        provider = {}
+        if provider_url:
+            provider = {
+                "PROVIDER_BACKEND": "http",
+                "PROVIDER_URL": provider_url,
+                "PROVIDER_TOKEN": token,
+                "PROVIDER_TIMEOUT": "10",
+            }
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url(),
             "CELERY_BROKER_URL": broker_url,
-            "PROVIDER_BACKEND": "http",
-            "PROVIDER_URL": provider_url,
-            "PROVIDER_TOKEN": token,
-            "PROVIDER_TIMEOUT": "10",
+            **provider,
             "CELERY_WORKER_CONCURRENCY": str(concurrency),
             "LOG_LEVEL": "WARNING",
             **env,
