@@ -1,0 +1,83 @@
+"""The agreements sheet: one row per Open agreement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from licensing import cells
+from licensing.importing.base import (
+    AGREEMENTS_COLUMNS,
+    NEW,
+    UNCHANGED,
+    UPDATED,
+    Conflict,
+    Rec,
+    SheetImporter,
+    distinct_records,
+)
+
+
+class AgreementsImporter(SheetImporter):
+    """One row per agreement: creates or updates partner, customer and agreement."""
+
+    kind = "agreements"
+    columns = AGREEMENTS_COLUMNS
+
+    def process_batch(self, batch: list[tuple[int, list]]) -> None:
+        parsed = [(n, p) for n, v in batch if (p := self.parse(n, v)) is not None]
+        self.load_partners({p["Reseller MPN ID"] for _, p in parsed})
+        self.load_customers({cells.name_key(p["Customer"]) for _, p in parsed})
+        self.load_agreements({p["Agreement Number"] for _, p in parsed})
+        partners, customers, agreements = [], [], []
+        for number, p in parsed:
+            try:
+                outcome, recs = self._row(number, p)
+            except Conflict:
+                continue
+            self.outcome(number, outcome)
+            partners.append(recs[0])
+            customers.append(recs[1])
+            agreements.append(recs[2])
+        if self.writing:
+            self.write_parents(distinct_records(partners), distinct_records(customers), distinct_records(agreements))
+
+    def _row(self, number: int, p: dict[str, Any]) -> tuple[str, tuple[Rec, Rec, Rec]]:
+        customer_key = cells.name_key(p["Customer"])
+        agreement_number = p["Agreement Number"]
+        agreement = self.agreements.get(agreement_number)
+        if agreement is not None:
+            self.check_agreement_identity(number, agreement_number, agreement, p["Program"], customer_key)
+        partner = self.partner_for(number, p)
+        customer, changed = self.customer_for(number, p, partner)
+        values = {
+            "authorization_number": p["Authorization Number"] or "",
+            "starts_on": p["Start Date"],
+            "ends_on": p["End Date"],
+            "osm_email": p["Online Services Manager Email"] or "",
+        }
+        if agreement is None:
+            agreement = self.agreements[agreement_number] = Rec(
+                None,
+                {
+                    "program": p["Program"],
+                    "customer_key": customer_key,
+                    "customer_name": p["Customer"],
+                    "customer": customer,
+                    "partner": partner,
+                    "label": agreement_number,
+                    **values,
+                },
+                new=True,
+            )
+            agreement.seen.update(dict.fromkeys([*values, "partner"], number))
+            return NEW, (partner, customer, agreement)
+        columns = {
+            "authorization_number": "Authorization Number",
+            "starts_on": "Start Date",
+            "ends_on": "End Date",
+            "osm_email": "Online Services Manager Email",
+        }
+        for name, value in values.items():
+            changed |= self.state(agreement, name, value, number, columns[name])
+        changed |= self.state_ref(agreement, "partner", partner, number, "Reseller MPN ID")
+        return (UPDATED if changed else UNCHANGED), (partner, customer, agreement)

@@ -1,0 +1,491 @@
+"""What both sheet importers share: columns, the report, row records and the batch loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from django.db.models.functions import Lower
+from django.utils import timezone
+from simple_history.utils import bulk_update_with_history
+
+from licensing import cells
+from licensing.bulk import insert_with_history
+from licensing.cells import CellError, Column, RowError
+from licensing.models import Agreement, Program
+from licensing.sheets import Sheet
+from tenants.models import Customer, Partner
+
+NEW, UPDATED, UNCHANGED = "new", "update", "skip"
+
+ORDER_SHEET_COLUMNS = (
+    Column("License Number"),
+    Column("Line"),
+    Column("Order Date"),
+    Column("Program"),
+    Column("Agreement Number"),
+    Column("Authorization Number", required=False),
+    Column("Reseller"),
+    Column("Reseller MPN ID"),
+    Column("Customer"),
+    Column("Customer Email"),
+    Column("Part Number"),
+    Column("Product"),
+    Column("Quantity"),
+    Column("Order Type"),
+    Column("Start Date"),
+    Column("End Date"),
+    Column("Tenant Domain", required=False),
+    Column("PO Number", required=False),
+    Column("Reseller Email", required=False),
+)
+# Repeated on each line of an order; a blank on one line takes the order's value from another line.
+ORDER_LEVEL = ("Order Date", "Program", "Agreement Number", "Reseller", "Customer", "PO Number", "Tenant Domain")
+
+AGREEMENTS_COLUMNS = (
+    Column("Program"),
+    Column("Agreement Number"),
+    Column("Authorization Number", required=False),
+    Column("Customer"),
+    Column("Customer Email"),
+    Column("Customer Country", required=False),
+    Column("Reseller"),
+    Column("Reseller MPN ID"),
+    Column("Reseller Email", required=False),
+    Column("Online Services Manager Email", required=False),
+    Column("Start Date"),
+    Column("End Date"),
+)
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "License Number": cells.identifier,
+    "Line": cells.whole_number,
+    "Order Date": cells.a_date,
+    "Program": cells.program,
+    "Agreement Number": cells.identifier,
+    "Authorization Number": cells.identifier,
+    "Reseller": cells.text,
+    "Reseller MPN ID": cells.identifier,
+    "Customer": cells.text,
+    "Customer Email": cells.email,
+    "Customer Country": cells.text,
+    "Part Number": cells.identifier,
+    "Product": cells.text,
+    "Quantity": cells.whole_number,
+    "Order Type": cells.order_type,
+    "Start Date": cells.a_date,
+    "End Date": cells.a_date,
+    "Tenant Domain": cells.tenant_domain,
+    "PO Number": cells.identifier,
+    "Reseller Email": cells.email,
+    "Online Services Manager Email": cells.email,
+}
+MAX_LENGTHS = {
+    "License Number": 32,
+    "Agreement Number": 32,
+    "Authorization Number": 32,
+    "Reseller": 255,
+    "Reseller MPN ID": 32,
+    "Customer": 255,
+    "Customer Country": 100,
+    "Part Number": 32,
+    "Product": 255,
+    "PO Number": 64,
+}
+
+
+@dataclass
+class ImportReport:
+    """What an import found: counts of rows by outcome, and every rejected cell."""
+
+    kind: str
+    file_name: str = ""
+    dry_run: bool = False
+    rows_total: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    # Row number -> outcome, kept only when asked (the admin's preview).
+    row_outcomes: dict[int, str] | None = None
+    job_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        return f"{self.rows_total} rows: {self.new} new, {self.updated} updated, {self.unchanged} unchanged"
+
+
+class Rec:
+    """A record met in the file: its values as the file left them, where they were first stated."""
+
+    __slots__ = ("changes", "id", "new", "seen", "values")
+
+    def __init__(self, id: int | None, values: dict[str, Any], new: bool = False) -> None:
+        self.id = id
+        self.values = values
+        self.new = new
+        self.seen: dict[str, int] = {}
+        self.changes: set[str] = set()
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+
+class Conflict(Exception):
+    pass
+
+
+def _display(value: Any) -> str:
+    if isinstance(value, Rec):
+        return str(value.values.get("label", ""))
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+class SheetImporter:
+    """Shared machinery: batches, record caches, bulk writes with history."""
+
+    kind = ""
+    columns: tuple[Column, ...] = ()
+
+    def __init__(
+        self,
+        *,
+        acting_user=None,
+        change_reason: str = "",
+        dry_run: bool = False,
+        batch_size: int = 2000,
+        keep_row_outcomes: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.acting_user = acting_user
+        self.change_reason = change_reason[:100]
+        self.dry_run = dry_run
+        self.batch_size = batch_size
+        self.progress = progress
+        self.report = ImportReport(kind=self.kind, dry_run=dry_run, row_outcomes={} if keep_row_outcomes else None)
+        self.now = timezone.now()
+        self.partners: dict[str, Rec] = {}
+        self.customers: dict[str, Rec] = {}
+        self.agreements: dict[str, Rec] = {}
+        self.products: dict[str, Rec] = {}
+        self.orders: dict[str, Rec] = {}
+        self.positions: dict[str, int] = {}
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def run(self, sheet: Sheet) -> ImportReport:
+        self.report.file_name = sheet.file_name
+        self.positions, header_errors = cells.map_header(sheet.header, self.columns)
+        if header_errors:
+            self.report.errors.extend(header_errors)
+            return self.report
+        for batch in self._batches(sheet.rows):
+            self.report.rows_total += len(batch)
+            self.process_batch(batch)
+            if self.progress:
+                self.progress(self.report.rows_total)
+        if self.report.rows_total == 0:
+            self.report.errors.append(RowError(2, "-", "the sheet has a header but no rows"))
+        self.report.errors.sort(key=lambda e: e.row)
+        return self.report
+
+    def _batches(self, rows) -> Iterator[list[tuple[int, list]]]:
+        batch: list[tuple[int, list]] = []
+        for number, values in rows:
+            if all((not v.strip()) if isinstance(v, str) else v is None for v in values):
+                continue
+            batch.append((number, values))
+            if len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    @property
+    def writing(self) -> bool:
+        return not self.dry_run and not self.report.errors
+
+    def outcome(self, row: int, outcome: str) -> None:
+        if outcome == NEW:
+            self.report.new += 1
+        elif outcome == UPDATED:
+            self.report.updated += 1
+        else:
+            self.report.unchanged += 1
+        if self.report.row_outcomes is not None:
+            self.report.row_outcomes[row] = outcome
+
+    def error(self, row: int, column: str, message: str) -> None:
+        self.report.errors.append(RowError(row, column, message))
+
+    def parse(self, number: int, values: list, blank_ok: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """Return a row's cells by column, parsed, or None after reporting every bad cell."""
+        parsed: dict[str, Any] = {}
+        ok = True
+        for column in self.columns:
+            index = self.positions.get(column.label)
+            raw = values[index] if index is not None and index < len(values) else ""
+            if raw is None or (isinstance(raw, str) and not raw.strip()):
+                if column.required and column.label not in blank_ok:
+                    self.error(number, column.label, "a value is required")
+                    ok = False
+                parsed[column.label] = None
+                continue
+            try:
+                value = PARSERS[column.label](raw)
+            except CellError as exc:
+                self.error(number, column.label, str(exc))
+                ok = False
+                continue
+            limit = MAX_LENGTHS.get(column.label)
+            if limit and isinstance(value, str) and len(value) > limit:
+                self.error(number, column.label, f"longer than {limit} characters")
+                ok = False
+                continue
+            parsed[column.label] = value
+        if ok and parsed.get("Start Date") and parsed.get("End Date") and parsed["End Date"] <= parsed["Start Date"]:
+            self.error(number, "End Date", "the end date must be after the start date")
+            ok = False
+        return parsed if ok else None
+
+    def state(self, rec: Rec, name: str, value: Any, row: int, column: str) -> bool:
+        """Set a record's value as the file states it; return True when that changes what we hold."""
+        current = rec.values.get(name)
+        first = rec.seen.get(name)
+        if first is not None:
+            if value != current:
+                message = f"{_display(value)!r} differs from row {first}, which says {_display(current)!r}"
+                self.error(row, column, message)
+                raise Conflict
+            return False
+        rec.seen[name] = row
+        if value == current:
+            return False
+        rec.values[name] = value
+        if rec.id is not None:
+            rec.changes.add(name)
+            return True
+        return False
+
+    def state_ref(self, rec: Rec, name: str, target: Rec, row: int, column: str) -> bool:
+        """State a reference to another record, which may not be written yet."""
+        current = rec.values.get(name)
+        first = rec.seen.get(name)
+        if first is not None:
+            if not same_ref(current, target):
+                self.error(row, column, f"{_display(target)!r} differs from row {first}")
+                raise Conflict
+            return False
+        rec.seen[name] = row
+        if same_ref(current, target):
+            return False
+        rec.values[name] = target
+        if rec.id is not None:
+            rec.changes.add(name)
+            return True
+        return False
+
+    # --- lookups, one query per batch per model ------------------------------------------------
+
+    def load_partners(self, mpn_ids: set[str]) -> None:
+        missing = mpn_ids - self.partners.keys()
+        for p in Partner.objects.filter(mpn_id__in=missing).values("id", "mpn_id", "name", "email"):
+            self.partners[p["mpn_id"]] = Rec(
+                p["id"],
+                {"key": p["mpn_id"], "name": p["name"], "email": p["email"], "label": f"MPN {p['mpn_id']}"},
+            )
+
+    def load_customers(self, keys: set[str]) -> None:
+        missing = keys - self.customers.keys()
+        if not missing:
+            return
+        for c in (
+            Customer.objects.annotate(key=Lower("name"))
+            .filter(key__in=missing)
+            .values("id", "key", "name", "email", "country", "partner_id")
+        ):
+            self.customers[cells.name_key(c["name"])] = Rec(
+                c["id"], {"name": c["name"], "email": c["email"], "country": c["country"], "label": c["name"]}
+            )
+
+    def load_agreements(self, numbers: set[str]) -> None:
+        missing = numbers - self.agreements.keys()
+        for a in Agreement.objects.filter(number__in=missing).values(
+            "id",
+            "number",
+            "program",
+            "authorization_number",
+            "starts_on",
+            "ends_on",
+            "osm_email",
+            "partner_id",
+            "customer_id",
+            "customer__name",
+        ):
+            self.agreements[a["number"]] = Rec(
+                a["id"],
+                {
+                    "program": a["program"],
+                    "customer_key": cells.name_key(a["customer__name"]),
+                    "customer_name": a["customer__name"],
+                    "customer": a["customer_id"],
+                    "partner": a["partner_id"],
+                    "authorization_number": a["authorization_number"],
+                    "starts_on": a["starts_on"],
+                    "ends_on": a["ends_on"],
+                    "osm_email": a["osm_email"],
+                    "label": a["number"],
+                },
+            )
+
+    def partner_for(self, row: int, p: dict[str, Any]) -> Rec:
+        mpn = p["Reseller MPN ID"]
+        rec = self.partners.get(mpn)
+        if rec is None:
+            rec = self.partners[mpn] = Rec(
+                None,
+                {"key": mpn, "name": p["Reseller"], "email": p["Reseller Email"] or "", "label": f"MPN {mpn}"},
+                new=True,
+            )
+            rec.seen["name"] = row
+        elif cells.name_key(rec["name"]) != cells.name_key(p["Reseller"]):
+            where = f"row {rec.seen['name']} says" if "name" in rec.seen else "we hold it as"
+            message = f"MPN ID {mpn} belongs to {rec['name']!r} ({where}), not {p['Reseller']!r}"
+            self.error(row, "Reseller MPN ID", message)
+            raise Conflict
+        else:
+            rec.seen.setdefault("name", row)
+        if p["Reseller Email"]:
+            self.state(rec, "email", p["Reseller Email"], row, "Reseller Email")
+        return rec
+
+    def customer_for(self, row: int, p: dict[str, Any], partner: Rec) -> tuple[Rec, bool]:
+        key = cells.name_key(p["Customer"])
+        rec = self.customers.get(key)
+        changed = False
+        if rec is None:
+            rec = self.customers[key] = Rec(
+                None,
+                {
+                    "name": p["Customer"],
+                    "email": p["Customer Email"],
+                    "country": p.get("Customer Country") or "",
+                    "partner": partner,
+                    "label": p["Customer"],
+                },
+                new=True,
+            )
+            rec.seen["email"] = row
+        else:
+            changed |= self.state(rec, "email", p["Customer Email"], row, "Customer Email")
+        if p.get("Customer Country"):
+            changed |= self.state(rec, "country", p["Customer Country"], row, "Customer Country")
+        return rec, changed
+
+    def check_agreement_identity(self, row: int, number: str, rec: Rec, program: str, customer_key: str) -> None:
+        if rec["customer_key"] != customer_key:
+            self.error(
+                row,
+                "Agreement Number",
+                f"agreement {number} belongs to customer {rec['customer_name']!r}, not to this row's customer",
+            )
+            raise Conflict
+        if rec["program"] != program:
+            held, given = Program(rec["program"]).label, Program(program).label
+            self.error(row, "Program", f"agreement {number} is held as {held}, not {given}")
+            raise Conflict
+
+    # --- bulk writes ---------------------------------------------------------------------------
+
+    def _create(self, model, recs: list[Rec], build: Callable[[Rec], Any]) -> None:
+        if not recs:
+            return
+        objs = [build(r) for r in recs]
+        insert_with_history(model, objs, user=self.acting_user, reason=self.change_reason, when=self.now)
+        for rec, obj in zip(recs, objs, strict=True):
+            rec.id = obj.pk
+
+    def _update(self, model, recs: list[Rec], attnames: dict[str, str]) -> None:
+        """Write the changed values of existing records; history rows carry the whole new state."""
+        recs = [r for r in recs if r.changes]
+        if not recs:
+            return
+        by_id = {r.id: r for r in recs}
+        objs = list(model.objects.filter(pk__in=by_id))
+        fields: set[str] = {"updated_at"}
+        for obj in objs:
+            rec = by_id[obj.pk]
+            for name in rec.changes:
+                value = rec.values[name]
+                setattr(obj, attnames[name], value.id if isinstance(value, Rec) else value)
+                fields.add(attnames[name].removesuffix("_id"))
+            obj.updated_at = self.now
+            rec.changes.clear()
+        bulk_update_with_history(
+            objs,
+            model,
+            sorted(fields),
+            default_user=self.acting_user,
+            default_change_reason=self.change_reason,
+            default_date=self.now,
+        )
+
+    def write_parents(self, partners: list[Rec], customers: list[Rec], agreements: list[Rec]) -> None:
+        self._create(
+            Partner,
+            [r for r in partners if r.id is None],
+            lambda r: Partner(name=r["name"].strip(), mpn_id=r["key"], email=r["email"]),
+        )
+        self._update(Partner, partners, {"email": "email"})
+        self._create(
+            Customer,
+            [r for r in customers if r.id is None],
+            lambda r: Customer(
+                name=r["name"].strip(), email=r["email"], country=r["country"], partner_id=r["partner"].id
+            ),
+        )
+        self._update(Customer, customers, {"email": "email", "country": "country"})
+        self._create(
+            Agreement,
+            [r for r in agreements if r.id is None],
+            lambda r: Agreement(
+                program=r["program"],
+                number=r["label"],
+                authorization_number=r["authorization_number"],
+                customer_id=r["customer"].id,
+                partner_id=r["partner"].id,
+                starts_on=r["starts_on"],
+                ends_on=r["ends_on"],
+                osm_email=r["osm_email"],
+            ),
+        )
+        self._update(
+            Agreement,
+            agreements,
+            {
+                "partner": "partner_id",
+                "authorization_number": "authorization_number",
+                "starts_on": "starts_on",
+                "ends_on": "ends_on",
+                "osm_email": "osm_email",
+            },
+        )
+
+    def process_batch(self, batch: list[tuple[int, list]]) -> None:
+        raise NotImplementedError
+
+
+def same_ref(current: Any, target: Rec) -> bool:
+    """Return whether a held reference (a record or a row id) points at `target`."""
+    return current is target or (target.id is not None and current == target.id)
+
+
+def distinct_records(recs) -> list[Rec]:
+    return list({id(r): r for r in recs}.values())
