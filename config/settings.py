@@ -136,8 +136,11 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # Longer than any task runs; the sweep recovers what a dead worker left behind.
         "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        "socket_connect_timeout": 5,
     }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A request that saves work must not hang on a dead broker: a couple of quick tries, then the sweep.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -200,6 +203,14 @@ IMPORT_MAX_ROWS = env.int("IMPORT_MAX_ROWS", default=500_000)
 # An XLSX is a zip: refuse one that inflates beyond this (an "XLSX bomb").
 IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES = env.int("IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES", default=300 * 1024 * 1024)
 IMPORT_BATCH_SIZE = env.int("IMPORT_BATCH_SIZE", default=2000)
+# A job waiting this long for a worker is queued again (its message was lost); one running this long
+# is taken to have lost its worker and runs again (an import is one transaction: nothing was written).
+IMPORT_SWEEP_AFTER_SECONDS = env.int("IMPORT_SWEEP_AFTER_SECONDS", default=120)
+IMPORT_STALE_SECONDS = env.int("IMPORT_STALE_SECONDS", default=1800)
+CELERY_BEAT_SCHEDULE["licensing-import-job-sweep"] = {
+    "task": "licensing.tasks.import_job_sweep_task",
+    "schedule": 60.0,
+}
 # Uploaded files waiting for a worker.
 IMPORT_FILES_DIR = env.path("IMPORT_FILES_DIR", default=str(VAR_DIR / "imports"))
 # django-import-export: never rely on its own formula escaping alone (it strips a leading "=" only);

@@ -241,6 +241,7 @@ class ImportJob(models.Model):
     error_count = models.PositiveIntegerField("rejected cells", default=0)
     errors = models.JSONField(default=list, blank=True, help_text="The first rejected cells: row, column, reason.")
     created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When it was last handed to a worker.")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

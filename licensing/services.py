@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import IO
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.files import File
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from config.queueing import enqueue_on_commit
 from licensing.cells import RowError
 from licensing.importing import AgreementsImporter, ImportReport, OrderSheetImporter, SheetImporter
 from licensing.models import ImportJob
@@ -139,7 +142,14 @@ def import_job_create(*, kind: str, upload: IO[bytes], file_name: str, acting_us
     """Keep an uploaded sheet for a worker to check, and queue the check; nothing is imported yet."""
     rows_total = count_rows(upload)
     upload.seek(0)
-    job = ImportJob(kind=kind, file_name=file_name[:255], created_by=acting_user, dry_run=True, rows_total=rows_total)
+    job = ImportJob(
+        kind=kind,
+        file_name=file_name[:255],
+        created_by=acting_user,
+        dry_run=True,
+        rows_total=rows_total,
+        queued_at=timezone.now(),
+    )
     job.file.save(file_name.rsplit("/", 1)[-1][:100], File(upload), save=False)
     job.save()
     _enqueue(job)
@@ -155,7 +165,8 @@ def import_job_confirm(*, job_id: int, acting_user) -> ImportJob:
         job.dry_run = False
         job.status = ImportJob.Status.PENDING
         job.rows_done = 0
-        job.save(update_fields=["dry_run", "status", "rows_done"])
+        job.queued_at = timezone.now()
+        job.save(update_fields=["dry_run", "status", "rows_done", "queued_at"])
         _enqueue(job)
     return job
 
@@ -163,8 +174,40 @@ def import_job_confirm(*, job_id: int, acting_user) -> ImportJob:
 def _enqueue(job: ImportJob) -> None:
     from licensing.tasks import import_job_run_task
 
-    job_id = job.pk
-    transaction.on_commit(lambda: import_job_run_task.delay(job_id))
+    enqueue_on_commit(import_job_run_task, job.pk)
+
+
+def import_job_sweep(*, now: datetime | None = None) -> list[int]:
+    """Hand jobs to a worker again when their message was lost or the worker running them died.
+
+    Claims are conditional (pending -> running), so a job queued twice still runs once; an import is
+    one transaction, so a job whose worker died wrote nothing and can simply run again.
+    """
+    now = now or timezone.now()
+    waiting_since = now - timedelta(seconds=settings.IMPORT_SWEEP_AFTER_SECONDS)
+    running_since = now - timedelta(seconds=settings.IMPORT_STALE_SECONDS)
+    requeued: list[int] = []
+    with transaction.atomic():
+        lost = ImportJob.objects.select_for_update(skip_locked=True).filter(
+            status=ImportJob.Status.PENDING, queued_at__lt=waiting_since
+        )
+        stuck = ImportJob.objects.select_for_update(skip_locked=True).filter(
+            Q(started_at__lt=running_since) | Q(started_at__isnull=True, created_at__lt=running_since),
+            status=ImportJob.Status.RUNNING,
+        )
+        for job in [*lost, *stuck]:
+            if not job.file:
+                # Run in a web or command process that stopped: its transaction was rolled back.
+                job.status = ImportJob.Status.FAILED
+                job.finished_at = now
+                job.save(update_fields=["status", "finished_at"])
+                continue
+            job.status = ImportJob.Status.PENDING
+            job.queued_at = now
+            job.save(update_fields=["status", "queued_at"])
+            _enqueue(job)
+            requeued.append(job.pk)
+    return requeued
 
 
 def import_job_run(*, job_id: int) -> ImportJob | None:

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config.queueing import enqueue_on_commit
 from licensing.models import Agreement, OrderLine, Product
 from redemption.gateway import (
     ProviderError,
@@ -368,7 +369,7 @@ def _tenant_has_bindings(tenant: Tenant) -> bool:
 def _enqueue(allocation_id: int, countdown: float | None = None) -> None:
     from redemption.tasks import allocation_bind_task
 
-    transaction.on_commit(lambda: allocation_bind_task.apply_async((allocation_id,), countdown=countdown))
+    enqueue_on_commit(allocation_bind_task, allocation_id, countdown=countdown)
 
 
 def _locked(allocation: SeatAllocation) -> SeatAllocation:

@@ -95,7 +95,7 @@ def test_large_file_is_checked_and_imported_by_a_worker_after_confirmation(
     staff_client, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
     settings.IMPORT_ASYNC_ROWS = 2
-    monkeypatch.setattr(tasks.import_job_run_task, "delay", lambda job_id: import_job_run(job_id=job_id))
+    monkeypatch.setattr(tasks.import_job_run_task, "apply_async", lambda args, **_: import_job_run(job_id=args[0]))
     rows = [order_row(Line=str(n)) for n in range(1, 5)]
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -121,7 +121,7 @@ def test_background_job_with_errors_shows_them_and_writes_nothing(
     staff_client, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
     settings.IMPORT_ASYNC_ROWS = 1
-    monkeypatch.setattr(tasks.import_job_run_task, "delay", lambda job_id: import_job_run(job_id=job_id))
+    monkeypatch.setattr(tasks.import_job_run_task, "apply_async", lambda args, **_: import_job_run(job_id=args[0]))
     rows = [order_row(), order_row(Line="2", Quantity="-3")]
 
     with django_capture_on_commit_callbacks(execute=True):
