@@ -19,6 +19,8 @@ pytestmark = pytest.mark.django_db
 
 OUR_APPS = {"tenants", "licensing", "redemption"}
 OUR_MODELS = [model for model in admin.site._registry if model._meta.app_label in OUR_APPS]
+# The reminder schedule is a single row: its list opens that row's edit page.
+LISTED_MODELS = [model for model in OUR_MODELS if model.__name__ != "RenewalSchedule"]
 
 
 def _url(model, view: str, *args) -> str:
@@ -145,13 +147,11 @@ def _queries_for(client, url: str) -> int:
 CHANGELIST_QUERY_BOUND = 12
 
 
-@pytest.mark.parametrize("model", OUR_MODELS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("model", LISTED_MODELS, ids=lambda m: m.__name__)
 def test_changelist_queries_do_not_grow_with_rows(client, superuser, model, django_assert_max_num_queries):
     client.force_login(superuser)
     _bulk_rows(3)
     url = _url(model, "changelist")
-    if url != client.get(url, follow=True).request["PATH_INFO"]:
-        pytest.skip(f"{model.__name__} has no list: it opens its single row")
     few = _queries_for(client, url)
     _bulk_rows(60)
     with django_assert_max_num_queries(CHANGELIST_QUERY_BOUND):
