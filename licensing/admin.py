@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirec
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
+from rangefilter.filters import DateRangeFilter
 
 from config.admin_tools import BackOfficeModelAdmin
 from licensing.admin_import import SheetImportExportMixin
@@ -119,7 +120,7 @@ class OrderAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
     export_resource_classes = [OrderResource, OrderSheetResource]
     list_display = ["license_number", "ordered_on", "agreement", "customer", "partner", "po_number"]
     list_select_related = ["agreement__customer", "agreement__partner"]
-    list_filter = ["agreement__program"]
+    list_filter = ["agreement__program", ("ordered_on", DateRangeFilter)]
     search_fields = [
         "=license_number",
         "=agreement__number",

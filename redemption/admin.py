@@ -4,6 +4,7 @@ from django.db.models import F
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
+from rangefilter.filters import DateRangeFilter
 
 from config.admin_tools import BackOfficeModelAdmin
 from licensing.admin import AgeFilter, EndingSoonFilter, OrderAdmin, OrderLineAdmin
@@ -134,7 +135,7 @@ class SubscriptionAdmin(SafeExportMixin, BackOfficeModelAdmin):
     export_resource_classes = [SubscriptionResource]
     list_display = ["__str__", "agreement", "customer", "quantity", "term_end", "status", "provider_subscription_id"]
     list_select_related = ["tenant__customer", "product", "agreement"]
-    list_filter = ["status", SubscriptionEndingFilter, "agreement__program"]
+    list_filter = ["status", SubscriptionEndingFilter, ("term_end", DateRangeFilter), "agreement__program"]
     search_fields = [
         "=provider_subscription_id",
         "tenant__default_domain",

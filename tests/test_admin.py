@@ -209,3 +209,15 @@ def test_roles_hold_every_permission_they_are_defined_with():
     for name, codenames in ROLES.items():
         granted = set(Group.objects.get(name=name).permissions.values_list("codename", flat=True))
         assert granted == set(codenames), name
+
+
+def test_orders_filter_by_a_date_range(client, superuser, demo_desk):
+    from licensing.models import Order
+
+    client.force_login(superuser)
+    response = client.get(
+        _url(Order, "changelist"), {"ordered_on__range__gte": "2026-11-22", "ordered_on__range__lte": "2026-11-24"}
+    )
+    assert response.status_code == 200
+    shown = {order.license_number for order in response.context["cl"].result_list}
+    assert shown == {"61234567", "61234568", "61234571"}
