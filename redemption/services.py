@@ -547,8 +547,14 @@ def subscription_lock(key: str) -> Iterator[None]:
     try:
         yield
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [number])
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [number])
+        except Exception:
+            # A worker keeps its connection between tasks (CONN_MAX_AGE): closing it is the one sure
+            # way not to carry the lock into the next task.
+            connection.close()
+            raise
 
 
 def allocation_bind(*, allocation_id: int) -> SeatAllocation:
