@@ -28,6 +28,7 @@ from redemption.gateway import (
 )
 from redemption.gateway.base import OrderRequest, TenantIdentity
 from redemption.models import PlanAction, SeatAllocation, Subscription
+from redemption.statements import Change, Guard, Ref, write_with_history
 from tenants.models import Customer, Tenant
 from tenants.validators import normalize_domain
 
@@ -144,12 +145,24 @@ class Preview:
 
 
 def allocation_preview(
-    *, order_line: OrderLine, tenant: Tenant, quantity: int, today: date | None = None, base: Subscription | None = None
+    *,
+    order_line: OrderLine,
+    tenant: Tenant,
+    quantity: int,
+    today: date | None = None,
+    base: Subscription | None = None,
+    lookup: bool = True,
 ) -> Preview:
-    """Return the resulting quantity and end date of binding `quantity` seats of the line to the tenant."""
+    """Return the resulting quantity and end date of binding `quantity` seats of the line to the tenant.
+
+    `base` is the subscription to start from; without it the live one is looked up, unless `lookup`
+    is false (the caller already knows there is none).
+    """
     today = today or timezone.localdate()
     product = order_line.product
-    subscription = base or subscription_for(agreement=order_line.order.agreement, product=product, tenant=tenant)
+    subscription = base
+    if subscription is None and lookup:
+        subscription = subscription_for(agreement=order_line.order.agreement, product=product, tenant=tenant)
     if subscription is None:
         return Preview(PlanAction.ORDER, quantity, order_line.ends_on, "active", None, None, "", None)
     old_qty, old_end, old_status = subscription.quantity, subscription.term_end, subscription.status
@@ -557,6 +570,10 @@ def subscription_lock(key: str) -> Iterator[None]:
             raise
 
 
+# Everything a binding reads to plan and to call the provider, in the one query that finds it.
+BIND_RELATED = ["order_line__order__agreement__partner", "order_line__product", "tenant"]
+
+
 def allocation_bind(*, allocation_id: int) -> SeatAllocation:
     """Bind a queued allocation at the provider and record the result; raise BindingDeferred to go again.
 
@@ -564,7 +581,7 @@ def allocation_bind(*, allocation_id: int) -> SeatAllocation:
     (a renewal sets an absolute quantity, so order matters): whoever holds the subscription's lock
     applies the older ones first.
     """
-    allocation = SeatAllocation.objects.select_related("order_line__order", "tenant").get(pk=allocation_id)
+    allocation = SeatAllocation.objects.select_related("order_line__order").get(pk=allocation_id)
     if allocation.status not in (Status.QUEUED, Status.BINDING):
         return allocation
     if (
@@ -575,12 +592,16 @@ def allocation_bind(*, allocation_id: int) -> SeatAllocation:
         # An early duplicate (the sweep, a redelivery): the scheduled attempt will come.
         return allocation
     line = allocation.order_line
-    slot = SeatAllocation.objects.filter(
-        order_line__order__agreement_id=line.order.agreement_id,
-        order_line__product_id=line.product_id,
-        tenant_id=allocation.tenant_id,
-        status__in=[Status.QUEUED, Status.BINDING],
-    ).order_by("pk")
+    slot = (
+        SeatAllocation.objects.filter(
+            order_line__order__agreement_id=line.order.agreement_id,
+            order_line__product_id=line.product_id,
+            tenant_id=allocation.tenant_id,
+            status__in=[Status.QUEUED, Status.BINDING],
+        )
+        .select_related(*BIND_RELATED)
+        .order_by("pk")
+    )
     with subscription_lock(_slot_key(allocation)):
         # Under the lock nobody else works on this subscription: a `binding` allocation here was left
         # by a worker that died, and is safe to resume with its stored plan and request IDs.
@@ -595,19 +616,20 @@ def allocation_bind(*, allocation_id: int) -> SeatAllocation:
                 wait = (head.next_attempt_at - now).total_seconds() + 1
                 raise BindingDeferred(wait, f"Waiting for allocation {head.pk} of the same subscription")
             try:
-                _bind_one(head.pk)
+                done = _bind_one(head)
             except BindingDeferred as deferred:
                 if head.pk == allocation_id:
                     raise
                 raise BindingDeferred(
                     deferred.countdown + 1, f"Waiting for allocation {head.pk} of the same subscription"
                 ) from None
+            if head.pk == allocation_id:
+                return done or SeatAllocation.objects.get(pk=allocation_id)
 
 
-def _bind_one(allocation_id: int) -> SeatAllocation | None:
-    """Claim, plan and apply one allocation; the caller holds its subscription's lock."""
-    allocation = _claim(allocation_id)
-    if allocation is None:
+def _bind_one(allocation: SeatAllocation) -> SeatAllocation | None:
+    """Claim, plan and apply one allocation (read under the lock); the caller holds its subscription's lock."""
+    if not _claim(allocation):
         return None
     try:
         return _apply(allocation)
@@ -626,29 +648,30 @@ def _bind_one(allocation_id: int) -> SeatAllocation | None:
         raise deferred from exc
 
 
-def _claim(allocation_id: int) -> SeatAllocation | None:
-    with transaction.atomic():
-        allocation = (
-            SeatAllocation.objects.select_for_update()
-            .select_related("order_line__order__agreement__partner", "order_line__product", "tenant")
-            .filter(pk=allocation_id, status__in=[Status.QUEUED, Status.BINDING])
-            .first()
-        )
-        if allocation is None:
-            return None
-        resumed = allocation.status == Status.BINDING
-        if not resumed:
-            allocation.transition_to(Status.BINDING)
-        allocation.attempts += 1
-        allocation.next_attempt_at = None
-        planned = _plan(allocation)
-        _save(
-            allocation,
-            None,
-            f"{'Resumed' if resumed else 'Binding'}: attempt {allocation.attempts}{planned}",
-            ["status", "attempts", "next_attempt_at", *PLAN_FIELDS],
-        )
-    return allocation
+def _claim(allocation: SeatAllocation) -> bool:
+    """Mark the allocation binding with its stored plan, in one write with its history row; False if taken."""
+    resumed = allocation.status == Status.BINDING
+    if not resumed:
+        allocation.transition_to(Status.BINDING)
+    allocation.attempts += 1
+    allocation.next_attempt_at = None
+    planned = _plan(allocation)
+    fields = ["status", "attempts", "next_attempt_at", *PLAN_FIELDS]
+    written = write_with_history(
+        [
+            Change(
+                "allocation",
+                SeatAllocation,
+                {name: getattr(allocation, name) for name in fields},
+                f"{'Resumed' if resumed else 'Binding'}: attempt {allocation.attempts}{planned}",
+                pk=allocation.pk,
+                # A conditional claim: a status changed meanwhile means someone else has it.
+                statuses=[Status.QUEUED, Status.BINDING],
+            )
+        ],
+        now=timezone.now(),
+    )
+    return written["allocation"] is not None
 
 
 PLAN_FIELDS = [
@@ -661,7 +684,7 @@ PLAN_FIELDS = [
     "previous_quantity",
     "previous_term_end",
     "previous_status",
-    "subscription",
+    "subscription_id",
 ]
 
 
@@ -681,7 +704,14 @@ def _plan(allocation: SeatAllocation) -> str:
         ):
             return ""
     today = timezone.localdate()
-    preview = allocation_preview(order_line=line, tenant=allocation.tenant, quantity=allocation.quantity, today=today)
+    preview = allocation_preview(
+        order_line=line,
+        tenant=allocation.tenant,
+        quantity=allocation.quantity,
+        today=today,
+        base=subscription,
+        lookup=False,
+    )
     replanned = bool(allocation.plan_action)
     allocation.plan_action = preview.action
     if replanned:
@@ -708,6 +738,7 @@ def _apply(allocation: SeatAllocation) -> SeatAllocation:
     line = allocation.order_line
     agreement = line.order.agreement
     tenant = allocation.tenant
+    still_binding = Guard(SeatAllocation, allocation.pk, [Status.BINDING])
     if allocation.plan_action == PlanAction.ORDER:
         provided = gateway.order_create(
             tenant_id=tenant.tenant_id,
@@ -721,17 +752,29 @@ def _apply(allocation: SeatAllocation) -> SeatAllocation:
                 partner_id=agreement.partner.mpn_id,
             ),
         )
-        with transaction.atomic():
-            subscription = Subscription(
-                tenant=tenant,
-                product=line.product,
-                agreement=agreement,
-                quantity=allocation.target_quantity,
-                term_end=allocation.target_term_end,
-                provider_subscription_id=provided.id,
-            )
-            _save_subscription(subscription, None, f"Created by binding {allocation.pk}")
-            return _bound(allocation, subscription)
+        subscription = Subscription(
+            tenant=tenant,
+            product=line.product,
+            agreement=agreement,
+            quantity=allocation.target_quantity,
+            term_end=allocation.target_term_end,
+            provider_subscription_id=provided.id,
+        )
+        written = Change(
+            "subscription",
+            Subscription,
+            {
+                "tenant_id": tenant.pk,
+                "product_id": line.product_id,
+                "agreement_id": agreement.pk,
+                "quantity": subscription.quantity,
+                "term_end": subscription.term_end,
+                "provider_subscription_id": subscription.provider_subscription_id,
+            },
+            f"Created by binding {allocation.pk}",
+            guard=still_binding,
+        )
+        return _bound(allocation, subscription, written)
     subscription = Subscription.objects.get(pk=allocation.subscription_id)
     steps = []
     if allocation.target_quantity != allocation.previous_quantity or line.kind == OrderLine.Kind.RENEWAL:
@@ -747,22 +790,50 @@ def _apply(allocation: SeatAllocation) -> SeatAllocation:
             request_id=_step_id(allocation, step),
             changes=changes,
         )
-    with transaction.atomic():
-        subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
-        subscription.quantity = allocation.target_quantity
-        subscription.term_end = allocation.target_term_end
-        subscription.status = allocation.target_status or subscription.status
-        kind = "Renewed" if line.kind == OrderLine.Kind.RENEWAL else "Seats added"
-        _save_subscription(subscription, None, f"{kind} by binding {allocation.pk}", ["quantity", "term_end", "status"])
-        return _bound(allocation, subscription)
+    subscription.quantity = allocation.target_quantity
+    subscription.term_end = allocation.target_term_end
+    subscription.status = allocation.target_status or subscription.status
+    kind = "Renewed" if line.kind == OrderLine.Kind.RENEWAL else "Seats added"
+    written = Change(
+        "subscription",
+        Subscription,
+        {"quantity": subscription.quantity, "term_end": subscription.term_end, "status": subscription.status},
+        f"{kind} by binding {allocation.pk}",
+        pk=subscription.pk,
+        guard=still_binding,
+    )
+    return _bound(allocation, subscription, written)
 
 
-def _bound(allocation: SeatAllocation, subscription: Subscription) -> SeatAllocation:
+def _bound(allocation: SeatAllocation, subscription: Subscription, subscription_change: Change) -> SeatAllocation:
+    """Record the subscription and the bound allocation, each with its history row, in one write."""
     allocation.transition_to(Status.BOUND)
-    allocation.subscription = subscription
     allocation.bound_at = timezone.now()
     allocation.last_error = ""
-    _save(allocation, None, f"Bound: {subscription}", ["status", "subscription", "bound_at", "last_error"])
+    written = write_with_history(
+        [
+            subscription_change,
+            Change(
+                "allocation",
+                SeatAllocation,
+                {
+                    "status": allocation.status,
+                    "subscription_id": Ref("subscription"),
+                    "bound_at": allocation.bound_at,
+                    "last_error": "",
+                },
+                f"Bound: {subscription}",
+                pk=allocation.pk,
+                statuses=[Status.BINDING],
+            ),
+        ],
+        now=allocation.bound_at,
+    )
+    if written["allocation"] is None:
+        # Only the holder of the subscription's lock moves a binding allocation: this is a bug, not a race.
+        raise RuntimeError(f"Allocation {allocation.pk} stopped binding while its result was being recorded.")
+    subscription.pk = written["subscription"]
+    allocation.subscription = subscription
     return allocation
 
 
