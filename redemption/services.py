@@ -1,6 +1,5 @@
 """Binding seats to tenants: the only way seat allocations change."""
 
-import hashlib
 import logging
 import random
 from collections.abc import Iterator
@@ -13,7 +12,8 @@ from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import BigIntegerField, CharField, Func, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from licensing.models import Agreement, OrderLine, Product
@@ -543,6 +543,33 @@ def _slot_key(allocation: SeatAllocation) -> str:
     return f"subscription:{line.order.agreement_id}:{line.product_id}:{allocation.tenant_id}"
 
 
+# The same key as _slot_key, built by PostgreSQL from an allocation row.
+SLOT_KEY_SQL = Concat(
+    Value("subscription:"),
+    Cast("order_line__order__agreement_id", CharField()),
+    Value(":"),
+    Cast("order_line__product_id", CharField()),
+    Value(":"),
+    Cast("tenant_id", CharField()),
+    output_field=CharField(),
+)
+
+
+def _lock_number(key) -> Func:
+    return Func(key, Value(0), function="hashtextextended", output_field=BigIntegerField())
+
+
+def _unlock(key: str) -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
+    except Exception:
+        # A worker keeps its connection between tasks (CONN_MAX_AGE): closing it is the one sure
+        # way not to carry the lock into the next task.
+        connection.close()
+        raise
+
+
 @contextmanager
 def subscription_lock(key: str) -> Iterator[None]:
     """Hold a PostgreSQL session advisory lock so one subscription changes one binding at a time.
@@ -554,20 +581,12 @@ def subscription_lock(key: str) -> Iterator[None]:
     if connection.vendor != "postgresql":
         yield
         return
-    number = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s)", [number])
+        cursor.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [key])
     try:
         yield
     finally:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [number])
-        except Exception:
-            # A worker keeps its connection between tasks (CONN_MAX_AGE): closing it is the one sure
-            # way not to carry the lock into the next task.
-            connection.close()
-            raise
+        _unlock(key)
 
 
 # Everything a binding reads to plan and to call the provider, in the one query that finds it.
@@ -581,50 +600,72 @@ def allocation_bind(*, allocation_id: int) -> SeatAllocation:
     (a renewal sets an absolute quantity, so order matters): whoever holds the subscription's lock
     applies the older ones first.
     """
-    allocation = SeatAllocation.objects.select_related("order_line__order").get(pk=allocation_id)
-    if allocation.status not in (Status.QUEUED, Status.BINDING):
-        return allocation
-    if (
-        allocation.status == Status.QUEUED
-        and allocation.next_attempt_at
-        and allocation.next_attempt_at > timezone.now() + timedelta(seconds=1)
-    ):
-        # An early duplicate (the sweep, a redelivery): the scheduled attempt will come.
-        return allocation
-    line = allocation.order_line
+    # Binding ones (a worker died) and queued ones that are due; an early duplicate (the sweep, a
+    # redelivery) of a scheduled attempt leaves it to that attempt.
+    due = Q(status=Status.BINDING) | Q(status=Status.QUEUED) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now() + timedelta(seconds=1))
+    )
+    rows = SeatAllocation.objects.filter(due, pk=allocation_id)
+    postgres = connection.vendor == "postgresql"
+    if postgres:
+        # Found and locked in one round trip; what this read says is checked again under the lock.
+        rows = rows.annotate(
+            locked=Func(_lock_number(SLOT_KEY_SQL), function="pg_advisory_lock", output_field=CharField())
+        )
+    columns = ["order_line__order__agreement_id", "order_line__product_id", "tenant_id"]
+    # An annotation left out of values_list() is left out of the SELECT: name the lock to take it.
+    found = rows.order_by().values_list(*columns, *(["locked"] if postgres else []))[:1]
+    found = next(iter(found), None)
+    if found is None:
+        return SeatAllocation.objects.get(pk=allocation_id)
+    agreement_id, product_id, tenant_id = found[:3]
+    try:
+        return _bind_in_order(allocation_id, agreement_id=agreement_id, product_id=product_id, tenant_id=tenant_id)
+    finally:
+        if postgres:
+            _unlock(f"subscription:{agreement_id}:{product_id}:{tenant_id}")
+
+
+def _bind_in_order(allocation_id: int, *, agreement_id: int, product_id: int, tenant_id: int) -> SeatAllocation:
+    """Bind the allocation after the older ones of its subscription; the caller holds the subscription's lock."""
+    live = Subscription.objects.filter(
+        agreement_id=OuterRef("order_line__order__agreement_id"),
+        product_id=OuterRef("order_line__product_id"),
+        tenant_id=OuterRef("tenant_id"),
+    ).exclude(status=Subscription.Status.DEPROVISIONED)
     slot = (
         SeatAllocation.objects.filter(
-            order_line__order__agreement_id=line.order.agreement_id,
-            order_line__product_id=line.product_id,
-            tenant_id=allocation.tenant_id,
+            order_line__order__agreement_id=agreement_id,
+            order_line__product_id=product_id,
+            tenant_id=tenant_id,
             status__in=[Status.QUEUED, Status.BINDING],
         )
         .select_related(*BIND_RELATED)
+        .annotate(live_subscription_id=Subquery(live.values("pk")[:1]))
         .order_by("pk")
     )
-    with subscription_lock(_slot_key(allocation)):
-        # Under the lock nobody else works on this subscription: a `binding` allocation here was left
-        # by a worker that died, and is safe to resume with its stored plan and request IDs.
-        while True:
-            head = slot.filter(pk__lte=allocation_id).first()
-            if head is None:
-                return SeatAllocation.objects.get(pk=allocation_id)
-            now = timezone.now()
-            if head.status == Status.QUEUED and head.next_attempt_at and head.next_attempt_at > now:
-                if head.pk == allocation_id:
-                    return head
-                wait = (head.next_attempt_at - now).total_seconds() + 1
-                raise BindingDeferred(wait, f"Waiting for allocation {head.pk} of the same subscription")
-            try:
-                done = _bind_one(head)
-            except BindingDeferred as deferred:
-                if head.pk == allocation_id:
-                    raise
-                raise BindingDeferred(
-                    deferred.countdown + 1, f"Waiting for allocation {head.pk} of the same subscription"
-                ) from None
+    # Under the lock nobody else works on this subscription: a `binding` allocation here was left
+    # by a worker that died, and is safe to resume with its stored plan and request IDs.
+    while True:
+        head = slot.filter(pk__lte=allocation_id).first()
+        if head is None:
+            return SeatAllocation.objects.get(pk=allocation_id)
+        now = timezone.now()
+        if head.status == Status.QUEUED and head.next_attempt_at and head.next_attempt_at > now:
             if head.pk == allocation_id:
-                return done or SeatAllocation.objects.get(pk=allocation_id)
+                return head
+            wait = (head.next_attempt_at - now).total_seconds() + 1
+            raise BindingDeferred(wait, f"Waiting for allocation {head.pk} of the same subscription")
+        try:
+            done = _bind_one(head)
+        except BindingDeferred as deferred:
+            if head.pk == allocation_id:
+                raise
+            raise BindingDeferred(
+                deferred.countdown + 1, f"Waiting for allocation {head.pk} of the same subscription"
+            ) from None
+        if head.pk == allocation_id:
+            return done or SeatAllocation.objects.get(pk=allocation_id)
 
 
 def _bind_one(allocation: SeatAllocation) -> SeatAllocation | None:
@@ -691,7 +732,9 @@ PLAN_FIELDS = [
 def _plan(allocation: SeatAllocation) -> str:
     """Set the absolute target values, saved with the claim before the first provider call (rule 6)."""
     line = allocation.order_line
-    subscription = subscription_for(agreement=line.order.agreement, product=line.product, tenant=allocation.tenant)
+    # The slot query found the live subscription's id (under the lock); fetch the row only if there is one.
+    live_id = allocation.live_subscription_id
+    subscription = Subscription.objects.get(pk=live_id) if live_id else None
     if allocation.plan_action:
         if allocation.plan_action == PlanAction.ORDER and subscription is None:
             return ""
