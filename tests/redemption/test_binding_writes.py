@@ -42,9 +42,7 @@ def other_session_can_lock(key: str) -> bool:
 
 
 @requires_postgres
-def test_nobody_else_can_change_the_subscription_while_the_provider_is_called(
-    new_line, tenant, processor, monkeypatch
-):
+def test_nobody_else_can_change_the_subscription_while_the_provider_is_called(new_line, tenant, processor, monkeypatch):
     allocation = queued(new_line, tenant, processor)
     key = f"subscription:{new_line.order.agreement_id}:{new_line.product_id}:{tenant.pk}"
     seen = {}
