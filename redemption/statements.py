@@ -10,6 +10,7 @@ The column lists come from the models, so a new field is written here without ch
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from django.db import connection, transaction
@@ -63,12 +64,19 @@ def _qn(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
+@lru_cache(maxsize=256)
+def _placeholder(model: type[Model], name: str) -> tuple[str, str]:
+    """Return the quoted column of a field and its typed placeholder (the SQL is the same every time)."""
+    model_field = model._meta.get_field(name)
+    # Typed, because INSERT ... SELECT would read a bare NULL or string literal as text.
+    return _qn(model_field.column), f"CAST(%s AS {model_field.db_type(connection)})"
+
+
 def _value_sql(model: type[Model], name: str, value: Any) -> tuple[str, list]:
     if isinstance(value, Ref):
         return f"(SELECT {_qn(value.column)} FROM {_qn(value.alias)})", []
     model_field = model._meta.get_field(name)
-    # Typed, because INSERT ... SELECT would read a bare NULL or string literal as text.
-    return f"CAST(%s AS {model_field.db_type(connection)})", [model_field.get_db_prep_save(value, connection)]
+    return _placeholder(model, name)[1], [model_field.get_db_prep_save(value, connection)]
 
 
 def _row_sql(change: Change, now: datetime) -> tuple[str, list]:
@@ -103,7 +111,7 @@ def _row_sql(change: Change, now: datetime) -> tuple[str, list]:
     assignments = []
     for name, value in values.items():
         sql, args = _value_sql(model, name, value)
-        assignments.append(f"{_qn(model._meta.get_field(name).column)} = {sql}")
+        assignments.append(f"{_placeholder(model, name)[0]} = {sql}")
         params.extend(args)
     conditions = [f"{_qn(model._meta.pk.column)} = %s"]
     params.append(change.pk)
@@ -117,18 +125,24 @@ def _row_sql(change: Change, now: datetime) -> tuple[str, list]:
     return f"UPDATE {table} SET {', '.join(assignments)} WHERE {' AND '.join(conditions)} RETURNING *", params
 
 
-def _history_sql(change: Change, now: datetime, user_id: int | None) -> tuple[str, list]:
-    historical = change.model.history.model
+@lru_cache(maxsize=64)
+def _history_template(model: type[Model], alias: str) -> tuple[str, int]:
+    """Return the history INSERT reading the row written as `alias`, and the change reason's length."""
+    historical = model.history.model
     columns = [_qn(f.column) for f in historical._meta.concrete_fields if not f.name.startswith("history_")]
     names = ["history_date", "history_change_reason", "history_type", "history_user"]
     history_fields = [historical._meta.get_field(name) for name in names]
     history_columns = [_qn(f.column) for f in history_fields]
     placeholders = [f"CAST(%s AS {f.db_type(connection)})" for f in history_fields]
-    reason_length = history_fields[1].max_length or 100
     sql = (
         f"INSERT INTO {_qn(historical._meta.db_table)} ({', '.join(columns + history_columns)}) "
-        f"SELECT {', '.join(columns + placeholders)} FROM {_qn(change.alias)} RETURNING {_qn('history_id')}"
+        f"SELECT {', '.join(columns + placeholders)} FROM {_qn(alias)} RETURNING {_qn('history_id')}"
     )
+    return sql, history_fields[1].max_length or 100
+
+
+def _history_sql(change: Change, now: datetime, user_id: int | None) -> tuple[str, list]:
+    sql, reason_length = _history_template(change.model, change.alias)
     return sql, [now, change.reason[:reason_length], "+" if change.pk is None else "~", user_id]
 
 
