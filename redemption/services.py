@@ -818,7 +818,8 @@ def _apply(allocation: SeatAllocation) -> SeatAllocation:
             guard=still_binding,
         )
         return _bound(allocation, subscription, written)
-    subscription = Subscription.objects.get(pk=allocation.subscription_id)
+    # The row _plan read under this lock, or (a resumed plan) the one the plan names.
+    subscription = allocation.subscription
     steps = []
     if allocation.target_quantity != allocation.previous_quantity or line.kind == OrderLine.Kind.RENEWAL:
         steps.append(("quantity", {"quantity": allocation.target_quantity}))
