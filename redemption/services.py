@@ -12,8 +12,7 @@ from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import BigIntegerField, CharField, Func, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Cast, Concat
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from licensing.models import Agreement, OrderLine, Product
@@ -28,7 +27,7 @@ from redemption.gateway import (
 )
 from redemption.gateway.base import OrderRequest, TenantIdentity
 from redemption.models import PlanAction, SeatAllocation, Subscription
-from redemption.statements import Change, Guard, Ref, write_with_history
+from redemption.statements import Change, Guard, Ref, slot_lock, write_with_history
 from tenants.models import Customer, Tenant
 from tenants.validators import normalize_domain
 
@@ -543,22 +542,6 @@ def _slot_key(allocation: SeatAllocation) -> str:
     return f"subscription:{line.order.agreement_id}:{line.product_id}:{allocation.tenant_id}"
 
 
-# The same key as _slot_key, built by PostgreSQL from an allocation row.
-SLOT_KEY_SQL = Concat(
-    Value("subscription:"),
-    Cast("order_line__order__agreement_id", CharField()),
-    Value(":"),
-    Cast("order_line__product_id", CharField()),
-    Value(":"),
-    Cast("tenant_id", CharField()),
-    output_field=CharField(),
-)
-
-
-def _lock_number(key) -> Func:
-    return Func(key, Value(0), function="hashtextextended", output_field=BigIntegerField())
-
-
 def _unlock(key: str) -> None:
     try:
         with connection.cursor() as cursor:
@@ -602,23 +585,23 @@ def allocation_bind(*, allocation_id: int) -> SeatAllocation:
     """
     # Binding ones (a worker died) and queued ones that are due; an early duplicate (the sweep, a
     # redelivery) of a scheduled attempt leaves it to that attempt.
-    due = Q(status=Status.BINDING) | Q(status=Status.QUEUED) & (
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now() + timedelta(seconds=1))
-    )
-    rows = SeatAllocation.objects.filter(due, pk=allocation_id)
+    due_before = timezone.now() + timedelta(seconds=1)
     postgres = connection.vendor == "postgresql"
     if postgres:
         # Found and locked in one round trip; what this read says is checked again under the lock.
-        rows = rows.annotate(
-            locked=Func(_lock_number(SLOT_KEY_SQL), function="pg_advisory_lock", output_field=CharField())
+        found = slot_lock(allocation_id=allocation_id, due_before=due_before)
+    else:
+        due = Q(status=Status.BINDING) | Q(status=Status.QUEUED) & (
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=due_before)
         )
-    columns = ["order_line__order__agreement_id", "order_line__product_id", "tenant_id"]
-    # An annotation left out of values_list() is left out of the SELECT: name the lock to take it.
-    found = rows.order_by().values_list(*columns, *(["locked"] if postgres else []))[:1]
-    found = next(iter(found), None)
+        found = (
+            SeatAllocation.objects.filter(due, pk=allocation_id)
+            .values_list("order_line__order__agreement_id", "order_line__product_id", "tenant_id")
+            .first()
+        )
     if found is None:
         return SeatAllocation.objects.get(pk=allocation_id)
-    agreement_id, product_id, tenant_id = found[:3]
+    agreement_id, product_id, tenant_id = found
     try:
         return _bind_in_order(allocation_id, agreement_id=agreement_id, product_id=product_id, tenant_id=tenant_id)
     finally:

@@ -205,3 +205,33 @@ def _write_orm(changes: list[Change], *, now: datetime, user_id: int | None) -> 
             )
             written[change.alias] = row.pk
     return written
+
+
+@lru_cache(maxsize=1)
+def _lock_slot_sql() -> str:
+    from licensing.models import Order, OrderLine
+    from redemption.models import SeatAllocation
+
+    a, line, order = (_qn(m._meta.db_table) for m in (SeatAllocation, OrderLine, Order))
+    key = "'subscription:' || o.agreement_id || ':' || l.product_id || ':' || a.tenant_id"
+    return (
+        f"SELECT o.agreement_id, l.product_id, a.tenant_id, pg_advisory_lock(hashtextextended({key}, 0))::text "
+        f"FROM {a} a JOIN {line} l ON l.id = a.order_line_id JOIN {order} o ON o.id = l.order_id "
+        "WHERE a.id = %s AND (a.status = %s OR (a.status = %s "
+        "AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= %s)))"
+    )
+
+
+def slot_lock(*, allocation_id: int, due_before: datetime) -> tuple[int, int, int] | None:
+    """Find a binding or due queued allocation and lock its subscription's slot, in one round trip.
+
+    Return (agreement_id, product_id, tenant_id), or None (nothing to do, nothing locked). The lock
+    key is "subscription:{agreement}:{product}:{tenant}", the one services.subscription_lock takes.
+    """
+    from redemption.models import SeatAllocation
+
+    status = SeatAllocation.Status
+    with connection.cursor() as cursor:
+        cursor.execute(_lock_slot_sql(), [allocation_id, status.BINDING, status.QUEUED, due_before])
+        row = cursor.fetchone()
+    return None if row is None else (row[0], row[1], row[2])
