@@ -55,6 +55,8 @@ class Command(BaseCommand):
             for allocation_id in warmup:
                 allocation_bind_task.delay(allocation_id)
             self._wait_done(warmup, 60)
+            if SeatAllocation.objects.filter(pk__in=warmup).exclude(status="bound").exists():
+                raise CommandError("The warm-up allocations did not bind: is the worker healthy?")
             started = timezone.now()
             for allocation_id in ids:
                 allocation_bind_task.delay(allocation_id)
