@@ -72,6 +72,8 @@ TEMPLATES = [
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+# A connection kept between requests or tasks is checked before its first use in each of them.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 USING_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 if USING_SQLITE:
     # Web, worker and beat share one file: wait for locks instead of failing, take the write
@@ -145,6 +147,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's Django fixup would otherwise close the database connection around every task, whatever
+# CONN_MAX_AGE says; config/celery.py applies CONN_MAX_AGE and the health check per task instead.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -235,6 +240,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # httpx logs every request at INFO: a line per provider call in the worker, already in the history.
+    "loggers": {"httpx": {"level": "WARNING"}},
 }
 
 # Provisioning sandbox (PROVIDER_BACKEND=sandbox): pretend latency and transient failures for demos.

@@ -1,6 +1,5 @@
 """Binding seats to tenants: the only way seat allocations change."""
 
-import hashlib
 import logging
 import random
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from config.queueing import enqueue_on_commit
@@ -29,6 +28,7 @@ from redemption.gateway import (
 )
 from redemption.gateway.base import OrderRequest, TenantIdentity
 from redemption.models import PlanAction, SeatAllocation, Subscription
+from redemption.statements import Change, Guard, Ref, slot_lock, write_with_history
 from tenants.models import Customer, Tenant
 from tenants.validators import normalize_domain
 
@@ -145,12 +145,24 @@ class Preview:
 
 
 def allocation_preview(
-    *, order_line: OrderLine, tenant: Tenant, quantity: int, today: date | None = None, base: Subscription | None = None
+    *,
+    order_line: OrderLine,
+    tenant: Tenant,
+    quantity: int,
+    today: date | None = None,
+    base: Subscription | None = None,
+    lookup: bool = True,
 ) -> Preview:
-    """Return the resulting quantity and end date of binding `quantity` seats of the line to the tenant."""
+    """Return the resulting quantity and end date of binding `quantity` seats of the line to the tenant.
+
+    `base` is the subscription to start from; without it the live one is looked up, unless `lookup`
+    is false (the caller already knows there is none).
+    """
     today = today or timezone.localdate()
     product = order_line.product
-    subscription = base or subscription_for(agreement=order_line.order.agreement, product=product, tenant=tenant)
+    subscription = base
+    if subscription is None and lookup:
+        subscription = subscription_for(agreement=order_line.order.agreement, product=product, tenant=tenant)
     if subscription is None:
         return Preview(PlanAction.ORDER, quantity, order_line.ends_on, "active", None, None, "", None)
     old_qty, old_end, old_status = subscription.quantity, subscription.term_end, subscription.status
@@ -531,6 +543,17 @@ def _slot_key(allocation: SeatAllocation) -> str:
     return f"subscription:{line.order.agreement_id}:{line.product_id}:{allocation.tenant_id}"
 
 
+def _unlock(key: str) -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
+    except Exception:
+        # A worker keeps its connection between tasks (CONN_MAX_AGE): closing it is the one sure
+        # way not to carry the lock into the next task.
+        connection.close()
+        raise
+
+
 @contextmanager
 def subscription_lock(key: str) -> Iterator[None]:
     """Hold a PostgreSQL session advisory lock so one subscription changes one binding at a time.
@@ -542,14 +565,16 @@ def subscription_lock(key: str) -> Iterator[None]:
     if connection.vendor != "postgresql":
         yield
         return
-    number = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s)", [number])
+        cursor.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [key])
     try:
         yield
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [number])
+        _unlock(key)
+
+
+# Everything a binding reads to plan and to call the provider, in the one query that finds it.
+BIND_RELATED = ["order_line__order__agreement__partner", "order_line__product", "tenant"]
 
 
 def allocation_bind(*, allocation_id: int) -> SeatAllocation:
@@ -559,50 +584,77 @@ def allocation_bind(*, allocation_id: int) -> SeatAllocation:
     (a renewal sets an absolute quantity, so order matters): whoever holds the subscription's lock
     applies the older ones first.
     """
-    allocation = SeatAllocation.objects.select_related("order_line__order", "tenant").get(pk=allocation_id)
-    if allocation.status not in (Status.QUEUED, Status.BINDING):
-        return allocation
-    if (
-        allocation.status == Status.QUEUED
-        and allocation.next_attempt_at
-        and allocation.next_attempt_at > timezone.now() + timedelta(seconds=1)
-    ):
-        # An early duplicate (the sweep, a redelivery): the scheduled attempt will come.
-        return allocation
-    line = allocation.order_line
-    slot = SeatAllocation.objects.filter(
-        order_line__order__agreement_id=line.order.agreement_id,
-        order_line__product_id=line.product_id,
-        tenant_id=allocation.tenant_id,
-        status__in=[Status.QUEUED, Status.BINDING],
-    ).order_by("pk")
-    with subscription_lock(_slot_key(allocation)):
-        # Under the lock nobody else works on this subscription: a `binding` allocation here was left
-        # by a worker that died, and is safe to resume with its stored plan and request IDs.
-        while True:
-            head = slot.filter(pk__lte=allocation_id).first()
-            if head is None:
-                return SeatAllocation.objects.get(pk=allocation_id)
-            now = timezone.now()
-            if head.status == Status.QUEUED and head.next_attempt_at and head.next_attempt_at > now:
-                if head.pk == allocation_id:
-                    return head
-                wait = (head.next_attempt_at - now).total_seconds() + 1
-                raise BindingDeferred(wait, f"Waiting for allocation {head.pk} of the same subscription")
-            try:
-                _bind_one(head.pk)
-            except BindingDeferred as deferred:
-                if head.pk == allocation_id:
-                    raise
-                raise BindingDeferred(
-                    deferred.countdown + 1, f"Waiting for allocation {head.pk} of the same subscription"
-                ) from None
+    # Binding ones (a worker died) and queued ones that are due; an early duplicate (the sweep, a
+    # redelivery) of a scheduled attempt leaves it to that attempt.
+    due_before = timezone.now() + timedelta(seconds=1)
+    postgres = connection.vendor == "postgresql"
+    if postgres:
+        # Found and locked in one round trip; what this read says is checked again under the lock.
+        found = slot_lock(allocation_id=allocation_id, due_before=due_before)
+    else:
+        due = Q(status=Status.BINDING) | Q(status=Status.QUEUED) & (
+            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=due_before)
+        )
+        found = (
+            SeatAllocation.objects.filter(due, pk=allocation_id)
+            .values_list("order_line__order__agreement_id", "order_line__product_id", "tenant_id")
+            .first()
+        )
+    if found is None:
+        return SeatAllocation.objects.get(pk=allocation_id)
+    agreement_id, product_id, tenant_id = found
+    try:
+        return _bind_in_order(allocation_id, agreement_id=agreement_id, product_id=product_id, tenant_id=tenant_id)
+    finally:
+        if postgres:
+            _unlock(f"subscription:{agreement_id}:{product_id}:{tenant_id}")
 
 
-def _bind_one(allocation_id: int) -> SeatAllocation | None:
-    """Claim, plan and apply one allocation; the caller holds its subscription's lock."""
-    allocation = _claim(allocation_id)
-    if allocation is None:
+def _bind_in_order(allocation_id: int, *, agreement_id: int, product_id: int, tenant_id: int) -> SeatAllocation:
+    """Bind the allocation after the older ones of its subscription; the caller holds the subscription's lock."""
+    live = Subscription.objects.filter(
+        agreement_id=OuterRef("order_line__order__agreement_id"),
+        product_id=OuterRef("order_line__product_id"),
+        tenant_id=OuterRef("tenant_id"),
+    ).exclude(status=Subscription.Status.DEPROVISIONED)
+    slot = (
+        SeatAllocation.objects.filter(
+            order_line__order__agreement_id=agreement_id,
+            order_line__product_id=product_id,
+            tenant_id=tenant_id,
+            status__in=[Status.QUEUED, Status.BINDING],
+        )
+        .select_related(*BIND_RELATED)
+        .annotate(live_subscription_id=Subquery(live.values("pk")[:1]))
+        .order_by("pk")
+    )
+    # Under the lock nobody else works on this subscription: a `binding` allocation here was left
+    # by a worker that died, and is safe to resume with its stored plan and request IDs.
+    while True:
+        head = slot.filter(pk__lte=allocation_id).first()
+        if head is None:
+            return SeatAllocation.objects.get(pk=allocation_id)
+        now = timezone.now()
+        if head.status == Status.QUEUED and head.next_attempt_at and head.next_attempt_at > now:
+            if head.pk == allocation_id:
+                return head
+            wait = (head.next_attempt_at - now).total_seconds() + 1
+            raise BindingDeferred(wait, f"Waiting for allocation {head.pk} of the same subscription")
+        try:
+            done = _bind_one(head)
+        except BindingDeferred as deferred:
+            if head.pk == allocation_id:
+                raise
+            raise BindingDeferred(
+                deferred.countdown + 1, f"Waiting for allocation {head.pk} of the same subscription"
+            ) from None
+        if head.pk == allocation_id:
+            return done or SeatAllocation.objects.get(pk=allocation_id)
+
+
+def _bind_one(allocation: SeatAllocation) -> SeatAllocation | None:
+    """Claim, plan and apply one allocation (read under the lock); the caller holds its subscription's lock."""
+    if not _claim(allocation):
         return None
     try:
         return _apply(allocation)
@@ -621,29 +673,30 @@ def _bind_one(allocation_id: int) -> SeatAllocation | None:
         raise deferred from exc
 
 
-def _claim(allocation_id: int) -> SeatAllocation | None:
-    with transaction.atomic():
-        allocation = (
-            SeatAllocation.objects.select_for_update()
-            .select_related("order_line__order__agreement__partner", "order_line__product", "tenant")
-            .filter(pk=allocation_id, status__in=[Status.QUEUED, Status.BINDING])
-            .first()
-        )
-        if allocation is None:
-            return None
-        resumed = allocation.status == Status.BINDING
-        if not resumed:
-            allocation.transition_to(Status.BINDING)
-        allocation.attempts += 1
-        allocation.next_attempt_at = None
-        planned = _plan(allocation)
-        _save(
-            allocation,
-            None,
-            f"{'Resumed' if resumed else 'Binding'}: attempt {allocation.attempts}{planned}",
-            ["status", "attempts", "next_attempt_at", *PLAN_FIELDS],
-        )
-    return allocation
+def _claim(allocation: SeatAllocation) -> bool:
+    """Mark the allocation binding with its stored plan, in one write with its history row; False if taken."""
+    resumed = allocation.status == Status.BINDING
+    if not resumed:
+        allocation.transition_to(Status.BINDING)
+    allocation.attempts += 1
+    allocation.next_attempt_at = None
+    planned = _plan(allocation)
+    fields = ["status", "attempts", "next_attempt_at", *PLAN_FIELDS]
+    written = write_with_history(
+        [
+            Change(
+                "allocation",
+                SeatAllocation,
+                {name: getattr(allocation, name) for name in fields},
+                f"{'Resumed' if resumed else 'Binding'}: attempt {allocation.attempts}{planned}",
+                pk=allocation.pk,
+                # A conditional claim: a status changed meanwhile means someone else has it.
+                statuses=[Status.QUEUED, Status.BINDING],
+            )
+        ],
+        now=timezone.now(),
+    )
+    return written["allocation"] is not None
 
 
 PLAN_FIELDS = [
@@ -656,14 +709,16 @@ PLAN_FIELDS = [
     "previous_quantity",
     "previous_term_end",
     "previous_status",
-    "subscription",
+    "subscription_id",
 ]
 
 
 def _plan(allocation: SeatAllocation) -> str:
     """Set the absolute target values, saved with the claim before the first provider call (rule 6)."""
     line = allocation.order_line
-    subscription = subscription_for(agreement=line.order.agreement, product=line.product, tenant=allocation.tenant)
+    # The slot query found the live subscription's id (under the lock); fetch the row only if there is one.
+    live_id = allocation.live_subscription_id
+    subscription = Subscription.objects.get(pk=live_id) if live_id else None
     if allocation.plan_action:
         if allocation.plan_action == PlanAction.ORDER and subscription is None:
             return ""
@@ -676,7 +731,14 @@ def _plan(allocation: SeatAllocation) -> str:
         ):
             return ""
     today = timezone.localdate()
-    preview = allocation_preview(order_line=line, tenant=allocation.tenant, quantity=allocation.quantity, today=today)
+    preview = allocation_preview(
+        order_line=line,
+        tenant=allocation.tenant,
+        quantity=allocation.quantity,
+        today=today,
+        base=subscription,
+        lookup=False,
+    )
     replanned = bool(allocation.plan_action)
     allocation.plan_action = preview.action
     if replanned:
@@ -703,6 +765,7 @@ def _apply(allocation: SeatAllocation) -> SeatAllocation:
     line = allocation.order_line
     agreement = line.order.agreement
     tenant = allocation.tenant
+    still_binding = Guard(SeatAllocation, allocation.pk, [Status.BINDING])
     if allocation.plan_action == PlanAction.ORDER:
         provided = gateway.order_create(
             tenant_id=tenant.tenant_id,
@@ -716,18 +779,31 @@ def _apply(allocation: SeatAllocation) -> SeatAllocation:
                 partner_id=agreement.partner.mpn_id,
             ),
         )
-        with transaction.atomic():
-            subscription = Subscription(
-                tenant=tenant,
-                product=line.product,
-                agreement=agreement,
-                quantity=allocation.target_quantity,
-                term_end=allocation.target_term_end,
-                provider_subscription_id=provided.id,
-            )
-            _save_subscription(subscription, None, f"Created by binding {allocation.pk}")
-            return _bound(allocation, subscription)
-    subscription = Subscription.objects.get(pk=allocation.subscription_id)
+        subscription = Subscription(
+            tenant=tenant,
+            product=line.product,
+            agreement=agreement,
+            quantity=allocation.target_quantity,
+            term_end=allocation.target_term_end,
+            provider_subscription_id=provided.id,
+        )
+        written = Change(
+            "subscription",
+            Subscription,
+            {
+                "tenant_id": tenant.pk,
+                "product_id": line.product_id,
+                "agreement_id": agreement.pk,
+                "quantity": subscription.quantity,
+                "term_end": subscription.term_end,
+                "provider_subscription_id": subscription.provider_subscription_id,
+            },
+            f"Created by binding {allocation.pk}",
+            guard=still_binding,
+        )
+        return _bound(allocation, subscription, written)
+    # The row _plan read under this lock, or (a resumed plan) the one the plan names.
+    subscription = allocation.subscription
     steps = []
     if allocation.target_quantity != allocation.previous_quantity or line.kind == OrderLine.Kind.RENEWAL:
         steps.append(("quantity", {"quantity": allocation.target_quantity}))
@@ -742,22 +818,50 @@ def _apply(allocation: SeatAllocation) -> SeatAllocation:
             request_id=_step_id(allocation, step),
             changes=changes,
         )
-    with transaction.atomic():
-        subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
-        subscription.quantity = allocation.target_quantity
-        subscription.term_end = allocation.target_term_end
-        subscription.status = allocation.target_status or subscription.status
-        kind = "Renewed" if line.kind == OrderLine.Kind.RENEWAL else "Seats added"
-        _save_subscription(subscription, None, f"{kind} by binding {allocation.pk}", ["quantity", "term_end", "status"])
-        return _bound(allocation, subscription)
+    subscription.quantity = allocation.target_quantity
+    subscription.term_end = allocation.target_term_end
+    subscription.status = allocation.target_status or subscription.status
+    kind = "Renewed" if line.kind == OrderLine.Kind.RENEWAL else "Seats added"
+    written = Change(
+        "subscription",
+        Subscription,
+        {"quantity": subscription.quantity, "term_end": subscription.term_end, "status": subscription.status},
+        f"{kind} by binding {allocation.pk}",
+        pk=subscription.pk,
+        guard=still_binding,
+    )
+    return _bound(allocation, subscription, written)
 
 
-def _bound(allocation: SeatAllocation, subscription: Subscription) -> SeatAllocation:
+def _bound(allocation: SeatAllocation, subscription: Subscription, subscription_change: Change) -> SeatAllocation:
+    """Record the subscription and the bound allocation, each with its history row, in one write."""
     allocation.transition_to(Status.BOUND)
-    allocation.subscription = subscription
     allocation.bound_at = timezone.now()
     allocation.last_error = ""
-    _save(allocation, None, f"Bound: {subscription}", ["status", "subscription", "bound_at", "last_error"])
+    written = write_with_history(
+        [
+            subscription_change,
+            Change(
+                "allocation",
+                SeatAllocation,
+                {
+                    "status": allocation.status,
+                    "subscription_id": Ref("subscription"),
+                    "bound_at": allocation.bound_at,
+                    "last_error": "",
+                },
+                f"Bound: {subscription}",
+                pk=allocation.pk,
+                statuses=[Status.BINDING],
+            ),
+        ],
+        now=allocation.bound_at,
+    )
+    if written["allocation"] is None:
+        # Only the holder of the subscription's lock moves a binding allocation: this is a bug, not a race.
+        raise RuntimeError(f"Allocation {allocation.pk} stopped binding while its result was being recorded.")
+    subscription.pk = written["subscription"]
+    allocation.subscription = subscription
     return allocation
 
 

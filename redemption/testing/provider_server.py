@@ -207,6 +207,9 @@ class ProviderServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: with Nagle's algorithm the body would wait for the
+            # client's delayed ACK (40 ms on Linux), more than most of the latency being simulated.
+            disable_nagle_algorithm = True
 
             def log_message(self, format, *args) -> None:  # quiet: tests read state, not logs
                 pass

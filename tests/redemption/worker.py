@@ -45,6 +45,8 @@ class Worker:
             **provider,
             "CELERY_WORKER_CONCURRENCY": str(concurrency),
             "LOG_LEVEL": "WARNING",
+            # As in production: each pool process keeps its connection (and must not keep a lock).
+            "CONN_MAX_AGE": "60",
             **env,
         }
         self.concurrency = concurrency

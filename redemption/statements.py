@@ -1,0 +1,237 @@
+# ruff: noqa: S608  - identifiers come from model metadata and are quoted; every value is a parameter.
+"""Row changes and their history rows written in one SQL statement (PostgreSQL), or one transaction.
+
+The worker records each step of a binding with its audit rows (django-simple-history's tables) in
+the same transaction. Through the ORM that is BEGIN, one INSERT or UPDATE per row and per history
+row, and COMMIT: a round trip each, and round trips are most of a binding's cost besides the
+provider. PostgreSQL runs data-modifying CTEs as one atomic statement, so one round trip does it all.
+The column lists come from the models, so a new field is written here without changes.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Model
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A column of a row written earlier in the same statement (e.g. a new subscription's id)."""
+
+    alias: str
+    column: str = "id"
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Write a row only while another row (e.g. the allocation being bound) is in one of these statuses."""
+
+    model: type[Model]
+    pk: int
+    statuses: list[str]
+
+    def sql(self) -> tuple[str, list]:
+        table = _qn(self.model._meta.db_table)
+        marks = ", ".join(["%s"] * len(self.statuses))
+        return (
+            f"EXISTS (SELECT 1 FROM {table} WHERE {_qn(self.model._meta.pk.column)} = %s "
+            f"AND {_qn('status')} IN ({marks}))",
+            [self.pk, *self.statuses],
+        )
+
+    def holds(self) -> bool:
+        return self.model.objects.filter(pk=self.pk, status__in=self.statuses).exists()
+
+
+@dataclass
+class Change:
+    """An INSERT (pk None) or an UPDATE of one row, with the history row that records it."""
+
+    alias: str
+    model: type[Model]
+    values: dict[str, Any]
+    reason: str
+    pk: int | None = None
+    # UPDATE only when the row's status is one of these (a conditional claim).
+    statuses: list[str] = field(default_factory=list)
+    guard: Guard | None = None
+
+
+def _qn(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+@lru_cache(maxsize=256)
+def _placeholder(model: type[Model], name: str) -> tuple[str, str]:
+    """Return the quoted column of a field and its typed placeholder (the SQL is the same every time)."""
+    model_field = model._meta.get_field(name)
+    # Typed, because INSERT ... SELECT would read a bare NULL or string literal as text.
+    return _qn(model_field.column), f"CAST(%s AS {model_field.db_type(connection)})"
+
+
+def _value_sql(model: type[Model], name: str, value: Any) -> tuple[str, list]:
+    if isinstance(value, Ref):
+        return f"(SELECT {_qn(value.column)} FROM {_qn(value.alias)})", []
+    model_field = model._meta.get_field(name)
+    return _placeholder(model, name)[1], [model_field.get_db_prep_save(value, connection)]
+
+
+def _row_sql(change: Change, now: datetime) -> tuple[str, list]:
+    model = change.model
+    table = _qn(model._meta.db_table)
+    params: list = []
+    if change.pk is None:
+        instance = model(**{k: v for k, v in change.values.items() if not isinstance(v, Ref)})
+        columns, placeholders = [], []
+        for model_field in model._meta.concrete_fields:
+            if model_field.primary_key:
+                continue
+            value = change.values.get(model_field.name)
+            if not isinstance(value, Ref):
+                value = model_field.pre_save(instance, True)
+            sql, args = _value_sql(model, model_field.name, value)
+            columns.append(_qn(model_field.column))
+            placeholders.append(sql)
+            params.extend(args)
+        where = ""
+        if change.guard:
+            sql, args = change.guard.sql()
+            where = f" WHERE {sql}"
+            params.extend(args)
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(placeholders)}{where} RETURNING *",
+            params,
+        )
+    values = dict(change.values)
+    if any(f.name == "updated_at" for f in model._meta.concrete_fields):
+        values["updated_at"] = now
+    assignments = []
+    for name, value in values.items():
+        sql, args = _value_sql(model, name, value)
+        assignments.append(f"{_placeholder(model, name)[0]} = {sql}")
+        params.extend(args)
+    conditions = [f"{_qn(model._meta.pk.column)} = %s"]
+    params.append(change.pk)
+    if change.statuses:
+        conditions.append(f"{_qn('status')} IN ({', '.join(['%s'] * len(change.statuses))})")
+        params.extend(change.statuses)
+    if change.guard:
+        sql, args = change.guard.sql()
+        conditions.append(sql)
+        params.extend(args)
+    return f"UPDATE {table} SET {', '.join(assignments)} WHERE {' AND '.join(conditions)} RETURNING *", params
+
+
+@lru_cache(maxsize=64)
+def _history_template(model: type[Model], alias: str) -> tuple[str, int]:
+    """Return the history INSERT reading the row written as `alias`, and the change reason's length."""
+    historical = model.history.model
+    columns = [_qn(f.column) for f in historical._meta.concrete_fields if not f.name.startswith("history_")]
+    names = ["history_date", "history_change_reason", "history_type", "history_user"]
+    history_fields = [historical._meta.get_field(name) for name in names]
+    history_columns = [_qn(f.column) for f in history_fields]
+    placeholders = [f"CAST(%s AS {f.db_type(connection)})" for f in history_fields]
+    sql = (
+        f"INSERT INTO {_qn(historical._meta.db_table)} ({', '.join(columns + history_columns)}) "
+        f"SELECT {', '.join(columns + placeholders)} FROM {_qn(alias)} RETURNING {_qn('history_id')}"
+    )
+    return sql, history_fields[1].max_length or 100
+
+
+def _history_sql(change: Change, now: datetime, user_id: int | None) -> tuple[str, list]:
+    sql, reason_length = _history_template(change.model, change.alias)
+    return sql, [now, change.reason[:reason_length], "+" if change.pk is None else "~", user_id]
+
+
+def write_with_history(changes: list[Change], *, now: datetime, user_id: int | None = None) -> dict[str, int | None]:
+    """Write the rows and one history row each, atomically; return each alias's id (None: not written)."""
+    if connection.vendor != "postgresql":
+        return _write_orm(changes, now=now, user_id=user_id)
+    ctes, params = [], []
+    for change in changes:
+        sql, args = _row_sql(change, now)
+        ctes.append(f"{_qn(change.alias)} AS ({sql})")
+        params.extend(args)
+        sql, args = _history_sql(change, now, user_id)
+        ctes.append(f"{_qn(change.alias + '_history')} AS ({sql})")
+        params.extend(args)
+    # Every data-modifying CTE runs once, referenced or not; the SELECT reports what each wrote.
+    select = ", ".join(f"(SELECT {_qn('id')} FROM {_qn(change.alias)})" for change in changes)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(ctes)} SELECT {select}", params)
+        row = cursor.fetchone()
+    return {change.alias: value for change, value in zip(changes, row, strict=True)}
+
+
+def _write_orm(changes: list[Change], *, now: datetime, user_id: int | None) -> dict[str, int | None]:
+    """The same writes through the ORM in one transaction (SQLite: one writer at a time anyway)."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    written: dict[str, int | None] = {}
+    with transaction.atomic():
+        for change in changes:
+            values = {
+                name: written[value.alias] if isinstance(value, Ref) else value for name, value in change.values.items()
+            }
+            if any(isinstance(value, Ref) and written[value.alias] is None for value in change.values.values()) or (
+                change.guard and not change.guard.holds()
+            ):
+                written[change.alias] = None
+                continue
+            model = change.model
+            if change.pk is None:
+                row = model(**values)
+                row.save_without_historical_record()
+            else:
+                rows = model.objects.filter(pk=change.pk)
+                if change.statuses:
+                    rows = rows.filter(status__in=change.statuses)
+                if any(f.name == "updated_at" for f in model._meta.concrete_fields):
+                    values["updated_at"] = now
+                if not rows.update(**values):
+                    written[change.alias] = None
+                    continue
+                row = model.objects.get(pk=change.pk)
+            model.history.bulk_history_create(
+                [row],
+                update=change.pk is not None,
+                default_user=user,
+                default_change_reason=change.reason[:100],
+                default_date=now,
+            )
+            written[change.alias] = row.pk
+    return written
+
+
+@lru_cache(maxsize=1)
+def _lock_slot_sql() -> str:
+    from licensing.models import Order, OrderLine
+    from redemption.models import SeatAllocation
+
+    a, line, order = (_qn(m._meta.db_table) for m in (SeatAllocation, OrderLine, Order))
+    key = "'subscription:' || o.agreement_id || ':' || l.product_id || ':' || a.tenant_id"
+    return (
+        f"SELECT o.agreement_id, l.product_id, a.tenant_id, pg_advisory_lock(hashtextextended({key}, 0))::text "
+        f"FROM {a} a JOIN {line} l ON l.id = a.order_line_id JOIN {order} o ON o.id = l.order_id "
+        "WHERE a.id = %s AND (a.status = %s OR (a.status = %s "
+        "AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= %s)))"
+    )
+
+
+def slot_lock(*, allocation_id: int, due_before: datetime) -> tuple[int, int, int] | None:
+    """Find a binding or due queued allocation and lock its subscription's slot, in one round trip.
+
+    Return (agreement_id, product_id, tenant_id), or None (nothing to do, nothing locked). The lock
+    key is "subscription:{agreement}:{product}:{tenant}", the one services.subscription_lock takes.
+    """
+    from redemption.models import SeatAllocation
+
+    status = SeatAllocation.Status
+    with connection.cursor() as cursor:
+        cursor.execute(_lock_slot_sql(), [allocation_id, status.BINDING, status.QUEUED, due_before])
+        row = cursor.fetchone()
+    return None if row is None else (row[0], row[1], row[2])

@@ -1,0 +1,100 @@
+"""How a binding writes: under its subscription's lock, each step recorded with its history row."""
+
+import psycopg
+import pytest
+from django.db import connection
+
+from licensing.models import OrderLine
+from redemption import services
+from redemption.gateway.sandbox import SandboxGateway
+from redemption.models import SandboxSubscription, SeatAllocation, Subscription
+from tests.conftest import requires_postgres
+from tests.redemption.conftest import line_of
+
+pytestmark = pytest.mark.django_db
+Status = SeatAllocation.Status
+
+
+def queued(line, tenant, user):
+    allocation = services.allocation_request(
+        order_line=line, tenant=tenant, quantity=line.quantity, acting_user=user, confirm_domain=tenant.default_domain
+    )
+    if allocation.status == Status.AWAITING_APPROVAL:
+        SeatAllocation.objects.filter(pk=allocation.pk).update(status=Status.QUEUED)
+    return allocation
+
+
+def other_session_can_lock(key: str) -> bool:
+    """Try the subscription's advisory lock from a second PostgreSQL session."""
+    s = connection.settings_dict
+    with psycopg.connect(
+        host=s["HOST"] or "127.0.0.1",
+        port=s["PORT"] or 5432,
+        user=s["USER"],
+        password=s["PASSWORD"] or None,
+        dbname=s["NAME"],
+        autocommit=True,
+    ) as other:
+        (taken,) = other.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [key]).fetchone()
+        if taken:
+            other.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
+        return taken
+
+
+@requires_postgres
+def test_nobody_else_can_change_the_subscription_while_the_provider_is_called(new_line, tenant, processor, monkeypatch):
+    allocation = queued(new_line, tenant, processor)
+    key = f"subscription:{new_line.order.agreement_id}:{new_line.product_id}:{tenant.pk}"
+    seen = {}
+    order_create = SandboxGateway.order_create
+
+    def watched(self, **kwargs):
+        seen["free_during_call"] = other_session_can_lock(key)
+        return order_create(self, **kwargs)
+
+    monkeypatch.setattr(SandboxGateway, "order_create", watched)
+    assert services.allocation_bind(allocation_id=allocation.pk).status == Status.BOUND
+    assert seen == {"free_during_call": False}
+    # A worker keeps its connection between tasks: the lock must not outlive the binding.
+    assert other_session_can_lock(key)
+
+
+def test_a_new_binding_records_every_step_with_who_when_and_why(new_line, tenant, processor):
+    allocation = queued(new_line, tenant, processor)
+    bound = services.allocation_bind(allocation_id=allocation.pk)
+    subscription = Subscription.objects.get(pk=bound.subscription.pk)
+    assert (subscription.quantity, subscription.term_end, subscription.agreement_id) == (
+        10,
+        new_line.ends_on,
+        new_line.order.agreement_id,
+    )
+    steps = list(allocation.history.order_by("history_id").values("status", "history_type", "history_change_reason"))
+    assert [step["status"] for step in steps[-2:]] == [Status.BINDING, Status.BOUND]
+    assert steps[-2]["history_change_reason"].startswith("Binding: attempt 1; targets: New subscription of 10 seat(s)")
+    assert steps[-1]["history_change_reason"] == f"Bound: {subscription}"
+    created = subscription.history.get()
+    assert (created.history_type, created.history_change_reason, created.quantity) == (
+        "+",
+        f"Created by binding {allocation.pk}",
+        10,
+    )
+    last = allocation.history.order_by("history_id").last()
+    assert last.subscription_id == subscription.pk and last.bound_at is not None
+
+
+def test_added_seats_record_the_subscription_change_with_its_history(
+    agreement, product, tenant, bound_subscription, processor
+):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    allocation = queued(line, tenant, processor)
+    services.allocation_bind(allocation_id=allocation.pk)
+    bound_subscription.refresh_from_db()
+    assert bound_subscription.quantity == 15
+    assert SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id).quantity == 15
+    change = bound_subscription.history.order_by("history_id").last()
+    assert (change.history_type, change.quantity, change.history_change_reason) == (
+        "~",
+        15,
+        f"Seats added by binding {allocation.pk}",
+    )
+    assert SeatAllocation.objects.get(pk=allocation.pk).previous_quantity == 10
