@@ -33,6 +33,9 @@ run: demo
 test: venv
 	$(BIN)/pytest
 
+## Every benchmark, one after the other (PostgreSQL and Redis on this machine; scratch databases).
+bench: bench-admin bench-import bench-binding bench-renewals
+
 ## Binding throughput: 2,000 allocations, HTTP provider answering after 50 ms, a 4-process worker on Redis.
 BENCH_BINDING_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/o365_bench_binding
 BENCH_BINDING_BROKER_URL ?= redis://127.0.0.1:6379/4
@@ -46,7 +49,7 @@ lint: venv
 
 ## Order-sheet import benchmark on PostgreSQL (DATABASE_URL must point at a PostgreSQL server).
 bench-import: venv
-	$(PY) bench/bench_import.py
+	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DB_URL)/o365} $(PY) bench/bench_import.py
 
 clean:
 	rm -rf var db.sqlite3 db.sqlite3-shm db.sqlite3-wal
