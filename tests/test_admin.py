@@ -221,3 +221,14 @@ def test_orders_filter_by_a_date_range(client, superuser, demo_desk):
     assert response.status_code == 200
     shown = {order.license_number for order in response.context["cl"].result_list}
     assert shown == {"61234567", "61234568", "61234571"}
+
+
+@requires_postgres
+def test_changelist_benchmark_fills_every_list_and_measures_each_page(capsys):
+    from django.core.management import call_command
+
+    call_command("bench_admin", rows=200)
+    out = capsys.readouterr().out
+    assert "filled 200 orders" in out
+    assert "/admin/redemption/seatallocation/?status__exact=failed" in out
+    assert "slowest page" in out

@@ -60,9 +60,10 @@ CROSS JOIN (SELECT id FROM licensing_product ORDER BY id LIMIT %(products_per_ag
 
 INSERT INTO redemption_seatallocation (order_line_id, tenant_id, quantity, status, idempotency_key,
                                        requested_by_id, reason, approval_reasons, attempts, last_error,
-                                       created_at, updated_at)
+                                       plan_action, plan_round, target_status, previous_status,
+                                       last_error_final, rejection_reason, reversal_reason, created_at, updated_at)
 SELECT l.id, t.id, 10, (ARRAY['queued','failed','awaiting_approval','rejected'])[1 + l.id %% 4],
-       md5('alloc' || l.id)::uuid, %(user)s, '', '[]', 1, '', l.created_at, now()
+       md5('alloc' || l.id)::uuid, %(user)s, '', '[]', 1, '', '', 0, '', '', false, '', '', l.created_at, now()
 FROM licensing_orderline l
 JOIN licensing_order o ON o.id = l.order_id
 JOIN licensing_agreement a ON a.id = o.agreement_id
