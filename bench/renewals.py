@@ -94,9 +94,10 @@ SELECT 1, 10, 'renewal', s.term_end, s.term_end + 365, 10, o.id, 1, now(), now()
 FROM licensing_order o
 JOIN redemption_subscription s ON s.agreement_id = o.agreement_id AND s.product_id = 1;
 INSERT INTO redemption_seatallocation (quantity, status, idempotency_key, reason, approval_reasons, attempts,
-                                       last_error, order_line_id, requested_by_id, tenant_id, created_at,
-                                       updated_at)
-SELECT 10, 'queued', md5('alloc' || l.id)::uuid, '', '[]', 0, '', l.id,
+                                       last_error, plan_action, plan_round, target_status, previous_status,
+                                       last_error_final, rejection_reason, reversal_reason,
+                                       order_line_id, requested_by_id, tenant_id, created_at, updated_at)
+SELECT 10, 'queued', md5('alloc' || l.id)::uuid, '', '[]', 0, '', '', 0, '', '', false, '', '', l.id,
        (SELECT id FROM auth_user WHERE username = 'bench'), o.agreement_id, now(), now()
 FROM licensing_orderline l JOIN licensing_order o ON o.id = l.order_id;
 """
