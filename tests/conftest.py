@@ -57,6 +57,18 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture
+def broker():
+    """Return the Redis broker URL, with its database emptied before and after the test."""
+    import redis
+
+    url = redis_broker_url()
+    # Only the configured broker database is emptied, never the whole server.
+    redis.Redis.from_url(url).flushdb()
+    yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture
 def make_user(django_user_model):
     """Return a factory for staff users in a role ("Order processor", "Supervisor" or None for superuser)."""
 

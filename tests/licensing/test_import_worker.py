@@ -2,12 +2,11 @@
 
 import psycopg
 import pytest
-import redis
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from licensing.models import ImportJob, Order, OrderLine, Product
-from tests.conftest import redis_broker_url, requires_postgres, requires_redis
+from tests.conftest import requires_postgres, requires_redis
 from tests.licensing.sheets import csv_bytes, order_row
 from tests.redemption.worker import Worker, database_url, wait_for
 
@@ -17,15 +16,6 @@ ROWS = 600
 BATCH = 100
 # Part number of the lines from the fifth batch on: holding it shows the job part-way through.
 LATE_PART = "ZZZ-99999"
-
-
-@pytest.fixture
-def broker():
-    url = redis_broker_url()
-    # Only this test's own broker database is emptied, never the whole server.
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    redis.Redis.from_url(url).flushdb()
 
 
 @pytest.fixture

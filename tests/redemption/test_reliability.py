@@ -16,7 +16,7 @@ from redemption import services
 from redemption.models import SeatAllocation
 from redemption.tasks import allocation_bind_task
 from redemption.testing.provider_server import Fault, ProviderServer
-from tests.conftest import redis_broker_url, requires_postgres, requires_redis
+from tests.conftest import requires_postgres, requires_redis
 from tests.factories import (
     AgreementFactory,
     CustomerFactory,
@@ -38,15 +38,6 @@ def provider():
     server = ProviderServer(token=TOKEN).start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def broker():
-    url = redis_broker_url()
-    # Only this test's own broker database is emptied, never the whole server.
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    redis.Redis.from_url(url).flushdb()
 
 
 @pytest.fixture
