@@ -1,7 +1,9 @@
-"""Binding seats to tenants: the only way seat allocations change."""
+"""Requests to bind seats, approvals, rejections, retries, reversals, tenant identity and previews.
+
+With redemption.binding (what a worker does with a queued allocation), the only way allocations change.
+"""
 
 import logging
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,48 +14,26 @@ from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from config.queueing import enqueue_on_commit
 from licensing.models import Agreement, OrderLine, Product
 from redemption.gateway import (
     ProviderError,
-    ProviderFinal,
     ProviderNotFound,
-    ProviderThrottled,
-    ProviderTransient,
     gateway_get,
     request_id_for,
 )
-from redemption.gateway.base import OrderRequest, TenantIdentity
+from redemption.gateway.base import TenantIdentity
 from redemption.models import PlanAction, SeatAllocation, Subscription
-from redemption.statements import Change, Guard, Ref, slot_lock, write_with_history
 from tenants.models import Customer, Tenant
 from tenants.validators import normalize_domain
 
 logger = logging.getLogger(__name__)
 Status = SeatAllocation.Status
 
-# Backoff of transient provider errors: doubling from BACKOFF_BASE, capped well below the broker's
-# visibility timeout so a countdown is never delivered twice.
-BACKOFF_BASE_SECONDS = 2.0
-BACKOFF_CAP_SECONDS = 120.0
-RETRY_AFTER_CAP_SECONDS = 600.0
-# A binding that finds another one of the same subscription waiting on the provider tries again this soon.
-DEFER_SECONDS = 3.0
 
-
-class BindingDeferred(Exception):
-    """The binding did not finish yet: run it again in `countdown` seconds (state already saved)."""
-
-    def __init__(self, countdown: float, reason: str) -> None:
-        super().__init__(reason)
-        self.countdown = countdown
-        self.reason = reason
-
-
-def _save(allocation: SeatAllocation, user, reason: str, fields: list[str]) -> None:
+def save_with_reason(allocation: SeatAllocation, user, reason: str, fields: list[str]) -> None:
     """Save an allocation with its history row naming who and why (rule 12)."""
     allocation._history_user = user
     allocation._change_reason = reason[:100]
@@ -357,7 +337,7 @@ def allocation_request(
         )
         allocation.save()
         if allocation.status == Status.QUEUED:
-            _enqueue(allocation.pk)
+            allocation_enqueue(allocation.pk)
     order_line.seats_allocated = line.seats_allocated
     return allocation
 
@@ -378,7 +358,7 @@ def _tenant_has_bindings(tenant: Tenant) -> bool:
     )
 
 
-def _enqueue(allocation_id: int, countdown: float | None = None) -> None:
+def allocation_enqueue(allocation_id: int, countdown: float | None = None) -> None:
     from redemption.tasks import allocation_bind_task
 
     enqueue_on_commit(allocation_bind_task, allocation_id, countdown=countdown)
@@ -403,8 +383,8 @@ def allocation_approve(*, allocation: SeatAllocation, acting_user) -> SeatAlloca
             )
         allocation.transition_to(Status.QUEUED)
         allocation.approved_by = acting_user
-        _save(allocation, acting_user, "Approved and queued for binding", ["status", "approved_by"])
-        _enqueue(allocation.pk)
+        save_with_reason(allocation, acting_user, "Approved and queued for binding", ["status", "approved_by"])
+        allocation_enqueue(allocation.pk)
     return allocation
 
 
@@ -431,7 +411,7 @@ def allocation_reject(*, allocation: SeatAllocation, acting_user, reason: str) -
             )
         allocation.transition_to(Status.REJECTED)
         allocation.rejection_reason = reason
-        _save(allocation, acting_user, f"Rejected: {reason}", ["status", "rejection_reason"])
+        save_with_reason(allocation, acting_user, f"Rejected: {reason}", ["status", "rejection_reason"])
         _release_seats(allocation, acting_user, f"{allocation.quantity} seat(s) released: binding rejected")
     return allocation
 
@@ -453,13 +433,13 @@ def allocation_retry(*, allocation: SeatAllocation, acting_user) -> SeatAllocati
             # plan afresh under a new MS-RequestId. An order that may have gone through keeps its ID.
             allocation.plan_action = ""
             allocation.plan_round += 1
-        _save(
+        save_with_reason(
             allocation,
             acting_user,
             "Retry requested",
             ["status", "attempts", "next_attempt_at", "plan_action", "plan_round"],
         )
-        _enqueue(allocation.pk)
+        allocation_enqueue(allocation.pk)
     return allocation
 
 
@@ -501,7 +481,7 @@ def allocation_reverse(*, allocation: SeatAllocation, acting_user, reason: str) 
             ("reverse-term", {"commitmentEndDate": allocation.previous_term_end.isoformat()}),
         ]
     gateway = gateway_get()
-    with subscription_lock(_slot_key(allocation)):
+    with subscription_lock(subscription_slot_key(allocation)):
         for step, body in changes:
             try:
                 gateway.subscription_patch(
@@ -530,20 +510,22 @@ def allocation_reverse(*, allocation: SeatAllocation, acting_user, reason: str) 
             allocation.transition_to(Status.REVERSED)
             allocation.reversed_at = timezone.now()
             allocation.reversal_reason = reason
-            _save(allocation, acting_user, f"Reversed: {reason}", ["status", "reversed_at", "reversal_reason"])
+            save_with_reason(
+                allocation, acting_user, f"Reversed: {reason}", ["status", "reversed_at", "reversal_reason"]
+            )
             _release_seats(allocation, acting_user, f"{allocation.quantity} seat(s) released: binding reversed")
     return allocation
 
 
-# --- binding, in the worker ------------------------------------------------------------------------
+# --- one binding at a time per subscription -------------------------------------------------------
 
 
-def _slot_key(allocation: SeatAllocation) -> str:
+def subscription_slot_key(allocation: SeatAllocation) -> str:
     line = allocation.order_line
     return f"subscription:{line.order.agreement_id}:{line.product_id}:{allocation.tenant_id}"
 
 
-def _unlock(key: str) -> None:
+def subscription_unlock(key: str) -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
@@ -570,335 +552,4 @@ def subscription_lock(key: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _unlock(key)
-
-
-# Everything a binding reads to plan and to call the provider, in the one query that finds it.
-BIND_RELATED = ["order_line__order__agreement__partner", "order_line__product", "tenant"]
-
-
-def allocation_bind(*, allocation_id: int) -> SeatAllocation:
-    """Bind a queued allocation at the provider and record the result; raise BindingDeferred to go again.
-
-    Allocations of one subscription are applied one at a time in the order they were requested
-    (a renewal sets an absolute quantity, so order matters): whoever holds the subscription's lock
-    applies the older ones first.
-    """
-    # Binding ones (a worker died) and queued ones that are due; an early duplicate (the sweep, a
-    # redelivery) of a scheduled attempt leaves it to that attempt.
-    due_before = timezone.now() + timedelta(seconds=1)
-    postgres = connection.vendor == "postgresql"
-    if postgres:
-        # Found and locked in one round trip; what this read says is checked again under the lock.
-        found = slot_lock(allocation_id=allocation_id, due_before=due_before)
-    else:
-        due = Q(status=Status.BINDING) | Q(status=Status.QUEUED) & (
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=due_before)
-        )
-        found = (
-            SeatAllocation.objects.filter(due, pk=allocation_id)
-            .values_list("order_line__order__agreement_id", "order_line__product_id", "tenant_id")
-            .first()
-        )
-    if found is None:
-        return SeatAllocation.objects.get(pk=allocation_id)
-    agreement_id, product_id, tenant_id = found
-    try:
-        return _bind_in_order(allocation_id, agreement_id=agreement_id, product_id=product_id, tenant_id=tenant_id)
-    finally:
-        if postgres:
-            _unlock(f"subscription:{agreement_id}:{product_id}:{tenant_id}")
-
-
-def _bind_in_order(allocation_id: int, *, agreement_id: int, product_id: int, tenant_id: int) -> SeatAllocation:
-    """Bind the allocation after the older ones of its subscription; the caller holds the subscription's lock."""
-    live = Subscription.objects.filter(
-        agreement_id=OuterRef("order_line__order__agreement_id"),
-        product_id=OuterRef("order_line__product_id"),
-        tenant_id=OuterRef("tenant_id"),
-    ).exclude(status=Subscription.Status.DEPROVISIONED)
-    slot = (
-        SeatAllocation.objects.filter(
-            order_line__order__agreement_id=agreement_id,
-            order_line__product_id=product_id,
-            tenant_id=tenant_id,
-            status__in=[Status.QUEUED, Status.BINDING],
-        )
-        .select_related(*BIND_RELATED)
-        .annotate(live_subscription_id=Subquery(live.values("pk")[:1]))
-        .order_by("pk")
-    )
-    # Under the lock nobody else works on this subscription: a `binding` allocation here was left
-    # by a worker that died, and is safe to resume with its stored plan and request IDs.
-    while True:
-        head = slot.filter(pk__lte=allocation_id).first()
-        if head is None:
-            return SeatAllocation.objects.get(pk=allocation_id)
-        now = timezone.now()
-        if head.status == Status.QUEUED and head.next_attempt_at and head.next_attempt_at > now:
-            if head.pk == allocation_id:
-                return head
-            wait = (head.next_attempt_at - now).total_seconds() + 1
-            raise BindingDeferred(wait, f"Waiting for allocation {head.pk} of the same subscription")
-        try:
-            done = _bind_one(head)
-        except BindingDeferred as deferred:
-            if head.pk == allocation_id:
-                raise
-            raise BindingDeferred(
-                deferred.countdown + 1, f"Waiting for allocation {head.pk} of the same subscription"
-            ) from None
-        if head.pk == allocation_id:
-            return done or SeatAllocation.objects.get(pk=allocation_id)
-
-
-def _bind_one(allocation: SeatAllocation) -> SeatAllocation | None:
-    """Claim, plan and apply one allocation (read under the lock); the caller holds its subscription's lock."""
-    if not _claim(allocation):
-        return None
-    try:
-        return _apply(allocation)
-    except ProviderFinal as exc:
-        return _fail(allocation, exc.message, final=True)
-    except ProviderTransient as exc:
-        if allocation.attempts >= settings.BINDING_MAX_ATTEMPTS:
-            return _fail(allocation, f"Gave up after {allocation.attempts} attempts: {exc.message}", final=False)
-        if isinstance(exc, ProviderThrottled):
-            countdown = min(RETRY_AFTER_CAP_SECONDS, exc.retry_after)
-        else:
-            countdown = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (allocation.attempts - 1))
-            countdown *= random.uniform(0.5, 1.5)
-        deferred = BindingDeferred(countdown, exc.message)
-        _defer(allocation, deferred)
-        raise deferred from exc
-
-
-def _claim(allocation: SeatAllocation) -> bool:
-    """Mark the allocation binding with its stored plan, in one write with its history row; False if taken."""
-    resumed = allocation.status == Status.BINDING
-    if not resumed:
-        allocation.transition_to(Status.BINDING)
-    allocation.attempts += 1
-    allocation.next_attempt_at = None
-    planned = _plan(allocation)
-    fields = ["status", "attempts", "next_attempt_at", *PLAN_FIELDS]
-    written = write_with_history(
-        [
-            Change(
-                "allocation",
-                SeatAllocation,
-                {name: getattr(allocation, name) for name in fields},
-                f"{'Resumed' if resumed else 'Binding'}: attempt {allocation.attempts}{planned}",
-                pk=allocation.pk,
-                # A conditional claim: a status changed meanwhile means someone else has it.
-                statuses=[Status.QUEUED, Status.BINDING],
-            )
-        ],
-        now=timezone.now(),
-    )
-    return written["allocation"] is not None
-
-
-PLAN_FIELDS = [
-    "plan_action",
-    "plan_round",
-    "planned_on",
-    "target_quantity",
-    "target_term_end",
-    "target_status",
-    "previous_quantity",
-    "previous_term_end",
-    "previous_status",
-    "subscription_id",
-]
-
-
-def _plan(allocation: SeatAllocation) -> str:
-    """Set the absolute target values, saved with the claim before the first provider call (rule 6)."""
-    line = allocation.order_line
-    # The slot query found the live subscription's id (under the lock); fetch the row only if there is one.
-    live_id = allocation.live_subscription_id
-    subscription = Subscription.objects.get(pk=live_id) if live_id else None
-    if allocation.plan_action:
-        if allocation.plan_action == PlanAction.ORDER and subscription is None:
-            return ""
-        if (
-            allocation.plan_action == PlanAction.PATCH
-            and subscription is not None
-            and subscription.pk == allocation.subscription_id
-            and subscription.quantity == allocation.previous_quantity
-            and subscription.term_end == allocation.previous_term_end
-        ):
-            return ""
-    today = timezone.localdate()
-    preview = allocation_preview(
-        order_line=line,
-        tenant=allocation.tenant,
-        quantity=allocation.quantity,
-        today=today,
-        base=subscription,
-        lookup=False,
-    )
-    replanned = bool(allocation.plan_action)
-    allocation.plan_action = preview.action
-    if replanned:
-        # Another binding changed the subscription meanwhile: new targets need new request IDs.
-        allocation.plan_round += 1
-    allocation.planned_on = today
-    allocation.target_quantity = preview.quantity
-    allocation.target_term_end = preview.term_end
-    allocation.target_status = preview.status
-    allocation.previous_quantity = preview.previous_quantity
-    allocation.previous_term_end = preview.previous_term_end
-    allocation.previous_status = preview.previous_status
-    allocation.subscription = preview.subscription
-    return f"; targets: {preview.description}"
-
-
-def _step_id(allocation: SeatAllocation, step: str):
-    return request_id_for(allocation.idempotency_key, f"{step}:{allocation.plan_round}")
-
-
-def _apply(allocation: SeatAllocation) -> SeatAllocation:
-    """Make the provider calls of the stored plan, then record the subscription and the binding."""
-    gateway = gateway_get()
-    line = allocation.order_line
-    agreement = line.order.agreement
-    tenant = allocation.tenant
-    still_binding = Guard(SeatAllocation, allocation.pk, [Status.BINDING])
-    if allocation.plan_action == PlanAction.ORDER:
-        provided = gateway.order_create(
-            tenant_id=tenant.tenant_id,
-            request_id=_step_id(allocation, "order"),
-            order=OrderRequest(
-                reference_customer_id=str(tenant.tenant_id),
-                offer_id=line.product.part_number,
-                quantity=allocation.target_quantity,
-                commitment_end=allocation.target_term_end,
-                friendly_name=f"{line.product.description} ({agreement.number})"[:255],
-                partner_id=agreement.partner.mpn_id,
-            ),
-        )
-        subscription = Subscription(
-            tenant=tenant,
-            product=line.product,
-            agreement=agreement,
-            quantity=allocation.target_quantity,
-            term_end=allocation.target_term_end,
-            provider_subscription_id=provided.id,
-        )
-        written = Change(
-            "subscription",
-            Subscription,
-            {
-                "tenant_id": tenant.pk,
-                "product_id": line.product_id,
-                "agreement_id": agreement.pk,
-                "quantity": subscription.quantity,
-                "term_end": subscription.term_end,
-                "provider_subscription_id": subscription.provider_subscription_id,
-            },
-            f"Created by binding {allocation.pk}",
-            guard=still_binding,
-        )
-        return _bound(allocation, subscription, written)
-    # The row _plan read under this lock, or (a resumed plan) the one the plan names.
-    subscription = allocation.subscription
-    steps = []
-    if allocation.target_quantity != allocation.previous_quantity or line.kind == OrderLine.Kind.RENEWAL:
-        steps.append(("quantity", {"quantity": allocation.target_quantity}))
-    if allocation.target_term_end != allocation.previous_term_end:
-        steps.append(("term", {"commitmentEndDate": allocation.target_term_end.isoformat()}))
-    if allocation.target_status != allocation.previous_status:
-        steps.append(("status", {"status": allocation.target_status}))
-    for step, changes in steps:
-        gateway.subscription_patch(
-            tenant_id=tenant.tenant_id,
-            subscription_id=subscription.provider_subscription_id,
-            request_id=_step_id(allocation, step),
-            changes=changes,
-        )
-    subscription.quantity = allocation.target_quantity
-    subscription.term_end = allocation.target_term_end
-    subscription.status = allocation.target_status or subscription.status
-    kind = "Renewed" if line.kind == OrderLine.Kind.RENEWAL else "Seats added"
-    written = Change(
-        "subscription",
-        Subscription,
-        {"quantity": subscription.quantity, "term_end": subscription.term_end, "status": subscription.status},
-        f"{kind} by binding {allocation.pk}",
-        pk=subscription.pk,
-        guard=still_binding,
-    )
-    return _bound(allocation, subscription, written)
-
-
-def _bound(allocation: SeatAllocation, subscription: Subscription, subscription_change: Change) -> SeatAllocation:
-    """Record the subscription and the bound allocation, each with its history row, in one write."""
-    allocation.transition_to(Status.BOUND)
-    allocation.bound_at = timezone.now()
-    allocation.last_error = ""
-    written = write_with_history(
-        [
-            subscription_change,
-            Change(
-                "allocation",
-                SeatAllocation,
-                {
-                    "status": allocation.status,
-                    "subscription_id": Ref("subscription"),
-                    "bound_at": allocation.bound_at,
-                    "last_error": "",
-                },
-                f"Bound: {subscription}",
-                pk=allocation.pk,
-                statuses=[Status.BINDING],
-            ),
-        ],
-        now=allocation.bound_at,
-    )
-    if written["allocation"] is None:
-        # Only the holder of the subscription's lock moves a binding allocation: this is a bug, not a race.
-        raise RuntimeError(f"Allocation {allocation.pk} stopped binding while its result was being recorded.")
-    subscription.pk = written["subscription"]
-    allocation.subscription = subscription
-    return allocation
-
-
-def _fail(allocation: SeatAllocation, message: str, *, final: bool) -> SeatAllocation:
-    with transaction.atomic():
-        allocation.transition_to(Status.FAILED)
-        allocation.last_error = message
-        allocation.last_error_final = final
-        _save(allocation, None, f"Failed: {message}", ["status", "last_error", "last_error_final"])
-    logger.warning("allocation %s failed: %s", allocation.pk, message)
-    return allocation
-
-
-def _defer(allocation: SeatAllocation, deferred: BindingDeferred, extra_fields: list[str] | None = None) -> None:
-    with transaction.atomic():
-        allocation.transition_to(Status.QUEUED)
-        allocation.last_error = deferred.reason
-        allocation.next_attempt_at = timezone.now() + timedelta(seconds=deferred.countdown)
-        _save(
-            allocation,
-            None,
-            f"Will retry in {deferred.countdown:.0f}s: {deferred.reason}",
-            ["status", "last_error", "next_attempt_at", *(extra_fields or [])],
-        )
-
-
-# --- recovery --------------------------------------------------------------------------------------
-
-
-def allocation_sweep(*, now=None) -> list[int]:
-    """Return the allocations to enqueue again: queued ones whose message was lost, binding ones left behind."""
-    now = now or timezone.now()
-    stale = now - timedelta(seconds=settings.BINDING_STALE_SECONDS)
-    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now - timedelta(seconds=DEFER_SECONDS))
-    queued = SeatAllocation.objects.filter(status=Status.QUEUED, updated_at__lt=stale).filter(due)
-    binding = SeatAllocation.objects.filter(status=Status.BINDING, updated_at__lt=stale)
-    ids = list(queued.values_list("pk", flat=True)[:5000]) + list(binding.values_list("pk", flat=True)[:5000])
-    for allocation_id in ids:
-        _enqueue(allocation_id)
-    return ids
+        subscription_unlock(key)

@@ -5,7 +5,7 @@ import logging
 from celery import shared_task
 from django.utils import timezone
 
-from redemption import services
+from redemption import binding
 
 logger = logging.getLogger(__name__)
 
@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 def allocation_bind_task(self, allocation_id: int) -> None:
     """Bind one allocation; on a transient provider error, run again after the countdown the service chose."""
     try:
-        services.allocation_bind(allocation_id=allocation_id)
-    except services.BindingDeferred as deferred:
+        binding.allocation_bind(allocation_id=allocation_id)
+    except binding.BindingDeferred as deferred:
         # The service already saved the attempt and its error; the attempts are bounded there.
         raise self.retry(countdown=deferred.countdown, exc=deferred) from None
 
@@ -26,7 +26,7 @@ def allocation_bind_task(self, allocation_id: int) -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def allocation_sweep_task() -> int:
     """Enqueue again the bindings whose broker message was lost or whose worker died."""
-    ids = services.allocation_sweep()
+    ids = binding.allocation_sweep()
     if ids:
         logger.info("sweep re-enqueued %d allocation(s)", len(ids))
     return len(ids)

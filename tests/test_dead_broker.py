@@ -12,8 +12,9 @@ from licensing import tasks as licensing_tasks
 from licensing.models import ImportJob, OrderLine
 from licensing.services import import_job_create, import_job_run, import_job_sweep
 from redemption import tasks as redemption_tasks
+from redemption.binding import allocation_sweep
 from redemption.models import SeatAllocation
-from redemption.services import allocation_request, allocation_sweep
+from redemption.services import allocation_request
 from tests.factories import OrderLineFactory, SubscriptionFactory
 from tests.licensing.sheets import csv_bytes, order_row
 

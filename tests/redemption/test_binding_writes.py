@@ -5,7 +5,7 @@ import pytest
 from django.db import connection
 
 from licensing.models import OrderLine
-from redemption import services
+from redemption import binding, services
 from redemption.gateway.sandbox import SandboxGateway
 from redemption.models import SandboxSubscription, SeatAllocation, Subscription
 from tests.conftest import requires_postgres
@@ -53,7 +53,7 @@ def test_nobody_else_can_change_the_subscription_while_the_provider_is_called(ne
         return order_create(self, **kwargs)
 
     monkeypatch.setattr(SandboxGateway, "order_create", watched)
-    assert services.allocation_bind(allocation_id=allocation.pk).status == Status.BOUND
+    assert binding.allocation_bind(allocation_id=allocation.pk).status == Status.BOUND
     assert seen == {"free_during_call": False}
     # A worker keeps its connection between tasks: the lock must not outlive the binding.
     assert other_session_can_lock(key)
@@ -61,7 +61,7 @@ def test_nobody_else_can_change_the_subscription_while_the_provider_is_called(ne
 
 def test_a_new_binding_records_every_step_with_who_when_and_why(new_line, tenant, processor):
     allocation = queued(new_line, tenant, processor)
-    bound = services.allocation_bind(allocation_id=allocation.pk)
+    bound = binding.allocation_bind(allocation_id=allocation.pk)
     subscription = Subscription.objects.get(pk=bound.subscription.pk)
     assert (subscription.quantity, subscription.term_end, subscription.agreement_id) == (
         10,
@@ -87,7 +87,7 @@ def test_added_seats_record_the_subscription_change_with_its_history(
 ):
     line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
     allocation = queued(line, tenant, processor)
-    services.allocation_bind(allocation_id=allocation.pk)
+    binding.allocation_bind(allocation_id=allocation.pk)
     bound_subscription.refresh_from_db()
     assert bound_subscription.quantity == 15
     assert SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id).quantity == 15

@@ -12,7 +12,7 @@ from django.db import connection
 from django.test import override_settings
 
 from licensing.models import OrderLine
-from redemption import services
+from redemption import binding, services
 from redemption.models import SeatAllocation
 from redemption.tasks import allocation_bind_task
 from redemption.testing.provider_server import Fault, ProviderServer
@@ -184,7 +184,7 @@ def test_sweep_recovers_allocations_whose_messages_were_flushed(setup, broker, w
     time.sleep(2)
     assert not all_bound(ids)
     with override_settings(BINDING_STALE_SECONDS=0):
-        assert sorted(services.allocation_sweep()) == sorted(ids)
+        assert sorted(binding.allocation_sweep()) == sorted(ids)
     assert wait_for(lambda: all_bound(ids))
     assert provider_quantity(http_provider, setup) == 16
 

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 
 from licensing.models import OrderLine
-from redemption import services
+from redemption import binding, services
 from redemption.models import SandboxSubscription, SeatAllocation, Subscription
 from tests.factories import CustomerFactory, TenantFactory
 from tests.redemption.conftest import known_to_provider, line_of
@@ -30,7 +30,7 @@ def assert_nothing_written(line):
 
 
 def bind(allocation):
-    return services.allocation_bind(allocation_id=allocation.pk)
+    return binding.allocation_bind(allocation_id=allocation.pk)
 
 
 def test_tenant_of_another_customer_is_refused(new_line, processor):
@@ -263,7 +263,7 @@ def test_transient_errors_retry_then_fail_after_the_bounded_attempts(
 ):
     line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
     allocation = request(line, tenant, processor)
-    with pytest.raises(services.BindingDeferred) as deferred:
+    with pytest.raises(binding.BindingDeferred) as deferred:
         bind(allocation)
     assert 1 <= deferred.value.countdown <= 3
     allocation.refresh_from_db()
@@ -317,9 +317,9 @@ def test_sweep_enqueues_lost_and_abandoned_bindings(agreement, product, tenant, 
     lost = request(line, tenant, processor, quantity=3)
     abandoned = request(line, tenant, processor, quantity=3)
     SeatAllocation.objects.filter(pk=abandoned.pk).update(status=Status.BINDING)
-    assert services.allocation_sweep() == []
+    assert binding.allocation_sweep() == []
     with time_machine.travel(lost.updated_at + timedelta(seconds=200)):
-        assert sorted(services.allocation_sweep()) == sorted([lost.pk, abandoned.pk])
+        assert sorted(binding.allocation_sweep()) == sorted([lost.pk, abandoned.pk])
 
 
 def test_tenant_verify_records_the_provider_identity(tenant, processor):
