@@ -1,13 +1,16 @@
 """Shared fixtures: people in each role, and the skip rules for real services."""
 
 import os
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import connections
 
 from redemption.roles import roles_sync
+from tests import clock
 
 requires_postgres = pytest.mark.skipif(
     not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
@@ -33,6 +36,35 @@ requires_redis = pytest.mark.skipif(
     redis_broker_url() is None,
     reason="needs a Redis broker: set CELERY_BROKER_URL=redis://... to a running Redis",
 )
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--clock-shift-days",
+        type=int,
+        default=int(os.environ.get(clock.SHIFT_ENV) or 0),
+        help=f"Run every test with the clock this many days ahead (also {clock.SHIFT_ENV}).",
+    )
+
+
+def pytest_configure(config):
+    clock.shift_days_set(config.getoption("clock_shift_days"))
+
+
+def pytest_report_header(config):
+    days = clock.shift_days()
+    return f"clock: moved {days} days ahead" if days else "clock: today"
+
+
+@pytest.fixture(autouse=True)
+def _moved_clock():
+    """Start each test on the moved clock when the session asks for one (see tests/clock.py)."""
+    days = clock.shift_days()
+    if not days:
+        yield
+        return
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=days), tick=True):
+        yield
 
 
 @pytest.fixture(scope="session")

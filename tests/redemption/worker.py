@@ -3,11 +3,12 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from django.db import connection
+
+from tests.clock import python_module_command
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -54,9 +55,7 @@ class Worker:
 
     def start(self) -> "Worker":
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
+            python_module_command(
                 "celery",
                 "-A",
                 "config",
@@ -67,7 +66,7 @@ class Worker:
                 "--without-mingle",
                 "--without-heartbeat",
                 "--loglevel=WARNING",
-            ],
+            ),
             cwd=BASE_DIR,
             env=self.env,
             stdout=subprocess.DEVNULL,
