@@ -1,4 +1,5 @@
-"""Shared admin behaviour: search that stays on indexes with a million rows, cheap counts.
+"""Shared admin behaviour: doors that pass through the rows' own guards, search that stays on
+indexes with a million rows, cheap counts.
 
 Django's admin ORs every search field into one WHERE clause; once those fields sit on different
 joined tables PostgreSQL can no longer use an index and scans the whole changelist table. Here each
@@ -7,11 +8,14 @@ changelist is filtered by the foreign keys that lead there, so every branch of t
 lookup on the changelist's own table.
 """
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import connections
-from django.db.models import Model, Q
+from django.db import IntegrityError, connections
+from django.db.models import Model, ProtectedError, Q
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils.functional import cached_property
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -102,11 +106,125 @@ class BackOfficeListMixin(IndexedSearchMixin):
     list_per_page = 50
 
 
-class BackOfficeModelAdmin(BackOfficeListMixin, SimpleHistoryAdmin):
+def refusal_text(exc: Exception) -> str:
+    """Return what a refused write says, in the words of the rule that refused it."""
+    if isinstance(exc, ValidationError):
+        return " ".join(exc.messages)
+    if isinstance(exc, ProtectedError):
+        return "other records depend on it: " + ", ".join(str(obj) for obj in list(exc.protected_objects)[:5])
+    # A database rule (constraint or trigger) refused it: its message names the rule.
+    return str(exc).splitlines()[0]
+
+
+class GuardedDoorsMixin:
+    """Every change form, delete page and bulk delete passes through the rows' own guards (config.guards).
+
+    Fields a row has fixed are shown read-only with the row's one-line reason; a delete the row
+    refuses is listed as protected, with its reason, and never offered; a write a guard refuses
+    after the form was checked (someone bound seats meanwhile) says why, and nothing is saved.
+    """
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and getattr(obj, "fixed_reason", None) and obj.fixed_reason():
+            fields += [name for name in obj.fixed_fields if name not in fields]
+        return fields
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        reason = obj.fixed_reason() if obj is not None and hasattr(obj, "fixed_reason") else ""
+        if not reason or not fieldsets:
+            return fieldsets
+        (name, options), *rest = fieldsets
+        return [(name, {**options, "description": reason}), *rest]
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        refusals = [obj.deletion_refusal(fresh=False) for obj in objs if hasattr(obj, "deletion_refusal")]
+        protected = [*[r for r in refusals if r], *protected]
+        if protected:
+            # Nothing is deleted while anything is protected: say why, not which permissions are missing.
+            perms_needed = set()
+        return deleted, counts, perms_needed, protected
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except (ValidationError, IntegrityError, ProtectedError) as exc:
+            # The whole save ran in one transaction, which is rolled back: nothing was written.
+            self.message_user(request, f"Nothing was saved: {refusal_text(exc)}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except (ValidationError, IntegrityError, ProtectedError) as exc:
+            self.message_user(request, f"Nothing was deleted: {refusal_text(exc)}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def response_action(self, request, queryset):
+        try:
+            return super().response_action(request, queryset)
+        except (ValidationError, IntegrityError, ProtectedError) as exc:
+            self.message_user(request, f"Nothing was changed: {refusal_text(exc)}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+
+class HistoryVersionsReadOnlyMixin:
+    """History pages show history: an old version is displayed read-only and is never saved back.
+
+    django-simple-history's version page saves the old version, every column of it, for anyone who
+    may view the object; here it only shows it. A record changes on its own page, where its rules apply.
+    """
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        if request.method not in ("GET", "HEAD"):
+            self.message_user(
+                request,
+                "An old version cannot be restored here: change the record on its own page, where its rules apply.",
+                messages.ERROR,
+            )
+            opts = self.model._meta
+            return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_history", args=[object_id]))
+        request.history_version_read_only = True
+        return super().history_form_view(request, object_id, version_id, extra_context)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if getattr(request, "history_version_read_only", False):
+            fields += [f.name for f in self.model._meta.concrete_fields if not f.primary_key and f.name not in fields]
+        return fields
+
+    def revert_disabled(self, request, obj=None) -> bool:
+        return True
+
+
+class GuardedInlineFormSet(BaseInlineFormSet):
+    """An inline whose rows refuse to be deleted while seats depend on them, with the row's reason."""
+
+    def clean(self) -> None:
+        super().clean()
+        refusals = [
+            form.instance.deletion_refusal()
+            for form in self.deleted_forms
+            if hasattr(form.instance, "deletion_refusal")
+        ]
+        if any(refusals):
+            # Deleted rows are not validated one by one: the refusal is the inline's own error.
+            raise ValidationError([refusal for refusal in refusals if refusal])
+
+
+class GuardedInline(admin.TabularInline):
+    """An inline that goes through the same row guards as the object's own page."""
+
+    formset = GuardedInlineFormSet
+
+
+class BackOfficeModelAdmin(BackOfficeListMixin, GuardedDoorsMixin, HistoryVersionsReadOnlyMixin, SimpleHistoryAdmin):
     """A back-office list whose objects keep their history."""
 
 
-class BackOfficeListAdmin(BackOfficeListMixin, admin.ModelAdmin):
+class BackOfficeListAdmin(BackOfficeListMixin, GuardedDoorsMixin, admin.ModelAdmin):
     """A back-office list of records without a history of their own (proxies, delivery logs)."""
 
 

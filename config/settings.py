@@ -52,6 +52,9 @@ MIDDLEWARE = [
     "simple_history.middleware.HistoryRequestMiddleware",
 ]
 
+# History pages show history: an old version is never saved back over the record (config.admin_tools).
+SIMPLE_HISTORY_REVERT_DISABLED = True
+
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 

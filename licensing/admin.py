@@ -9,7 +9,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from rangefilter.filters import DateRangeFilter
 
-from config.admin_tools import BackOfficeModelAdmin
+from config.admin_tools import BackOfficeListAdmin, BackOfficeModelAdmin, GuardedInline
 from licensing.admin_import import SheetImportExportMixin
 from licensing.models import Agreement, ImportJob, Order, OrderLine, Product
 from licensing.resources import AgreementSheetResource, OrderResource, OrderSheetResource
@@ -76,7 +76,7 @@ class EndingSoonFilter(admin.SimpleListFilter):
         return queryset
 
 
-class OrderLineInline(admin.TabularInline):
+class OrderLineInline(GuardedInline):
     model = OrderLine
     fields = ["line_number", "product", "kind", "quantity", "seats_allocated", "starts_on", "ends_on"]
     readonly_fields = ["seats_allocated"]
@@ -88,13 +88,6 @@ class OrderLineInline(admin.TabularInline):
         return super().get_queryset(request).select_related("product", "order")
 
 
-class OrderInline(admin.TabularInline):
-    model = Order
-    fields = ["license_number", "ordered_on", "po_number", "suggested_tenant_domain"]
-    extra = 0
-    show_change_link = True
-
-
 @admin.register(Agreement)
 class AgreementAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
     import_resource_classes = [AgreementSheetResource]
@@ -104,6 +97,7 @@ class AgreementAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
     list_filter = ["program", EndingSoonFilter]
     search_fields = ["=number", "=authorization_number", "customer__name", "=partner__mpn_id", "partner__name"]
     autocomplete_fields = ["customer", "partner"]
+    readonly_fields = ["seats_requested_at"]
     ordering = ["program", "number"]
 
 
@@ -131,6 +125,7 @@ class OrderAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
         "=suggested_tenant_domain",
     ]
     autocomplete_fields = ["agreement"]
+    readonly_fields = ["seats_requested_at"]
     inlines = [OrderLineInline]
     ordering = ["-ordered_on", "license_number"]
 
@@ -169,7 +164,7 @@ class OrderLineAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
         "=product__part_number",
     ]
     autocomplete_fields = ["order", "product"]
-    readonly_fields = ["seats_allocated"]
+    readonly_fields = ["seats_allocated", "seats_requested_at"]
     ordering = ["created_at", "id"]
 
     @admin.display(ordering="order__agreement__program")
@@ -186,7 +181,7 @@ class OrderLineAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
 
 
 @admin.register(ImportJob)
-class ImportJobAdmin(BackOfficeModelAdmin):
+class ImportJobAdmin(BackOfficeListAdmin):
     list_display = [
         "__str__",
         "status",

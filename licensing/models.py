@@ -9,7 +9,17 @@ from django.db import models
 from django.db.models import F, Q
 from simple_history.models import HistoricalRecords
 
+from config.guards import GuardedRow, local_day
 from tenants.models import Customer, Partner
+
+
+def seats_requested_field(what: str) -> models.DateTimeField:
+    return models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=f"When seats of {what} were first requested; from then on what they were bought under is fixed.",
+    )
 
 
 class Program(models.TextChoices):
@@ -22,7 +32,10 @@ class Program(models.TextChoices):
 PROGRAM_TERM_YEARS = {Program.OL: 2, Program.OV: 3, Program.OVS: 3}
 
 
-class Agreement(models.Model):
+class Agreement(GuardedRow, models.Model):
+    fixed_fields = ("customer", "program", "number")
+    service_fields = ("seats_requested_at",)
+
     program = models.CharField(max_length=3, choices=Program.choices)
     number = models.CharField(
         "agreement number", max_length=32, help_text="OL: the Authorization Number; OV/OVS: the agreement number."
@@ -37,6 +50,7 @@ class Agreement(models.Model):
     osm_email = models.EmailField(
         "Online Services Manager email", blank=True, help_text="The customer admin who receives activation mail."
     )
+    seats_requested_at = seats_requested_field("this agreement")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -70,6 +84,12 @@ class Agreement(models.Model):
     def __str__(self) -> str:
         return f"{self.get_program_display()} {self.number}"
 
+    def fixed_message(self, since) -> str:
+        return (
+            f"Seats have been requested under this agreement since {local_day(since)}: its customer, program "
+            "and number are fixed."
+        )
+
     @staticmethod
     def term_end_for(program: str, starts_on):
         """Return the end date of an agreement of `program` that starts on `starts_on`."""
@@ -101,7 +121,10 @@ class Product(models.Model):
         return f"{self.part_number} {self.description}"
 
 
-class Order(models.Model):
+class Order(GuardedRow, models.Model):
+    fixed_fields = ("agreement", "license_number")
+    service_fields = ("seats_requested_at",)
+
     license_number = models.CharField(
         max_length=32,
         unique=True,
@@ -114,6 +137,7 @@ class Order(models.Model):
     suggested_tenant_domain = models.CharField(
         max_length=64, blank=True, help_text="Tenant domain the reseller supplied; confirmed when binding."
     )
+    seats_requested_at = seats_requested_field("this order")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -129,8 +153,17 @@ class Order(models.Model):
     def __str__(self) -> str:
         return self.license_number
 
+    def fixed_message(self, since) -> str:
+        return (
+            f"Seats of this order have been requested since {local_day(since)}: its agreement and license "
+            "number are fixed."
+        )
 
-class OrderLine(models.Model):
+
+class OrderLine(GuardedRow, models.Model):
+    fixed_fields = ("order", "product", "kind", "line_number")
+    service_fields = ("seats_allocated", "seats_requested_at")
+
     class Kind(models.TextChoices):
         NEW = "new", "New"
         ADDITIONAL = "additional", "Additional"
@@ -146,6 +179,7 @@ class OrderLine(models.Model):
     # Seats held by this line's allocations (all but rejected and reversed ones), kept by the
     # redemption services under a row lock; the database refuses more than the line bought.
     seats_allocated = models.PositiveIntegerField(default=0, editable=False)
+    seats_requested_at = seats_requested_field("this line")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -189,6 +223,20 @@ class OrderLine(models.Model):
     @property
     def seats_left(self) -> int:
         return self.quantity - self.seats_allocated
+
+    def fixed_message(self, since) -> str:
+        return (
+            f"Seats of this line have been requested since {local_day(since)}: its order, product, kind and "
+            "line number are fixed."
+        )
+
+    def extra_guard_errors(self, stored) -> dict[str, str]:
+        held = stored["seats_allocated"]
+        if isinstance(self.quantity, int) and self.quantity < held:
+            return {
+                "quantity": f"{held} seat(s) of this line are requested or bound: its quantity cannot go below {held}."
+            }
+        return {}
 
 
 class ImportFilesStorage(FileSystemStorage):

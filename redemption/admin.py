@@ -6,7 +6,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from rangefilter.filters import DateRangeFilter
 
-from config.admin_tools import BackOfficeModelAdmin
+from config.admin_tools import BackOfficeModelAdmin, ReadOnlyAdminMixin
 from licensing.admin import AgeFilter, EndingSoonFilter, OrderAdmin, OrderLineAdmin
 from licensing.admin_import import SafeExportMixin
 from licensing.models import Order, OrderLine
@@ -131,7 +131,9 @@ class OrderLineWithBindingAdmin(OrderLineAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(SafeExportMixin, BackOfficeModelAdmin):
+class SubscriptionAdmin(ReadOnlyAdminMixin, SafeExportMixin, BackOfficeModelAdmin):
+    """Subscriptions come into being and change only through bindings, reversals and their lifecycle."""
+
     export_resource_classes = [SubscriptionResource]
     list_display = ["__str__", "agreement", "customer", "quantity", "term_end", "status", "provider_subscription_id"]
     list_select_related = ["tenant__customer", "product", "agreement"]
@@ -144,22 +146,19 @@ class SubscriptionAdmin(SafeExportMixin, BackOfficeModelAdmin):
         "tenant__customer__name",
         "=product__part_number",
     ]
-    autocomplete_fields = ["tenant", "product", "agreement"]
-    readonly_fields = ["status", "provider_subscription_id", "quantity", "term_end"]
     ordering = ["term_end", "id"]
 
     @admin.display(ordering="tenant__customer__name")
     def customer(self, obj: Subscription):
         return obj.tenant.customer
 
-    def has_add_permission(self, request) -> bool:
-        # Subscriptions come into being only when a binding succeeds.
-        return False
-
 
 @admin.register(SeatAllocation)
-class SeatAllocationAdmin(BackOfficeModelAdmin):
-    """Approvals (filter: awaiting approval), failed bindings with their error, and every binding's story."""
+class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
+    """Approvals (filter: awaiting approval), failed bindings with their error, and every binding's story.
+
+    Read-only: allocations change only through the binding flow (its pages and the actions here).
+    """
 
     list_display = [
         "status_link",
@@ -184,7 +183,6 @@ class SeatAllocationAdmin(BackOfficeModelAdmin):
         "=idempotency_key",
         "=order_line__order__agreement__partner__mpn_id",
     ]
-    autocomplete_fields = ["order_line", "tenant"]
     readonly_fields = [
         "order_line",
         "tenant",
@@ -206,6 +204,8 @@ class SeatAllocationAdmin(BackOfficeModelAdmin):
         "next_attempt_at",
         "bound_at",
         "rejection_reason",
+        "reversal_requested_by",
+        "reversal_requested_at",
         "reversed_at",
         "reversal_reason",
         "created_at",
@@ -226,7 +226,7 @@ class SeatAllocationAdmin(BackOfficeModelAdmin):
             request, queryset, "approved", lambda a: services.allocation_approve(allocation=a, acting_user=request.user)
         )
 
-    @admin.action(description="Retry the selected failed bindings")
+    @admin.action(description="Retry the selected failed bindings", permissions=["request"])
     def retry_selected(self, request, queryset):
         self._each(
             request,
@@ -249,6 +249,9 @@ class SeatAllocationAdmin(BackOfficeModelAdmin):
     def has_supervisor_permission(self, request) -> bool:
         return request.user.has_perm("redemption.supervisor")
 
+    def has_request_permission(self, request) -> bool:
+        return request.user.has_perm("redemption.add_seatallocation")
+
     def get_urls(self):
         status = self.admin_site.admin_view(lambda request, pk: views.allocation_status_view(self, request, pk))
         decide = self.admin_site.admin_view(
@@ -259,13 +262,6 @@ class SeatAllocationAdmin(BackOfficeModelAdmin):
             path("<int:pk>/decide/<str:decision>/", decide, name="redemption_seatallocation_decide"),
             *super().get_urls(),
         ]
-
-    def has_add_permission(self, request) -> bool:
-        # Allocations are requested through the binding flow, which checks the tenant and the seats.
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 import redemption.admin_renewals  # noqa: E402, F401  (registers the renewals desk)

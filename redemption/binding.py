@@ -1,7 +1,12 @@
-"""Binding seats in the worker: claim, plan, call the provider outside any transaction, record.
+"""Binding and reversing seats in the worker: claim, plan, call the provider outside any transaction, record.
 
-The request side (who may ask for what, approvals, reversal) is in redemption.services; this is what
-a Celery task runs for one allocation, and the sweep that recovers lost or abandoned ones.
+The request side (who may ask for what, approvals, the reversal request) is in redemption.services;
+this is what a Celery task runs for one allocation, and the sweep that recovers lost or abandoned ones.
+
+Nothing here may make the provider hold more seats than were bound: every write carries an
+MS-RequestId derived from the allocation's key and the step (`_step_id`, the only place it is made),
+and a write whose outcome is unknown is looked up before it is sent again (a new-seats order by the
+key it carries in its friendlyName, a change by reading the subscription).
 """
 
 import logging
@@ -13,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
+from config.history import save_with_history
 from licensing.models import OrderLine
 from redemption.gateway import (
     ProviderFinal,
@@ -21,15 +27,10 @@ from redemption.gateway import (
     gateway_get,
     request_id_for,
 )
-from redemption.gateway.base import OrderRequest
+from redemption.gateway.base import OrderRequest, ProviderSubscription
 from redemption.models import PlanAction, SeatAllocation, Subscription
-from redemption.services import (
-    allocation_enqueue,
-    allocation_preview,
-    save_with_reason,
-    subscription_unlock,
-)
-from redemption.statements import Change, Guard, Ref, slot_lock, write_with_history
+from redemption.services import allocation_enqueue, allocation_preview, seats_release
+from redemption.statements import Change, Guard, Ref, slot_lock, slot_unlock, write_with_history
 
 logger = logging.getLogger(__name__)
 Status = SeatAllocation.Status
@@ -57,40 +58,40 @@ BIND_RELATED = ["order_line__order__agreement__partner", "order_line__product", 
 
 
 def allocation_bind(*, allocation_id: int) -> SeatAllocation:
-    """Bind a queued allocation at the provider and record the result; raise BindingDeferred to go again.
+    """Carry out a queued binding or a requested reversal and record the result; raise BindingDeferred to go again.
 
-    Allocations of one subscription are applied one at a time in the order they were requested
-    (a renewal sets an absolute quantity, so order matters): whoever holds the subscription's lock
+    Changes to one subscription are applied one at a time in the order they were requested (a
+    renewal sets an absolute quantity, so order matters): whoever holds the subscription's lock
     applies the older ones first.
     """
-    # Binding ones (a worker died) and queued ones that are due; an early duplicate (the sweep, a
-    # redelivery) of a scheduled attempt leaves it to that attempt.
+    # Binding ones (a worker died), and queued or reversing ones that are due; an early duplicate
+    # (the sweep, a redelivery) of a scheduled attempt leaves it to that attempt.
     due_before = timezone.now() + timedelta(seconds=1)
-    postgres = connection.vendor == "postgresql"
-    if postgres:
+    if connection.vendor == "postgresql":
         # Found and locked in one round trip; what this read says is checked again under the lock.
-        found = slot_lock(allocation_id=allocation_id, due_before=due_before)
-    else:
-        due = Q(status=Status.BINDING) | Q(status=Status.QUEUED) & (
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=due_before)
-        )
-        found = (
-            SeatAllocation.objects.filter(due, pk=allocation_id)
-            .values_list("order_line__order__agreement_id", "order_line__product_id", "tenant_id")
-            .first()
-        )
+        slot = slot_lock(allocation_id=allocation_id, due_before=due_before)
+        if slot is None:
+            return SeatAllocation.objects.get(pk=allocation_id)
+        try:
+            return _work_in_order(allocation_id, slot.agreement_id, slot.product_id, slot.tenant_id)
+        finally:
+            slot_unlock(slot.key)
+    # SQLite: the worker runs one task at a time, which serialises a subscription's changes the same way.
+    due = Q(status=Status.BINDING) | Q(status__in=[Status.QUEUED, Status.REVERSING]) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=due_before)
+    )
+    found = (
+        SeatAllocation.objects.filter(due, pk=allocation_id)
+        .values_list("order_line__order__agreement_id", "order_line__product_id", "tenant_id")
+        .first()
+    )
     if found is None:
         return SeatAllocation.objects.get(pk=allocation_id)
-    agreement_id, product_id, tenant_id = found
-    try:
-        return _bind_in_order(allocation_id, agreement_id=agreement_id, product_id=product_id, tenant_id=tenant_id)
-    finally:
-        if postgres:
-            subscription_unlock(f"subscription:{agreement_id}:{product_id}:{tenant_id}")
+    return _work_in_order(allocation_id, *found)
 
 
-def _bind_in_order(allocation_id: int, *, agreement_id: int, product_id: int, tenant_id: int) -> SeatAllocation:
-    """Bind the allocation after the older ones of its subscription; the caller holds the subscription's lock."""
+def _work_in_order(allocation_id: int, agreement_id: int, product_id: int, tenant_id: int) -> SeatAllocation:
+    """Apply the allocation after the older ones of its subscription; the caller holds the subscription's lock."""
     live = Subscription.objects.filter(
         agreement_id=OuterRef("order_line__order__agreement_id"),
         product_id=OuterRef("order_line__product_id"),
@@ -101,7 +102,7 @@ def _bind_in_order(allocation_id: int, *, agreement_id: int, product_id: int, te
             order_line__order__agreement_id=agreement_id,
             order_line__product_id=product_id,
             tenant_id=tenant_id,
-            status__in=[Status.QUEUED, Status.BINDING],
+            status__in=[Status.QUEUED, Status.BINDING, Status.REVERSING],
         )
         .select_related(*BIND_RELATED)
         .annotate(live_subscription_id=Subquery(live.values("pk")[:1]))
@@ -114,13 +115,13 @@ def _bind_in_order(allocation_id: int, *, agreement_id: int, product_id: int, te
         if head is None:
             return SeatAllocation.objects.get(pk=allocation_id)
         now = timezone.now()
-        if head.status == Status.QUEUED and head.next_attempt_at and head.next_attempt_at > now:
+        if head.status != Status.BINDING and head.next_attempt_at and head.next_attempt_at > now:
             if head.pk == allocation_id:
                 return head
             wait = (head.next_attempt_at - now).total_seconds() + 1
             raise BindingDeferred(wait, f"Waiting for allocation {head.pk} of the same subscription")
         try:
-            done = _bind_one(head)
+            done = _reverse_one(head) if head.status == Status.REVERSING else _bind_one(head)
         except BindingDeferred as deferred:
             if head.pk == allocation_id:
                 raise
@@ -133,23 +134,30 @@ def _bind_in_order(allocation_id: int, *, agreement_id: int, product_id: int, te
 
 def _bind_one(allocation: SeatAllocation) -> SeatAllocation | None:
     """Claim, plan and apply one allocation (read under the lock); the caller holds its subscription's lock."""
+    # An earlier attempt (before a crash, a lost answer, a retry) may have reached the provider.
+    sent_before = allocation.first_sent_at is not None
     if not _claim(allocation):
         return None
     try:
-        return _apply(allocation)
+        return _apply(allocation, look_up=sent_before)
     except ProviderFinal as exc:
         return _fail(allocation, exc.message, final=True)
     except ProviderTransient as exc:
-        if allocation.attempts >= settings.BINDING_MAX_ATTEMPTS:
-            return _fail(allocation, f"Gave up after {allocation.attempts} attempts: {exc.message}", final=False)
-        if isinstance(exc, ProviderThrottled):
-            countdown = min(RETRY_AFTER_CAP_SECONDS, exc.retry_after)
-        else:
-            countdown = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (allocation.attempts - 1))
-            countdown *= random.uniform(0.5, 1.5)
-        deferred = BindingDeferred(countdown, exc.message)
-        _defer(allocation, deferred)
-        raise deferred from exc
+        return _retry_later(allocation, exc)
+
+
+def _retry_later(allocation: SeatAllocation, exc: ProviderTransient) -> SeatAllocation:
+    """Fail the allocation once it has used its attempts; otherwise schedule the next one and raise BindingDeferred."""
+    if allocation.attempts >= settings.BINDING_MAX_ATTEMPTS:
+        return _fail(allocation, f"Gave up after {allocation.attempts} attempts: {exc.message}", final=False)
+    if isinstance(exc, ProviderThrottled):
+        countdown = min(RETRY_AFTER_CAP_SECONDS, exc.retry_after)
+    else:
+        countdown = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (allocation.attempts - 1))
+        countdown *= random.uniform(0.5, 1.5)
+    deferred = BindingDeferred(countdown, exc.message)
+    _defer(allocation, deferred)
+    raise deferred from exc
 
 
 def _claim(allocation: SeatAllocation) -> bool:
@@ -159,8 +167,9 @@ def _claim(allocation: SeatAllocation) -> bool:
         allocation.transition_to(Status.BINDING)
     allocation.attempts += 1
     allocation.next_attempt_at = None
+    allocation.first_sent_at = allocation.first_sent_at or timezone.now()
     planned = _plan(allocation)
-    fields = ["status", "attempts", "next_attempt_at", *PLAN_FIELDS]
+    fields = ["status", "attempts", "next_attempt_at", "first_sent_at", *PLAN_FIELDS]
     written = write_with_history(
         [
             Change(
@@ -235,10 +244,27 @@ def _plan(allocation: SeatAllocation) -> str:
 
 
 def _step_id(allocation: SeatAllocation, step: str):
+    """Return the MS-RequestId of one provider write: the same on every retry of the same plan (rule 6)."""
     return request_id_for(allocation.idempotency_key, f"{step}:{allocation.plan_round}")
 
 
-def _apply(allocation: SeatAllocation) -> SeatAllocation:
+def order_friendly_name(allocation: SeatAllocation) -> str:
+    """Return the friendlyName of the allocation's new-seats order: it always ends with the allocation's key."""
+    line = allocation.order_line
+    tag = f" [{allocation.idempotency_key}]"
+    return f"{line.product.description} ({line.order.agreement.number})"[: 255 - len(tag)] + tag
+
+
+def _order_placed_before(gateway, allocation: SeatAllocation) -> ProviderSubscription | None:
+    """Return the subscription an earlier order of this allocation created at the provider, if any."""
+    key = str(allocation.idempotency_key)
+    for item in gateway.subscription_list(tenant_id=allocation.tenant.tenant_id):
+        if key in (item.friendly_name or ""):
+            return item
+    return None
+
+
+def _apply(allocation: SeatAllocation, *, look_up: bool) -> SeatAllocation:
     """Make the provider calls of the stored plan, then record the subscription and the binding."""
     gateway = gateway_get()
     line = allocation.order_line
@@ -246,18 +272,21 @@ def _apply(allocation: SeatAllocation) -> SeatAllocation:
     tenant = allocation.tenant
     still_binding = Guard(SeatAllocation, allocation.pk, [Status.BINDING])
     if allocation.plan_action == PlanAction.ORDER:
-        provided = gateway.order_create(
-            tenant_id=tenant.tenant_id,
-            request_id=_step_id(allocation, "order"),
-            order=OrderRequest(
-                reference_customer_id=str(tenant.tenant_id),
-                offer_id=line.product.part_number,
-                quantity=allocation.target_quantity,
-                commitment_end=allocation.target_term_end,
-                friendly_name=f"{line.product.description} ({agreement.number})"[:255],
-                partner_id=agreement.partner.mpn_id,
-            ),
-        )
+        provided = _order_placed_before(gateway, allocation) if look_up else None
+        found = provided is not None
+        if provided is None:
+            provided = gateway.order_create(
+                tenant_id=tenant.tenant_id,
+                request_id=_step_id(allocation, "order"),
+                order=OrderRequest(
+                    reference_customer_id=str(tenant.tenant_id),
+                    offer_id=line.product.part_number,
+                    quantity=allocation.target_quantity,
+                    commitment_end=allocation.target_term_end,
+                    friendly_name=order_friendly_name(allocation),
+                    partner_id=agreement.partner.mpn_id,
+                ),
+            )
         subscription = Subscription(
             tenant=tenant,
             product=line.product,
@@ -277,7 +306,8 @@ def _apply(allocation: SeatAllocation) -> SeatAllocation:
                 "term_end": subscription.term_end,
                 "provider_subscription_id": subscription.provider_subscription_id,
             },
-            f"Created by binding {allocation.pk}",
+            f"Created by binding {allocation.pk}"
+            + (" (its earlier order had gone through: found at the provider)" if found else ""),
             guard=still_binding,
         )
         return _bound(allocation, subscription, written)
@@ -290,13 +320,7 @@ def _apply(allocation: SeatAllocation) -> SeatAllocation:
         steps.append(("term", {"commitmentEndDate": allocation.target_term_end.isoformat()}))
     if allocation.target_status != allocation.previous_status:
         steps.append(("status", {"status": allocation.target_status}))
-    for step, changes in steps:
-        gateway.subscription_patch(
-            tenant_id=tenant.tenant_id,
-            subscription_id=subscription.provider_subscription_id,
-            request_id=_step_id(allocation, step),
-            changes=changes,
-        )
+    _patch_steps(gateway, allocation, subscription, steps, look_up=look_up)
     subscription.quantity = allocation.target_quantity
     subscription.term_end = allocation.target_term_end
     subscription.status = allocation.target_status or subscription.status
@@ -310,6 +334,32 @@ def _apply(allocation: SeatAllocation) -> SeatAllocation:
         guard=still_binding,
     )
     return _bound(allocation, subscription, written)
+
+
+def _patch_steps(gateway, allocation, subscription: Subscription, steps: list, *, look_up: bool) -> None:
+    """Send each PATCH of the plan; when an earlier attempt may have sent some, skip those the provider shows done."""
+    if look_up and steps:
+        current = gateway.subscription_get(
+            tenant_id=allocation.tenant.tenant_id, subscription_id=subscription.provider_subscription_id
+        )
+        steps = [(step, changes) for step, changes in steps if not _already(current, changes)]
+    for step, changes in steps:
+        gateway.subscription_patch(
+            tenant_id=allocation.tenant.tenant_id,
+            subscription_id=subscription.provider_subscription_id,
+            request_id=_step_id(allocation, step),
+            changes=changes,
+        )
+
+
+def _already(current: ProviderSubscription, changes: dict) -> bool:
+    """Whether the provider already holds every absolute value of this PATCH."""
+    held = {
+        "quantity": current.quantity,
+        "commitmentEndDate": current.commitment_end.isoformat() if current.commitment_end else None,
+        "status": current.status,
+    }
+    return all(held.get(name) == value for name, value in changes.items())
 
 
 def _bound(allocation: SeatAllocation, subscription: Subscription, subscription_change: Change) -> SeatAllocation:
@@ -346,36 +396,118 @@ def _bound(allocation: SeatAllocation, subscription: Subscription, subscription_
 
 def _fail(allocation: SeatAllocation, message: str, *, final: bool) -> SeatAllocation:
     with transaction.atomic():
-        allocation.transition_to(Status.FAILED)
+        allocation.transition_to(Status.REVERSAL_FAILED if allocation.status == Status.REVERSING else Status.FAILED)
         allocation.last_error = message
         allocation.last_error_final = final
-        save_with_reason(allocation, None, f"Failed: {message}", ["status", "last_error", "last_error_final"])
-    logger.warning("allocation %s failed: %s", allocation.pk, message)
+        save_with_history(
+            allocation,
+            acting_user=None,
+            reason=f"{allocation.get_status_display()}: {message}",
+            fields=["status", "last_error", "last_error_final"],
+        )
+    logger.warning("allocation %s: %s: %s", allocation.pk, allocation.status, message)
     return allocation
 
 
-def _defer(allocation: SeatAllocation, deferred: BindingDeferred, extra_fields: list[str] | None = None) -> None:
+def _defer(allocation: SeatAllocation, deferred: BindingDeferred) -> None:
     with transaction.atomic():
-        allocation.transition_to(Status.QUEUED)
+        if allocation.status == Status.BINDING:
+            allocation.transition_to(Status.QUEUED)
         allocation.last_error = deferred.reason
         allocation.next_attempt_at = timezone.now() + timedelta(seconds=deferred.countdown)
-        save_with_reason(
+        save_with_history(
             allocation,
-            None,
-            f"Will retry in {deferred.countdown:.0f}s: {deferred.reason}",
-            ["status", "last_error", "next_attempt_at", *(extra_fields or [])],
+            acting_user=None,
+            reason=f"Will retry in {deferred.countdown:.0f}s: {deferred.reason}",
+            fields=["status", "last_error", "next_attempt_at"],
         )
+
+
+# --- reversal (rule 10) ----------------------------------------------------------------------------
+
+
+def _reverse_one(allocation: SeatAllocation) -> SeatAllocation:
+    """Set the subscription back to what it was before the binding; the caller holds its subscription's lock.
+
+    A new-seats binding is undone by suspending its subscription; added seats and renewals by setting
+    the quantity and term end back. The values are absolute, and the provider is read first so that
+    a step an earlier attempt already applied is not sent again.
+    """
+    allocation.attempts += 1
+    allocation.next_attempt_at = None
+    save_with_history(
+        allocation,
+        acting_user=None,
+        reason=f"Reversing: attempt {allocation.attempts}",
+        fields=["attempts", "next_attempt_at"],
+    )
+    blockers = SeatAllocation.objects.filter(
+        subscription_id=allocation.subscription_id, pk__gt=allocation.pk, status__in=SeatAllocation.AT_PROVIDER
+    ).values_list("pk", flat=True)
+    if blockers:
+        return _fail(
+            allocation,
+            "A later binding changed this subscription since; reverse it first "
+            f"(allocation {', '.join(str(pk) for pk in blockers)}).",
+            final=True,
+        )
+    subscription = Subscription.objects.get(pk=allocation.subscription_id)
+    if allocation.plan_action == PlanAction.ORDER:
+        steps = [("reverse-status", {"status": "suspended"})]
+    else:
+        steps = [
+            ("reverse-quantity", {"quantity": allocation.previous_quantity}),
+            ("reverse-term", {"commitmentEndDate": allocation.previous_term_end.isoformat()}),
+        ]
+    try:
+        _patch_steps(gateway_get(), allocation, subscription, steps, look_up=True)
+    except ProviderFinal as exc:
+        return _fail(allocation, exc.message, final=True)
+    except ProviderTransient as exc:
+        return _retry_later(allocation, exc)
+    return _reversed(allocation, subscription)
+
+
+def _reversed(allocation: SeatAllocation, subscription: Subscription) -> SeatAllocation:
+    """Record the subscription as it was, the allocation reversed and its seats given back, in one transaction."""
+    why = f"Binding {allocation.pk} reversed: {allocation.reversal_reason}"
+    with transaction.atomic():
+        subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+        if allocation.plan_action == PlanAction.ORDER:
+            subscription.status = Subscription.Status.SUSPENDED
+        else:
+            subscription.quantity = allocation.previous_quantity
+            subscription.term_end = allocation.previous_term_end
+            subscription.status = allocation.previous_status or subscription.status
+        save_with_history(subscription, acting_user=None, reason=why, fields=["quantity", "term_end", "status"])
+        allocation.transition_to(Status.REVERSED)
+        allocation.reversed_at = timezone.now()
+        allocation.last_error = ""
+        save_with_history(
+            allocation,
+            acting_user=None,
+            reason=f"Reversed: {allocation.reversal_reason}",
+            fields=["status", "reversed_at", "last_error"],
+        )
+        seats_release(
+            allocation=allocation,
+            acting_user=None,
+            why=f"{allocation.quantity} seat(s) released: binding {allocation.pk} reversed",
+        )
+    return allocation
 
 
 # --- recovery --------------------------------------------------------------------------------------
 
 
 def allocation_sweep(*, now=None) -> list[int]:
-    """Return the allocations to enqueue again: queued ones whose message was lost, binding ones left behind."""
+    """Return the allocations to enqueue again: queued or reversing ones whose message was lost, binding
+    ones left behind by a worker that died."""
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.BINDING_STALE_SECONDS)
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now - timedelta(seconds=DEFER_SECONDS))
-    queued = SeatAllocation.objects.filter(status=Status.QUEUED, updated_at__lt=stale).filter(due)
+    queued = SeatAllocation.objects.filter(status__in=[Status.QUEUED, Status.REVERSING], updated_at__lt=stale)
+    queued = queued.filter(due)
     binding = SeatAllocation.objects.filter(status=Status.BINDING, updated_at__lt=stale)
     ids = list(queued.values_list("pk", flat=True)[:5000]) + list(binding.values_list("pk", flat=True)[:5000])
     for allocation_id in ids:

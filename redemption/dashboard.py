@@ -40,8 +40,8 @@ def attention_items() -> list[AttentionItem]:
         ),
         AttentionItem(
             "Failed bindings",
-            SeatAllocation.objects.filter(status=SeatAllocation.Status.FAILED).count(),
-            f"{allocations}?status__exact={SeatAllocation.Status.FAILED}",
+            SeatAllocation.objects.filter(status__in=SeatAllocation.FAILURES).count(),
+            f"{allocations}?status__in={','.join(sorted(SeatAllocation.FAILURES))}",
             "alert",
         ),
         AttentionItem(

@@ -2,7 +2,7 @@
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -232,6 +232,10 @@ def demo_data_load(*, today: date | None = None, with_logins: bool = True) -> De
                 requested_by=clerk,
                 attempts=1,
             )
+        # Seats hang on these rows now: what they were bought under is fixed (config.guards).
+        requested_at = timezone.make_aware(datetime.combine(ordered_on, time(9)))
+        for model, pk in ((OrderLine, line.pk), (Order, order.pk), (Agreement, agreement.pk), (Tenant, tenant.pk)):
+            model.objects.filter(pk=pk, seats_requested_at=None).update(seats_requested_at=requested_at)
 
     for license_number, number, days_ago, suggested, lines in OPEN_ORDERS:
         agreement = agreements[number]

@@ -8,11 +8,16 @@ from django.db import models
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
+from config.guards import ServiceOnlyRow
 from licensing.models import Agreement, OrderLine, Product
 from tenants.models import Tenant
 
 
-class Subscription(models.Model):
+class Subscription(ServiceOnlyRow, models.Model):
+    service_only_message = (
+        "Subscriptions change only through bindings, reversals and their lifecycle; they are never deleted here."
+    )
+
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
         EXPIRED = "expired", "Expired (users keep access)"
@@ -73,7 +78,12 @@ class PlanAction(models.TextChoices):
     PATCH = "patch", "Change the subscription"
 
 
-class SeatAllocation(models.Model):
+class SeatAllocation(ServiceOnlyRow, models.Model):
+    service_only_message = (
+        "Seat allocations change only through the binding flow (request, approve, reject, retry, reverse); "
+        "they are never edited or deleted here."
+    )
+
     class Status(models.TextChoices):
         AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
         QUEUED = "queued", "Queued"
@@ -81,21 +91,30 @@ class SeatAllocation(models.Model):
         BOUND = "bound", "Bound"
         FAILED = "failed", "Failed"
         REJECTED = "rejected", "Rejected"
+        REVERSING = "reversing", "Reversing"
+        REVERSAL_FAILED = "reversal_failed", "Reversal failed"
         REVERSED = "reversed", "Reversed"
 
-    # Where each status may go next; anything else is refused.
+    # Where each status may go next; anything else is refused (on PostgreSQL by a trigger as well).
     TRANSITIONS: dict[str, frozenset[str]] = {
         Status.AWAITING_APPROVAL: frozenset({Status.QUEUED, Status.REJECTED}),
         Status.QUEUED: frozenset({Status.BINDING, Status.FAILED, Status.REJECTED}),
         Status.BINDING: frozenset({Status.BOUND, Status.FAILED, Status.QUEUED}),
         Status.FAILED: frozenset({Status.QUEUED, Status.REJECTED}),
-        Status.BOUND: frozenset({Status.REVERSED}),
+        Status.BOUND: frozenset({Status.REVERSING}),
+        Status.REVERSING: frozenset({Status.REVERSED, Status.REVERSAL_FAILED}),
+        Status.REVERSAL_FAILED: frozenset({Status.REVERSING}),
         Status.REJECTED: frozenset(),
         Status.REVERSED: frozenset(),
     }
     # Statuses whose seats no longer count against the order line.
     RELEASED = frozenset({Status.REJECTED, Status.REVERSED})
-    IN_FLIGHT = frozenset({Status.QUEUED, Status.BINDING})
+    # Work a worker carries out (or will, after a countdown): bindings and reversals.
+    IN_FLIGHT = frozenset({Status.QUEUED, Status.BINDING, Status.REVERSING})
+    # The seats are (or may still be) at the provider.
+    AT_PROVIDER = frozenset({Status.BOUND, Status.REVERSING, Status.REVERSAL_FAILED})
+    # Waiting for a person: a supervisor's decision, or a retry after a failure.
+    FAILURES = frozenset({Status.FAILED, Status.REVERSAL_FAILED})
 
     order_line = models.ForeignKey(OrderLine, on_delete=models.PROTECT, related_name="allocations")
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="allocations")
@@ -137,8 +156,20 @@ class SeatAllocation(models.Model):
     previous_status = models.CharField(max_length=16, blank=True, editable=False)
     next_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_error_final = models.BooleanField(default=False, editable=False)
+    # Set with the claim before the first provider write: from then on an order that may have gone
+    # through is looked up (by the key in its friendlyName) before it is ever sent again.
+    first_sent_at = models.DateTimeField(null=True, blank=True, editable=False)
     bound_at = models.DateTimeField(null=True, blank=True, editable=False)
     rejection_reason = models.TextField(blank=True, editable=False)
+    reversal_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="seat_allocations_reversed",
+        editable=False,
+    )
+    reversal_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     reversed_at = models.DateTimeField(null=True, blank=True, editable=False)
     reversal_reason = models.TextField(blank=True, editable=False)
     # --- end of binding plan ---

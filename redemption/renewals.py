@@ -51,11 +51,14 @@ DISABLED_DAYS = 90
 ANNIVERSARY_ORDER_DAYS = 30
 # Rows locked and historised per lifecycle statement; an ordinary day moves far fewer.
 LIFECYCLE_BATCH = 10_000
+# A renewal being reversed is still in effect until the reversal is done.
 RENEWAL_REQUESTED = [
     SeatAllocation.Status.AWAITING_APPROVAL,
     SeatAllocation.Status.QUEUED,
     SeatAllocation.Status.BINDING,
     SeatAllocation.Status.BOUND,
+    SeatAllocation.Status.REVERSING,
+    SeatAllocation.Status.REVERSAL_FAILED,
 ]
 LIFECYCLE_STATUSES = [Subscription.Status.ACTIVE, Subscription.Status.EXPIRED, Subscription.Status.DISABLED]
 

@@ -4,8 +4,6 @@ With redemption.binding (what a worker does with a queued allocation), the only 
 """
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from fractions import Fraction
@@ -13,40 +11,20 @@ from fractions import Fraction
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from config.history import save_with_history
 from config.queueing import enqueue_on_commit
-from licensing.models import Agreement, OrderLine, Product
-from redemption.gateway import (
-    ProviderError,
-    ProviderNotFound,
-    gateway_get,
-    request_id_for,
-)
+from licensing.models import Agreement, Order, OrderLine, Product
+from redemption.gateway import ProviderError, ProviderNotFound, gateway_get
 from redemption.gateway.base import TenantIdentity
 from redemption.models import PlanAction, SeatAllocation, Subscription
-from tenants.models import Customer, Tenant
+from tenants.models import VERIFIED_FIELDS, Customer, Tenant
 from tenants.validators import normalize_domain
 
 logger = logging.getLogger(__name__)
 Status = SeatAllocation.Status
-
-
-def save_with_reason(allocation: SeatAllocation, user, reason: str, fields: list[str]) -> None:
-    """Save an allocation with its history row naming who and why (rule 12)."""
-    allocation._history_user = user
-    allocation._change_reason = reason[:100]
-    allocation.save(update_fields=[*fields, "updated_at"])
-
-
-def _save_subscription(subscription: Subscription, user, reason: str, fields: list[str] | None = None) -> None:
-    subscription._history_user = user
-    subscription._change_reason = reason[:100]
-    if fields is None:
-        subscription.save()
-    else:
-        subscription.save(update_fields=[*fields, "updated_at"])
 
 
 def _is_supervisor(user) -> bool:
@@ -204,25 +182,40 @@ def tenant_verify(*, tenant: Tenant, acting_user) -> Tenant:
     if mismatch:
         raise ValidationError(mismatch, code="identity_mismatch")
     with transaction.atomic():
-        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
-        tenant.verified_at = timezone.now()
-        tenant.verified_by = acting_user
-        tenant.verified_tenant_id = identity.tenant_id
-        tenant.verified_domain = identity.domain
-        tenant.verified_display_name = identity.company_name
-        tenant._history_user = acting_user
-        tenant._change_reason = "Identity verified with the provider"
-        tenant.save(
-            update_fields=[
-                "verified_at",
-                "verified_by",
-                "verified_tenant_id",
-                "verified_domain",
-                "verified_display_name",
-                "updated_at",
-            ]
+        locked = _tenant_as_checked(tenant)
+        _identity_confirm(locked, identity, acting_user, "Identity verified with the provider")
+    return locked
+
+
+def _tenant_as_checked(tenant: Tenant) -> Tenant:
+    """Lock the tenant's row; refuse if its identity changed since the provider was asked about it."""
+    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    if (locked.customer_id, locked.tenant_id, locked.default_domain) != (
+        tenant.customer_id,
+        tenant.tenant_id,
+        tenant.default_domain,
+    ):
+        raise ValidationError(
+            f"The record of tenant {tenant.default_domain} changed while this was being checked; nothing was "
+            "saved. Reload the page and check the tenant again.",
+            code="tenant_changed",
         )
-    return tenant
+    return locked
+
+
+def _identity_confirm(tenant: Tenant, identity: TenantIdentity, acting_user, why: str) -> None:
+    """Record the identity the provider reported as confirmed by `acting_user` (rule 4), with its history row."""
+    tenant.verified_at = timezone.now()
+    tenant.verified_by = acting_user
+    tenant.verified_tenant_id = identity.tenant_id
+    tenant.verified_domain = identity.domain
+    tenant.verified_display_name = identity.company_name
+    save_with_history(
+        tenant,
+        acting_user=acting_user,
+        reason=f"{why}: {identity.domain} ({identity.company_name})",
+        fields=list(VERIFIED_FIELDS),
+    )
 
 
 def tenant_record(*, customer: Customer, tenant_id, default_domain: str, display_name: str = "", acting_user) -> Tenant:
@@ -235,9 +228,7 @@ def tenant_record(*, customer: Customer, tenant_id, default_domain: str, display
     )
     tenant.full_clean()
     with transaction.atomic():
-        tenant._history_user = acting_user
-        tenant._change_reason = f"Recorded for {customer.name}"
-        tenant.save()
+        save_with_history(tenant, acting_user=acting_user, reason=f"Recorded for {customer.name}")
     return tenant
 
 
@@ -306,40 +297,65 @@ def allocation_request(
         approval_reasons.append(f"Affinity override: the agreement's seats are on {existing.default_domain}")
 
     with transaction.atomic():
-        # Rule 1: the check and the hold happen under the line's row lock.
-        line = OrderLine.objects.select_for_update().get(pk=order_line.pk)
+        # Rule 1: the check and the hold happen under the line's row lock (its order and agreement
+        # are locked with it, so that what was checked above cannot move before it is fixed).
+        line = OrderLine.objects.select_for_update().select_related("order__agreement").get(pk=order_line.pk)
         if quantity > line.seats_left:
             raise ValidationError(_seats_left_message(line, quantity), code="seats_exhausted")
-        line.seats_allocated += quantity
-        line._history_user = acting_user
-        line._change_reason = f"{quantity} seat(s) requested for {tenant.default_domain}"
-        line.save(update_fields=["seats_allocated", "updated_at"])
-        if identity is not None:
-            Tenant.objects.filter(pk=tenant.pk).update(
-                verified_at=timezone.now(),
-                verified_by=acting_user,
-                verified_tenant_id=identity.tenant_id,
-                verified_domain=identity.domain,
-                verified_display_name=identity.company_name,
+        # The tenant is the one checked above, and stays so: its identity is fixed from now on.
+        locked_tenant = _tenant_as_checked(tenant)
+        if (
+            line.order.agreement_id != agreement.pk
+            or line.order.agreement.customer_id != locked_tenant.customer_id
+            or (line.product_id, line.kind) != (order_line.product_id, order_line.kind)
+        ):
+            raise ValidationError(
+                f"{line} changed while this binding was being checked; nothing was saved. Reload and try again.",
+                code="line_changed",
             )
+        now = timezone.now()
+        line.seats_allocated += quantity
+        line.seats_requested_at = line.seats_requested_at or now
+        save_with_history(
+            line,
+            acting_user=acting_user,
+            reason=f"{quantity} seat(s) requested for {tenant.default_domain}",
+            fields=["seats_allocated", "seats_requested_at"],
+        )
+        if identity is not None:
+            _identity_confirm(locked_tenant, identity, acting_user, f"Identity confirmed for binding seats of {line}")
+        _mark_seats_requested([locked_tenant, line.order, line.order.agreement], now, acting_user, line)
         allocation = SeatAllocation(
             order_line=line,
-            tenant=tenant,
+            tenant=locked_tenant,
             quantity=quantity,
             requested_by=acting_user,
             reason=reason,
             approval_reasons=approval_reasons,
             status=Status.AWAITING_APPROVAL if approval_reasons else Status.QUEUED,
         )
-        allocation._history_user = acting_user
-        allocation._change_reason = (
-            "Requested; waiting for a supervisor" if approval_reasons else "Requested and queued for binding"
+        save_with_history(
+            allocation,
+            acting_user=acting_user,
+            reason="Requested; waiting for a supervisor" if approval_reasons else "Requested and queued for binding",
         )
-        allocation.save()
         if allocation.status == Status.QUEUED:
             allocation_enqueue(allocation.pk)
     order_line.seats_allocated = line.seats_allocated
     return allocation
+
+
+def _mark_seats_requested(rows: list[Tenant | Order | Agreement], now, acting_user, line: OrderLine) -> None:
+    """Record the first time seats are requested against each row: from then on what they hang on is fixed."""
+    for row in rows:
+        if row.seats_requested_at is None:
+            row.seats_requested_at = now
+            save_with_history(
+                row,
+                acting_user=acting_user,
+                reason=f"Seats requested ({line}): identity fixed from now on",
+                fields=["seats_requested_at"],
+            )
 
 
 def _seats_left_message(line: OrderLine, quantity: int) -> str:
@@ -365,7 +381,10 @@ def allocation_enqueue(allocation_id: int, countdown: float | None = None) -> No
 
 
 def _locked(allocation: SeatAllocation) -> SeatAllocation:
-    return SeatAllocation.objects.select_for_update().select_related("order_line").get(pk=allocation.pk)
+    """Return the allocation read again under its row lock (its line and order are read, not locked)."""
+    return (
+        SeatAllocation.objects.select_for_update(of=("self",)).select_related("order_line__order").get(pk=allocation.pk)
+    )
 
 
 def allocation_approve(*, allocation: SeatAllocation, acting_user) -> SeatAllocation:
@@ -383,17 +402,21 @@ def allocation_approve(*, allocation: SeatAllocation, acting_user) -> SeatAlloca
             )
         allocation.transition_to(Status.QUEUED)
         allocation.approved_by = acting_user
-        save_with_reason(allocation, acting_user, "Approved and queued for binding", ["status", "approved_by"])
+        save_with_history(
+            allocation,
+            acting_user=acting_user,
+            reason="Approved and queued for binding",
+            fields=["status", "approved_by"],
+        )
         allocation_enqueue(allocation.pk)
     return allocation
 
 
-def _release_seats(allocation: SeatAllocation, acting_user, why: str) -> None:
+def seats_release(*, allocation: SeatAllocation, acting_user, why: str) -> None:
+    """Give the allocation's seats back to its order line (it was rejected or reversed), under the line's lock."""
     line = OrderLine.objects.select_for_update().get(pk=allocation.order_line_id)
     line.seats_allocated -= allocation.quantity
-    line._history_user = acting_user
-    line._change_reason = why[:100]
-    line.save(update_fields=["seats_allocated", "updated_at"])
+    save_with_history(line, acting_user=acting_user, reason=why, fields=["seats_allocated"])
 
 
 def allocation_reject(*, allocation: SeatAllocation, acting_user, reason: str) -> SeatAllocation:
@@ -411,145 +434,123 @@ def allocation_reject(*, allocation: SeatAllocation, acting_user, reason: str) -
             )
         allocation.transition_to(Status.REJECTED)
         allocation.rejection_reason = reason
-        save_with_reason(allocation, acting_user, f"Rejected: {reason}", ["status", "rejection_reason"])
-        _release_seats(allocation, acting_user, f"{allocation.quantity} seat(s) released: binding rejected")
+        save_with_history(
+            allocation, acting_user=acting_user, reason=f"Rejected: {reason}", fields=["status", "rejection_reason"]
+        )
+        seats_release(
+            allocation=allocation,
+            acting_user=acting_user,
+            why=f"{allocation.quantity} seat(s) released: binding rejected",
+        )
     return allocation
 
 
 def allocation_retry(*, allocation: SeatAllocation, acting_user) -> SeatAllocation:
-    """Queue a failed binding again, from a fresh count of attempts."""
+    """Queue a failed binding or reversal again, from a fresh count of attempts.
+
+    Only a step the provider refused outright is sent under a new MS-RequestId; a step whose outcome
+    is unknown keeps its ID, and the worker looks up what it may have done before sending it again.
+    """
     with transaction.atomic():
         allocation = _locked(allocation)
-        if allocation.status != Status.FAILED:
+        if allocation.status == Status.REVERSAL_FAILED:
+            if not _is_supervisor(acting_user):
+                raise ValidationError("Only a supervisor can retry a reversal.", code="not_supervisor")
+            target, why = Status.REVERSING, "Reversal retry requested"
+        elif allocation.status == Status.FAILED:
+            target, why = Status.QUEUED, "Retry requested"
+        else:
             raise ValidationError(
-                f"Only a failed binding can be retried; this one is {allocation.get_status_display().lower()}.",
+                f"Only a failed binding or reversal can be retried; this one is "
+                f"{allocation.get_status_display().lower()}.",
                 code="invalid_transition",
             )
-        allocation.transition_to(Status.QUEUED)
+        allocation.transition_to(target)
         allocation.attempts = 0
         allocation.next_attempt_at = None
-        if allocation.last_error_final or allocation.plan_action == PlanAction.PATCH:
-            # The provider refused (nothing applied) or the change is absolute and recomputed anyway:
-            # plan afresh under a new MS-RequestId. An order that may have gone through keeps its ID.
-            allocation.plan_action = ""
+        fields = ["status", "attempts", "next_attempt_at"]
+        if allocation.last_error_final:
+            # The provider refused outright, so nothing was applied: the next call is a new request.
             allocation.plan_round += 1
-        save_with_reason(
-            allocation,
-            acting_user,
-            "Retry requested",
-            ["status", "attempts", "next_attempt_at", "plan_action", "plan_round"],
-        )
+            allocation.last_error_final = False
+            fields += ["plan_round", "last_error_final"]
+            if target == Status.QUEUED:
+                allocation.plan_action = ""
+                fields.append("plan_action")
+        save_with_history(allocation, acting_user=acting_user, reason=why, fields=fields)
         allocation_enqueue(allocation.pk)
     return allocation
 
 
 def allocation_reverse(*, allocation: SeatAllocation, acting_user, reason: str) -> SeatAllocation:
-    """Undo a bound allocation at the provider within the reversal window (rule 10)."""
+    """Queue the undoing of a bound allocation at the provider, within the reversal window (rule 10).
+
+    A worker carries it out (redemption.binding), in order with the subscription's other changes;
+    this request makes no provider call.
+    """
     reason = (reason or "").strip()
     if not _is_supervisor(acting_user):
         raise ValidationError("Only a supervisor can reverse a binding.", code="not_supervisor")
     if not reason:
         raise ValidationError("Say why the binding is reversed.", code="reason_required")
-    allocation = SeatAllocation.objects.select_related("subscription", "tenant").get(pk=allocation.pk)
-    if allocation.status != Status.BOUND:
-        raise ValidationError(
-            f"Only a bound allocation can be reversed; this one is {allocation.get_status_display().lower()}.",
-            code="invalid_transition",
-        )
-    window = timedelta(days=settings.BINDING_REVERSAL_DAYS)
-    if allocation.bound_at is None or timezone.now() - allocation.bound_at > window:
-        raise ValidationError(
-            f"Bindings can be reversed within {settings.BINDING_REVERSAL_DAYS} days; this one is older. "
-            "Ask the provider's support to change the subscription.",
-            code="reversal_window",
-        )
-    subscription = allocation.subscription
-    later = SeatAllocation.objects.filter(
-        subscription=subscription, status=Status.BOUND, bound_at__gt=allocation.bound_at
-    )
-    if later.exists():
-        raise ValidationError(
-            "A later binding changed this subscription since; reverse that one first "
-            f"(allocation {', '.join(str(pk) for pk in later.values_list('pk', flat=True))}).",
-            code="reversal_order",
-        )
-    if allocation.plan_action == PlanAction.ORDER:
-        changes = [("reverse-status", {"status": "suspended"})]
-    else:
-        changes = [
-            ("reverse-quantity", {"quantity": allocation.previous_quantity}),
-            ("reverse-term", {"commitmentEndDate": allocation.previous_term_end.isoformat()}),
-        ]
-    gateway = gateway_get()
-    with subscription_lock(subscription_slot_key(allocation)):
-        for step, body in changes:
-            try:
-                gateway.subscription_patch(
-                    tenant_id=allocation.tenant.tenant_id,
-                    subscription_id=subscription.provider_subscription_id,
-                    request_id=request_id_for(allocation.idempotency_key, f"{step}:{allocation.plan_round}"),
-                    changes=body,
-                )
-            except ProviderError as exc:
-                raise ValidationError(
-                    f"The provider did not take the reversal, nothing changed here: {exc.message}",
-                    code="provider_error",
-                ) from exc
-        with transaction.atomic():
-            allocation = _locked(allocation)
-            if allocation.status != Status.BOUND:
-                raise ValidationError("This binding changed meanwhile; reload and try again.", code="changed")
-            subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
-            if allocation.plan_action == PlanAction.ORDER:
-                subscription.status = Subscription.Status.SUSPENDED
-            else:
-                subscription.quantity = allocation.previous_quantity
-                subscription.term_end = allocation.previous_term_end
-                subscription.status = allocation.previous_status or subscription.status
-            _save_subscription(subscription, acting_user, f"Binding {allocation.pk} reversed: {reason}")
-            allocation.transition_to(Status.REVERSED)
-            allocation.reversed_at = timezone.now()
-            allocation.reversal_reason = reason
-            save_with_reason(
-                allocation, acting_user, f"Reversed: {reason}", ["status", "reversed_at", "reversal_reason"]
+    with transaction.atomic():
+        allocation = _locked(allocation)
+        if allocation.status != Status.BOUND:
+            raise ValidationError(
+                f"Only a bound allocation can be reversed; this one is {allocation.get_status_display().lower()}.",
+                code="invalid_transition",
             )
-            _release_seats(allocation, acting_user, f"{allocation.quantity} seat(s) released: binding reversed")
+        window = timedelta(days=settings.BINDING_REVERSAL_DAYS)
+        if allocation.bound_at is None or timezone.now() - allocation.bound_at > window:
+            raise ValidationError(
+                f"Bindings can be reversed within {settings.BINDING_REVERSAL_DAYS} days; this one is older. "
+                "Ask the provider's support to change the subscription.",
+                code="reversal_window",
+            )
+        later = reversal_blockers(allocation)
+        if later:
+            raise ValidationError(
+                "A later binding of this subscription is bound or on its way; it must be reversed or finish "
+                f"first (allocation {', '.join(str(pk) for pk in later)}).",
+                code="reversal_order",
+            )
+        allocation.transition_to(Status.REVERSING)
+        allocation.reversal_reason = reason
+        allocation.reversal_requested_by = acting_user
+        allocation.reversal_requested_at = timezone.now()
+        allocation.attempts = 0
+        allocation.next_attempt_at = None
+        allocation.last_error = ""
+        allocation.last_error_final = False
+        save_with_history(
+            allocation,
+            acting_user=acting_user,
+            reason=f"Reversal requested: {reason}",
+            fields=[
+                "status",
+                "reversal_reason",
+                "reversal_requested_by",
+                "reversal_requested_at",
+                "attempts",
+                "next_attempt_at",
+                "last_error",
+                "last_error_final",
+            ],
+        )
+        allocation_enqueue(allocation.pk)
     return allocation
 
 
-# --- one binding at a time per subscription -------------------------------------------------------
-
-
-def subscription_slot_key(allocation: SeatAllocation) -> str:
+def reversal_blockers(allocation: SeatAllocation) -> list[int]:
+    """Return the later allocations of the same subscription that a reversal must not undo."""
     line = allocation.order_line
-    return f"subscription:{line.order.agreement_id}:{line.product_id}:{allocation.tenant_id}"
-
-
-def subscription_unlock(key: str) -> None:
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
-    except Exception:
-        # A worker keeps its connection between tasks (CONN_MAX_AGE): closing it is the one sure
-        # way not to carry the lock into the next task.
-        connection.close()
-        raise
-
-
-@contextmanager
-def subscription_lock(key: str) -> Iterator[None]:
-    """Hold a PostgreSQL session advisory lock so one subscription changes one binding at a time.
-
-    The lock lives on the connection, outside any transaction, so the provider call happens under it
-    without a transaction open; a worker that dies drops its connection and with it the lock.
-    On SQLite the worker runs one task at a time, which serialises the same way.
-    """
-    if connection.vendor != "postgresql":
-        yield
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [key])
-    try:
-        yield
-    finally:
-        subscription_unlock(key)
+    same_subscription = SeatAllocation.objects.filter(
+        order_line__order__agreement_id=line.order.agreement_id,
+        order_line__product_id=line.product_id,
+        tenant_id=allocation.tenant_id,
+    )
+    # Bindings of one subscription are applied in the order they were requested.
+    later = same_subscription.filter(
+        pk__gt=allocation.pk, status__in=SeatAllocation.IN_FLIGHT | SeatAllocation.AT_PROVIDER
+    )
+    return list(later.values_list("pk", flat=True)[:20])

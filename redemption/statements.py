@@ -213,25 +213,50 @@ def _lock_slot_sql() -> str:
     from redemption.models import SeatAllocation
 
     a, line, order = (_qn(m._meta.db_table) for m in (SeatAllocation, OrderLine, Order))
+    # The one definition of a subscription's lock key: every binding and reversal of the same
+    # agreement, product and tenant takes it (the caller unlocks with the key this returns).
     key = "'subscription:' || o.agreement_id || ':' || l.product_id || ':' || a.tenant_id"
     return (
-        f"SELECT o.agreement_id, l.product_id, a.tenant_id, pg_advisory_lock(hashtextextended({key}, 0))::text "
+        f"SELECT o.agreement_id, l.product_id, a.tenant_id, {key}, "
+        f"pg_advisory_lock(hashtextextended({key}, 0))::text "
         f"FROM {a} a JOIN {line} l ON l.id = a.order_line_id JOIN {order} o ON o.id = l.order_id "
-        "WHERE a.id = %s AND (a.status = %s OR (a.status = %s "
+        "WHERE a.id = %s AND (a.status = %s OR (a.status IN (%s, %s) "
         "AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= %s)))"
     )
 
 
-def slot_lock(*, allocation_id: int, due_before: datetime) -> tuple[int, int, int] | None:
-    """Find a binding or due queued allocation and lock its subscription's slot, in one round trip.
+@dataclass(frozen=True)
+class Slot:
+    """The subscription an allocation changes (agreement, product, tenant) and the lock key taken for it."""
 
-    Return (agreement_id, product_id, tenant_id), or None (nothing to do, nothing locked). The lock
-    key is "subscription:{agreement}:{product}:{tenant}", the one services.subscription_lock takes.
+    agreement_id: int
+    product_id: int
+    tenant_id: int
+    key: str
+
+
+def slot_lock(*, allocation_id: int, due_before: datetime) -> Slot | None:
+    """Find an allocation a worker should carry out now and lock its subscription's slot, in one round trip.
+
+    Binding ones (a worker died), and queued or reversing ones that are due. Return None when there
+    is nothing to do (nothing locked). The lock is a session advisory lock: release it with slot_unlock.
     """
     from redemption.models import SeatAllocation
 
     status = SeatAllocation.Status
     with connection.cursor() as cursor:
-        cursor.execute(_lock_slot_sql(), [allocation_id, status.BINDING, status.QUEUED, due_before])
+        cursor.execute(_lock_slot_sql(), [allocation_id, status.BINDING, status.QUEUED, status.REVERSING, due_before])
         row = cursor.fetchone()
-    return None if row is None else (row[0], row[1], row[2])
+    return None if row is None else Slot(row[0], row[1], row[2], row[3])
+
+
+def slot_unlock(key: str) -> None:
+    """Release a slot's advisory lock; on any error drop the connection, which releases it for sure."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
+    except Exception:
+        # A worker keeps its connection between tasks (CONN_MAX_AGE): closing it is the one sure
+        # way not to carry the lock into the next task.
+        connection.close()
+        raise

@@ -235,18 +235,25 @@ def allocation_status_view(model_admin: ModelAdmin, request: HttpRequest, alloca
             request,
             f"Binding {allocation.pk}: {allocation}",
             allocation=allocation,
-            running=allocation.status in (Status.QUEUED, Status.BINDING),
+            running=allocation.status in SeatAllocation.IN_FLIGHT,
             can_approve=supervisor
             and allocation.status == Status.AWAITING_APPROVAL
             and allocation.requested_by_id != user.pk,
             can_reject=supervisor and allocation.status in (Status.AWAITING_APPROVAL, Status.FAILED),
-            can_retry=allocation.status == Status.FAILED and user.has_perm("redemption.add_seatallocation"),
+            can_retry=(allocation.status == Status.FAILED and user.has_perm("redemption.add_seatallocation"))
+            or (allocation.status == Status.REVERSAL_FAILED and supervisor),
             can_reverse=supervisor and allocation.status == Status.BOUND,
             history=history,
         ),
     )
 
 
+DONE = {
+    "approve": "approved and queued",
+    "reject": "rejected, its seats are free to bind again",
+    "retry": "queued again",
+    "reverse": "reversal queued; a worker undoes it at the provider",
+}
 DECISIONS = {
     "approve": ("Approve", False),
     "reject": ("Reject", True),
@@ -280,7 +287,7 @@ def allocation_decide_view(
         except ValidationError as exc:
             errors.extend(_errors(exc))
         else:
-            model_admin.message_user(request, f"{label}: done for binding {allocation.pk} ({allocation}).")
+            model_admin.message_user(request, f"Binding {allocation.pk} ({allocation}): {DONE[decision]}.")
             return HttpResponseRedirect(status_url(allocation))
     return TemplateResponse(
         request,

@@ -1,15 +1,23 @@
 from django.contrib import admin
 
-from config.admin_tools import BackOfficeModelAdmin
-from tenants.models import Customer, Partner, Tenant
+from config.admin_tools import BackOfficeModelAdmin, GuardedInline
+from tenants.models import VERIFIED_FIELDS, Customer, Partner, Tenant
 
 
-class TenantInline(admin.TabularInline):
+class TenantInline(GuardedInline):
+    """The customer's tenants. Who a tenant is (tenant ID, default domain) is edited on its own page,
+    and only until seats are requested for it; new tenants are recorded through the binding flow or
+    the tenant page, where the provider confirms them."""
+
     model = Tenant
-    fields = ["default_domain", "tenant_id", "display_name", "verified_at"]
-    readonly_fields = ["verified_at"]
+    fields = ["default_domain", "tenant_id", "display_name", "verified_at", "seats_requested_at"]
+    readonly_fields = ["default_domain", "tenant_id", "verified_at", "seats_requested_at"]
     extra = 0
+    can_delete = False
     show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Partner)
@@ -35,13 +43,7 @@ class TenantAdmin(BackOfficeModelAdmin):
     list_select_related = ["customer"]
     search_fields = ["default_domain", "=tenant_id", "display_name", "customer__name", "=customer__partner__mpn_id"]
     autocomplete_fields = ["customer"]
-    readonly_fields = ["verified_at", "verified_by", "verified_tenant_id", "verified_domain", "verified_display_name"]
+    # Who the tenant is becomes read-only (with the reason) once seats are requested for it.
+    readonly_fields = [*VERIFIED_FIELDS, "seats_requested_at"]
     list_filter = [("verified_at", admin.EmptyFieldListFilter)]
     ordering = ["default_domain"]
-
-    def get_readonly_fields(self, request, obj=None):
-        # The tenant ID and default domain are the tenant's identity: fixed once recorded.
-        fields = list(super().get_readonly_fields(request, obj))
-        if obj is not None:
-            fields = ["tenant_id", "default_domain", "customer", *fields]
-        return fields

@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from simple_history.models import HistoricalRecords
 
+from config.guards import GuardedRow, local_day
 from tenants.validators import DEFAULT_DOMAIN_REGEX, validate_default_domain
 
 
@@ -69,7 +70,14 @@ class Customer(models.Model):
         super().save(*args, **kwargs)
 
 
-class Tenant(models.Model):
+VERIFIED_FIELDS = ("verified_at", "verified_by", "verified_tenant_id", "verified_domain", "verified_display_name")
+
+
+class Tenant(GuardedRow, models.Model):
+    # Who the tenant is: fixed once seats were requested for it (config.guards).
+    fixed_fields = ("customer", "tenant_id", "default_domain")
+    service_fields = ("seats_requested_at", *VERIFIED_FIELDS)
+
     tenant_id = models.UUIDField(
         "tenant ID", unique=True, error_messages={"unique": "A tenant with this tenant ID is already recorded."}
     )
@@ -90,6 +98,12 @@ class Tenant(models.Model):
     verified_domain = models.CharField("provider-reported domain", max_length=64, blank=True, editable=False)
     verified_display_name = models.CharField(
         "provider-reported company name", max_length=255, blank=True, editable=False
+    )
+    seats_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When seats were first requested for this tenant; from then on its identity is fixed.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -114,3 +128,17 @@ class Tenant(models.Model):
     @property
     def is_verified(self) -> bool:
         return self.verified_at is not None
+
+    def fixed_message(self, since) -> str:
+        return (
+            f"Seats have been requested for this tenant since {local_day(since)}: its customer, tenant ID and "
+            "default domain are fixed."
+        )
+
+    def fields_written_with(self, stored, writing) -> list[str]:
+        # A new identity is not the one the provider confirmed: it must be confirmed again.
+        if self._changed(stored, [name for name in self.fixed_fields if name in writing]):
+            self.verified_at = self.verified_by = self.verified_tenant_id = None
+            self.verified_domain = self.verified_display_name = ""
+            return list(VERIFIED_FIELDS)
+        return []

@@ -5,6 +5,7 @@ from datetime import date, timedelta
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from licensing.models import Agreement, Order, OrderLine, Product, Program
 from redemption.models import SeatAllocation, Subscription
@@ -91,11 +92,23 @@ class OrderLineFactory(factory.django.DjangoModelFactory):
     kind = OrderLine.Kind.NEW
     starts_on = date(2026, 11, 1)
     ends_on = factory.LazyAttribute(lambda o: o.starts_on + timedelta(days=365))
+    seats_allocated = 0
+    # Seats held means seats were requested (as redemption.services records it).
+    seats_requested_at = factory.LazyAttribute(lambda o: timezone.now() if o.seats_allocated else None)
+
+
+def mark_seats_requested(*rows) -> None:
+    """Record that seats were requested against these rows, as allocation_request does."""
+    for row in rows:
+        if row.seats_requested_at is None:
+            row.seats_requested_at = timezone.now()
+            type(row).objects.filter(pk=row.pk).update(seats_requested_at=row.seats_requested_at)
 
 
 class SubscriptionFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Subscription
+        skip_postgeneration_save = True
 
     tenant = factory.SubFactory(TenantFactory)
     agreement = factory.SubFactory(AgreementFactory, customer=factory.SelfAttribute("..tenant.customer"))
@@ -104,12 +117,24 @@ class SubscriptionFactory(factory.django.DjangoModelFactory):
     term_end = date(2027, 11, 1)
     provider_subscription_id = factory.LazyFunction(lambda: str(uuid.uuid4()))
 
+    @factory.post_generation
+    def seats_requested(obj, create, extracted, **kwargs):
+        if create:
+            mark_seats_requested(obj.agreement, obj.tenant)
+
 
 class SeatAllocationFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = SeatAllocation
+        skip_postgeneration_save = True
 
     order_line = factory.SubFactory(OrderLineFactory)
     tenant = factory.SubFactory(TenantFactory, customer=factory.SelfAttribute("..order_line.order.agreement.customer"))
     quantity = 1
     requested_by = factory.SubFactory(UserFactory)
+
+    @factory.post_generation
+    def seats_requested(obj, create, extracted, **kwargs):
+        if create:
+            line = obj.order_line
+            mark_seats_requested(line, line.order, line.order.agreement, obj.tenant)

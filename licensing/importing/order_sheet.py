@@ -228,7 +228,13 @@ class OrderSheetImporter(SheetImporter):
         """Load the batch's orders we hold, and every line of them, keyed by (order id, line number)."""
         missing = licenses - self.orders.keys()
         for o in Order.objects.filter(license_number__in=missing).values(
-            "id", "license_number", "agreement_id", "ordered_on", "po_number", "suggested_tenant_domain"
+            "id",
+            "license_number",
+            "agreement_id",
+            "ordered_on",
+            "po_number",
+            "suggested_tenant_domain",
+            "seats_requested_at",
         ):
             self.orders[o["license_number"]] = Rec(
                 o["id"],
@@ -238,17 +244,27 @@ class OrderSheetImporter(SheetImporter):
                     "ordered_on": o["ordered_on"],
                     "po_number": o["po_number"],
                     "suggested_tenant_domain": o["suggested_tenant_domain"],
-                    "has_bound": False,
+                    # Seats were requested: its agreement is fixed (Order.fixed_fields).
+                    "has_bound": o["seats_requested_at"] is not None,
                     "label": o["license_number"],
                 },
             )
         ids = {self.orders[n].id: self.orders[n] for n in licenses if n in self.orders and self.orders[n].id}
         lines = {}
         for line in OrderLine.objects.filter(order_id__in=ids).values(
-            "id", "order_id", "line_number", "product_id", "quantity", "kind", "starts_on", "ends_on", "seats_allocated"
+            "id",
+            "order_id",
+            "line_number",
+            "product_id",
+            "quantity",
+            "kind",
+            "starts_on",
+            "ends_on",
+            "seats_allocated",
+            "seats_requested_at",
         ):
             lines[(line["order_id"], line["line_number"])] = line
-            if line["seats_allocated"]:
+            if line["seats_requested_at"] is not None:
                 ids[line["order_id"]].values["has_bound"] = True
         return lines
 
@@ -391,7 +407,7 @@ class OrderSheetImporter(SheetImporter):
         }
         differing = [name for name, value in wanted.items() if existing[name] != value]
         if differing:
-            if existing["seats_allocated"]:
+            if existing["seats_requested_at"] is not None:
                 column = {
                     "product_id": "Part Number",
                     "quantity": "Quantity",
@@ -402,8 +418,8 @@ class OrderSheetImporter(SheetImporter):
                 self.error(
                     number,
                     column,
-                    f"line {line_number} of license {license_number} already has {existing['seats_allocated']} "
-                    "seat(s) bound; it cannot be changed by an import",
+                    f"line {line_number} of license {license_number} already has seats requested or bound "
+                    f"({existing['seats_allocated']} held); it cannot be changed by an import",
                 )
                 return None
             changed_lines.append((existing["id"], wanted, product))

@@ -59,6 +59,8 @@ class ProviderSubscription:
     quantity: int
     status: str
     commitment_end: date | None
+    # The friendlyName of the order line that created it (ours carry the allocation's key).
+    friendly_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ def subscription_from_item(item: dict) -> ProviderSubscription:
         quantity=int(item.get("quantity", 0)),
         status=str(item.get("status", "")),
         commitment_end=date.fromisoformat(end[:10]) if end else None,
+        friendly_name=str(item.get("friendlyName") or ""),
     )
 
 

@@ -152,8 +152,9 @@ class HttpGateway:
     def order_create(self, *, tenant_id: uuid.UUID, request_id: uuid.UUID, order: OrderRequest) -> ProviderSubscription:
         data = self._call("POST", f"/v1/customers/{tenant_id}/orders", request_id=request_id, json=order_body(order))
         items = data.get("lineItems") or []
-        if not items or not items[0].get("subscriptionId"):
-            raise ProviderFinal(f"The provider's order answer names no subscription: {data}")
+        if not items or not isinstance(items[0], dict) or not items[0].get("subscriptionId"):
+            # The order may well have been applied: an unknown outcome, which the worker looks up.
+            raise ProviderTransient(f"The provider's answer to the order names no subscription: {str(data)[:300]}")
         item = items[0]
         return ProviderSubscription(
             id=str(item["subscriptionId"]),
@@ -161,6 +162,7 @@ class HttpGateway:
             quantity=int(item.get("quantity", order.quantity)),
             status="active",
             commitment_end=order.commitment_end,
+            friendly_name=order.friendly_name,
         )
 
     def subscription_list(self, *, tenant_id: uuid.UUID) -> list[ProviderSubscription]:

@@ -117,6 +117,7 @@ class SandboxGateway:
             quantity=item["quantity"],
             status="active",
             commitment_end=order.commitment_end,
+            friendly_name=order.friendly_name,
         )
 
     def subscription_list(self, *, tenant_id: uuid.UUID) -> list[ProviderSubscription]:

@@ -44,6 +44,7 @@ class SandboxSubscription(models.Model):
             "quantity": self.quantity,
             "status": self.status,
             "commitmentEndDate": self.commitment_end.isoformat(),
+            "friendlyName": self.friendly_name,
         }
 
 

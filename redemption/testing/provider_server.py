@@ -148,7 +148,7 @@ class ProviderServer:
 
     @staticmethod
     def _item(sub: dict) -> dict:
-        return {k: sub[k] for k in ("id", "offerId", "quantity", "status", "commitmentEndDate")}
+        return {k: sub.get(k, "") for k in ("id", "offerId", "quantity", "status", "commitmentEndDate", "friendlyName")}
 
     def _order(self, tenant_id: str, body: dict) -> tuple[int, dict]:
         if tenant_id not in self.state.tenants:
@@ -174,6 +174,7 @@ class ProviderServer:
                 "quantity": item["quantity"],
                 "status": "active",
                 "commitmentEndDate": end,
+                "friendlyName": str(item.get("friendlyName") or ""),
             }
             answered.append(
                 {

@@ -3,6 +3,7 @@
 from datetime import date
 
 import pytest
+from django.utils import timezone
 
 from licensing.models import Agreement, ImportJob, Order, OrderLine, Product
 from tenants.models import Customer, Partner
@@ -241,12 +242,12 @@ def test_customer_name_matches_without_regard_to_case_and_spaces(import_orders):
 
 def test_order_line_with_seats_bound_is_never_silently_changed(import_orders):
     import_orders(csv_bytes([order_row()]))
-    OrderLine.objects.update(seats_allocated=4)
+    OrderLine.objects.update(seats_allocated=4, seats_requested_at=timezone.now())
 
     report = import_orders(csv_bytes([order_row(Quantity="12")]))
 
     assert [(e.row, e.column) for e in report.errors] == [(2, "Quantity")]
-    assert "already has 4 seat(s) bound" in report.errors[0].message
+    assert "already has seats requested or bound (4 held)" in report.errors[0].message
     assert OrderLine.objects.get().quantity == 10
 
 

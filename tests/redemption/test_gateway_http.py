@@ -140,3 +140,10 @@ def test_connection_refused_is_transient():
         HttpGateway(base_url="http://127.0.0.1:9", token="x", timeout=0.5).order_create(
             tenant_id=TENANT, request_id=uuid.uuid4(), order=ORDER
         )
+
+
+def test_subscriptions_are_listed_with_the_friendly_name_of_the_order_that_created_them(client):
+    created = client.order_create(tenant_id=TENANT, request_id=uuid.uuid4(), order=ORDER)
+    listed = {s.id: s for s in client.subscription_list(tenant_id=TENANT)}
+    assert listed[created.id].friendly_name == "O365 E3"
+    assert client.subscription_get(tenant_id=TENANT, subscription_id=created.id).friendly_name == "O365 E3"

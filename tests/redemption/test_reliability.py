@@ -199,3 +199,58 @@ def test_many_additions_to_one_subscription_across_workers_add_up(setup, workers
     setup["subscription"].refresh_from_db()
     assert setup["subscription"].quantity == 220
     assert uuid.UUID(str(SeatAllocation.objects.get(pk=ids[0]).idempotency_key))
+
+
+def test_staff_retry_after_an_applied_order_whose_answer_was_lost_leaves_one_subscription(
+    setup, workers, http_provider
+):
+    # The provider applies the order and drops the answer, then stays unavailable until the worker
+    # gives up; it also forgets the request ID, as an independent provider may.
+    tenant = setup["tenant"]
+    line = setup["line"](4, kind=OrderLine.Kind.NEW)
+    line.product = ProductFactory()
+    line.save()
+    allocation = services.allocation_request(
+        order_line=line, tenant=tenant, quantity=4, confirm_domain=tenant.default_domain, acting_user=setup["user"]
+    )
+    http_provider.inject(Fault("drop_after_apply", method="POST"))
+    http_provider.inject(Fault("error", status=503, times=1000))
+    workers(concurrency=1, BINDING_MAX_ATTEMPTS="2")
+    assert wait_for(lambda: SeatAllocation.objects.get(pk=allocation.pk).status == Status.FAILED, timeout=60)
+    with http_provider.lock:
+        http_provider.faults.clear()
+        http_provider.state.answers.clear()
+    services.allocation_retry(allocation=SeatAllocation.objects.get(pk=allocation.pk), acting_user=setup["user"])
+    assert wait_for(lambda: all_bound([allocation.pk]), timeout=60)
+    offers = [s for s in http_provider.subscriptions_of(tenant.tenant_id) if s["offerId"] == line.product.part_number]
+    assert [s["quantity"] for s in offers] == [4]
+    allocation.refresh_from_db()
+    assert allocation.subscription.provider_subscription_id == offers[0]["id"]
+    assert sum(1 for call in http_provider.state.calls if call["method"] == "POST") == 1
+
+
+def test_reversal_survives_transient_provider_errors_and_a_killed_worker(setup, workers, http_provider):
+    worker = workers(concurrency=1)
+    allocation = request(setup, setup["line"](5), 5)
+    assert wait_for(lambda: all_bound([allocation.pk]))
+    assert provider_quantity(http_provider, setup) == 15
+    calls = len(http_provider.state.calls)
+    services.allocation_reverse(
+        allocation=SeatAllocation.objects.get(pk=allocation.pk), acting_user=setup["user"], reason="Ordered twice"
+    )
+    # Two 503s, then a PATCH that is applied but answered too late: the worker dies meanwhile.
+    http_provider.inject(Fault("error", method="PATCH", status=503, times=2))
+    http_provider.inject(Fault("delay", method="PATCH", seconds=4))
+    writes = http_provider.state.applied_writes
+    assert wait_for(lambda: http_provider.state.applied_writes > writes, timeout=60)
+    assert calls < len(http_provider.state.calls)
+    worker.kill_children()
+    assert wait_for(lambda: SeatAllocation.objects.get(pk=allocation.pk).status == Status.REVERSED, timeout=90), (
+        SeatAllocation.objects.get(pk=allocation.pk).last_error
+    )
+    assert provider_quantity(http_provider, setup) == 10
+    held = {s["id"]: s for s in http_provider.subscriptions_of(setup["tenant"].tenant_id)}
+    assert held[setup["subscription"].provider_subscription_id]["commitmentEndDate"] == "2027-06-30"
+    allocation.refresh_from_db()
+    assert allocation.attempts >= 3
+    assert allocation.order_line.seats_allocated == 0

@@ -47,11 +47,14 @@ def request_renewal(subscription: Subscription, status: str = SeatAllocation.Sta
         starts_on=subscription.term_end,
         ends_on=subscription.term_end + timedelta(days=365),
     )
-    allocation = SeatAllocationFactory(order_line=line, tenant=subscription.tenant, quantity=1)
-    SeatAllocation.objects.filter(pk=allocation.pk).update(
-        status=status, subscription=subscription if status == SeatAllocation.Status.BOUND else None
+    at_provider = status in SeatAllocation.AT_PROVIDER or status == SeatAllocation.Status.REVERSED
+    return SeatAllocationFactory(
+        order_line=line,
+        tenant=subscription.tenant,
+        quantity=1,
+        status=status,
+        subscription=subscription if at_provider else None,
     )
-    return allocation
 
 
 def test_each_offset_goes_out_once_and_lifecycle_moves_on_the_right_days_over_a_year(mailoutbox):
@@ -115,7 +118,7 @@ def test_no_reminder_for_a_subscription_whose_term_has_already_ended(mailoutbox)
     assert mailoutbox == []
 
 
-@pytest.mark.parametrize("status", ["awaiting_approval", "queued", "binding", "bound"])
+@pytest.mark.parametrize("status", ["awaiting_approval", "queued", "binding", "bound", "reversing", "reversal_failed"])
 def test_no_reminder_once_a_renewal_is_requested(mailoutbox, status):
     subscription = SubscriptionFactory(term_end=START + timedelta(days=30))
     request_renewal(subscription, status)

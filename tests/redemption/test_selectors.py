@@ -61,8 +61,10 @@ def test_order_story_shows_lines_seats_and_who_did_what(client, superuser, desk)
     allocation = SeatAllocation.objects.get(order_line__order=order)
     allocation._history_user = superuser
     allocation._change_reason = "customer asked to undo"
+    allocation.transition_to(SeatAllocation.Status.REVERSING)
+    allocation.save(update_fields=["status"])
     allocation.transition_to(SeatAllocation.Status.REVERSED)
-    allocation.save()
+    allocation.save(update_fields=["status"])
 
     story = order_story(order)
     assert [line.line_number for line in story.lines] == [1]
@@ -70,7 +72,7 @@ def test_order_story_shows_lines_seats_and_who_did_what(client, superuser, desk)
     reversal = story.events[-1]
     assert reversal.who == str(superuser)
     assert reversal.why == "customer asked to undo"
-    assert "status: bound → reversed" in reversal.changes
+    assert "status: reversing → reversed" in reversal.changes
 
     client.force_login(superuser)
     change_page = client.get(reverse("admin:licensing_order_change", args=[order.pk]))

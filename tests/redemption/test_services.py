@@ -282,6 +282,10 @@ def test_reversal_of_additional_seats_sets_the_subscription_back(
     with pytest.raises(ValidationError, match="Only a supervisor"):
         services.allocation_reverse(allocation=allocation, acting_user=processor, reason="x")
     allocation = services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Ordered twice")
+    # The request only queues the reversal: the provider still holds the added seats.
+    assert allocation.status == Status.REVERSING
+    assert SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id).quantity == 15
+    allocation = bind(allocation)
     bound_subscription.refresh_from_db()
     assert allocation.status == Status.REVERSED
     assert (bound_subscription.quantity, bound_subscription.term_end) == (10, date(2027, 6, 30))
@@ -296,6 +300,8 @@ def test_reversal_of_new_seats_suspends_the_subscription(new_line, tenant, proce
     services.allocation_approve(allocation=allocation, acting_user=supervisor)
     allocation = bind(allocation)
     services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Wrong order")
+    assert SandboxSubscription.objects.get(id=allocation.subscription.provider_subscription_id).status == "active"
+    assert bind(allocation).status == Status.REVERSED
     allocation.subscription.refresh_from_db()
     assert allocation.subscription.status == Subscription.Status.SUSPENDED
     assert SandboxSubscription.objects.get(id=allocation.subscription.provider_subscription_id).status == "suspended"

@@ -1,0 +1,82 @@
+"""PostgreSQL triggers that hold the row guards (config.guards) for writes that bypass the ORM.
+
+Migrations install them with `RunPython(install(...), uninstall(...))`; on other databases they do
+nothing, and the model guards alone hold the rules. A refused write raises SQLSTATE 23000, which
+Django reports as an IntegrityError.
+"""
+
+from collections.abc import Callable, Iterable
+
+
+def _run_on_postgresql(sql: str) -> Callable:
+    def run(apps, schema_editor) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            # No parameters: the % signs are PL/pgSQL placeholders, not the driver's.
+            schema_editor.execute(sql, params=None)
+
+    return run
+
+
+def fixed_once_in_use(table: str, columns: Iterable[str], *, label: str, in_use: str = "seats_requested_at") -> tuple:
+    """Return (forward, backward) operations: once `in_use` is set, `columns` never change and the row stays.
+
+    `label` names the row in the message, e.g. "tenant" gives "tenant 12: ...".
+    """
+    columns = list(columns)
+    changed = " OR ".join(f"NEW.{column} IS DISTINCT FROM OLD.{column}" for column in columns)
+    name = f"{table}_guard"
+    forward = f"""
+CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF OLD.{in_use} IS NULL THEN
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+  END IF;
+  IF TG_OP = 'DELETE' THEN
+    RAISE EXCEPTION '{label} % cannot be deleted: seats have been requested against it', OLD.id
+      USING ERRCODE = '23000';
+  END IF;
+  IF NEW.{in_use} IS NULL OR {changed} THEN
+    RAISE EXCEPTION '{label} %: seats have been requested against it, so {", ".join(columns)} are fixed', OLD.id
+      USING ERRCODE = '23000';
+  END IF;
+  RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS {name} ON {table};
+CREATE TRIGGER {name} BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {name}();
+"""
+    backward = f"DROP TRIGGER IF EXISTS {name} ON {table}; DROP FUNCTION IF EXISTS {name}();"
+    return _run_on_postgresql(forward), _run_on_postgresql(backward)
+
+
+def service_only(
+    table: str, columns: Iterable[str], *, label: str, transitions: dict[str, Iterable[str]] | None = None
+) -> tuple:
+    """Return (forward, backward) operations: `columns` never change, rows are never deleted, and
+    the status moves only along `transitions` (when given)."""
+    changed = " OR ".join(f"NEW.{column} IS DISTINCT FROM OLD.{column}" for column in columns)
+    moves = ""
+    if transitions:
+        pairs = ", ".join(
+            f"('{source}', '{target}')" for source, targets in sorted(transitions.items()) for target in sorted(targets)
+        )
+        moves = f"""
+  IF NEW.status IS DISTINCT FROM OLD.status AND (OLD.status, NEW.status) NOT IN ({pairs}) THEN
+    RAISE EXCEPTION '{label} % cannot go from % to %', OLD.id, OLD.status, NEW.status USING ERRCODE = '23000';
+  END IF;"""
+    name = f"{table}_guard"
+    forward = f"""
+CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    RAISE EXCEPTION '{label} % is never deleted', OLD.id USING ERRCODE = '23000';
+  END IF;
+  IF {changed} THEN
+    RAISE EXCEPTION '{label} %: what it binds is fixed once it exists', OLD.id USING ERRCODE = '23000';
+  END IF;{moves}
+  RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS {name} ON {table};
+CREATE TRIGGER {name} BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {name}();
+"""
+    backward = f"DROP TRIGGER IF EXISTS {name} ON {table}; DROP FUNCTION IF EXISTS {name}();"
+    return _run_on_postgresql(forward), _run_on_postgresql(backward)

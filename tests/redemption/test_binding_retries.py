@@ -1,0 +1,200 @@
+"""Retries and reversals never make the provider hold more seats than were bound here."""
+
+from datetime import date, timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.test import override_settings
+
+from licensing.models import OrderLine
+from redemption import binding, services
+from redemption.gateway import ProviderFinal, ProviderTransient
+from redemption.gateway.sandbox import SandboxGateway
+from redemption.models import SandboxRequest, SandboxSubscription, SeatAllocation, Subscription
+from tests.redemption.conftest import line_of
+
+pytestmark = pytest.mark.django_db
+Status = SeatAllocation.Status
+
+
+def bind(allocation) -> SeatAllocation:
+    return binding.allocation_bind(allocation_id=allocation.pk)
+
+
+def bind_now(allocation) -> SeatAllocation:
+    """Bind, ignoring a scheduled backoff (as the next delivery after the countdown would)."""
+    SeatAllocation.objects.filter(pk=allocation.pk).update(next_attempt_at=None)
+    return bind(allocation)
+
+
+@pytest.fixture
+def queued_new_seats(new_line, tenant, processor, supervisor):
+    allocation = services.allocation_request(
+        order_line=new_line, tenant=tenant, quantity=10, confirm_domain=tenant.default_domain, acting_user=processor
+    )
+    return services.allocation_approve(allocation=allocation, acting_user=supervisor)
+
+
+def order_applied_then(error):
+    """Make the sandbox apply the order, then lose the answer with `error`."""
+    original = SandboxGateway.order_create
+
+    def order_create(self, **kwargs):
+        original(self, **kwargs)
+        raise error
+
+    return order_create
+
+
+def test_a_new_seats_order_carries_the_allocations_key_in_its_friendly_name(queued_new_seats):
+    bound = bind(queued_new_seats)
+    held = SandboxSubscription.objects.get(id=bound.subscription.provider_subscription_id)
+    assert held.friendly_name.endswith(f"[{bound.idempotency_key}]")
+    assert held.friendly_name.startswith(bound.order_line.product.description)
+
+
+@override_settings(BINDING_MAX_ATTEMPTS=1)
+def test_staff_retry_after_an_applied_order_whose_answer_was_lost_adopts_it(
+    queued_new_seats, tenant, processor, monkeypatch
+):
+    with monkeypatch.context() as patched:
+        patched.setattr(SandboxGateway, "order_create", order_applied_then(ProviderTransient("connection reset")))
+        failed = bind(queued_new_seats)
+    assert failed.status == Status.FAILED and not failed.last_error_final
+    # An independent provider need not remember the request ID: only the key in the order finds it.
+    SandboxRequest.objects.all().delete()
+    services.allocation_retry(allocation=failed, acting_user=processor)
+    bound = bind(failed)
+    assert bound.status == Status.BOUND
+    held = SandboxSubscription.objects.filter(tenant_id=tenant.tenant_id)
+    assert held.count() == 1
+    assert bound.subscription.provider_subscription_id == held.get().id
+    assert "found at the provider" in bound.subscription.history.earliest("history_date").history_change_reason
+
+
+def test_staff_retry_after_a_final_error_on_an_applied_order_looks_it_up_first(
+    queued_new_seats, tenant, processor, monkeypatch
+):
+    with monkeypatch.context() as patched:
+        patched.setattr(
+            SandboxGateway, "order_create", order_applied_then(ProviderFinal("answer names no subscription"))
+        )
+        failed = bind(queued_new_seats)
+    assert failed.status == Status.FAILED and failed.last_error_final
+    retried = services.allocation_retry(allocation=failed, acting_user=processor)
+    assert retried.plan_round == 1  # a refusal outright: the next call is a new request
+    assert bind(retried).status == Status.BOUND
+    assert SandboxSubscription.objects.filter(tenant_id=tenant.tenant_id).count() == 1
+    assert Subscription.objects.get().quantity == 10
+
+
+def test_a_resumed_binding_does_not_send_a_change_the_provider_already_shows(
+    agreement, product, tenant, bound_subscription, processor, monkeypatch
+):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    allocation = services.allocation_request(order_line=line, tenant=tenant, quantity=5, acting_user=processor)
+    original = SandboxGateway.subscription_patch
+    sent = []
+
+    def patch_then_drop(self, **kwargs):
+        sent.append(kwargs["changes"])
+        original(self, **kwargs)
+        raise ProviderTransient("connection dropped after the call was applied")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SandboxGateway, "subscription_patch", patch_then_drop)
+        with pytest.raises(binding.BindingDeferred):
+            bind(allocation)
+    assert bind_now(allocation).status == Status.BOUND
+    assert SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id).quantity == 15
+    assert len(sent) == 1  # the quantity step went once; the retry saw it done
+
+
+def test_reversal_is_queued_not_sent_from_the_request(
+    agreement, product, tenant, bound_subscription, processor, supervisor
+):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    allocation = bind(services.allocation_request(order_line=line, tenant=tenant, quantity=5, acting_user=processor))
+    writes = SandboxRequest.objects.count()
+    reversing = services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Ordered twice")
+    assert reversing.status == Status.REVERSING
+    assert reversing.reversal_requested_by == supervisor
+    assert SandboxRequest.objects.count() == writes
+    with pytest.raises(ValidationError, match="Only a bound allocation"):
+        services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="again")
+
+
+def test_a_reversal_retries_transient_provider_errors_then_completes(
+    agreement, product, tenant, bound_subscription, processor, supervisor, monkeypatch
+):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    allocation = bind(services.allocation_request(order_line=line, tenant=tenant, quantity=5, acting_user=processor))
+    services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Ordered twice")
+    with monkeypatch.context() as patched:
+        patched.setattr(SandboxGateway, "subscription_patch", _raising(ProviderTransient("503 from the provider")))
+        with pytest.raises(binding.BindingDeferred):
+            bind(allocation)
+        allocation.refresh_from_db()
+        assert allocation.status == Status.REVERSING and "503" in allocation.last_error
+        with pytest.raises(binding.BindingDeferred):
+            bind_now(allocation)
+    reversed_ = bind_now(allocation)
+    assert reversed_.status == Status.REVERSED and reversed_.attempts == 3
+    held = SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id)
+    assert (held.quantity, held.commitment_end) == (10, date(2027, 6, 30))
+    line.refresh_from_db()
+    assert line.seats_allocated == 0
+
+
+def test_a_reversal_the_provider_refuses_fails_with_its_message_and_a_supervisor_retries_it(
+    agreement, product, tenant, bound_subscription, processor, supervisor, monkeypatch
+):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    allocation = bind(services.allocation_request(order_line=line, tenant=tenant, quantity=5, acting_user=processor))
+    services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Ordered twice")
+    with monkeypatch.context() as patched:
+        patched.setattr(SandboxGateway, "subscription_patch", _raising(ProviderFinal("Provider answered 409: locked")))
+        failed = bind(allocation)
+    assert failed.status == Status.REVERSAL_FAILED and "409: locked" in failed.last_error
+    with pytest.raises(ValidationError, match="Only a supervisor can retry a reversal"):
+        services.allocation_retry(allocation=failed, acting_user=processor)
+    retried = services.allocation_retry(allocation=failed, acting_user=supervisor)
+    assert (retried.status, retried.plan_round) == (Status.REVERSING, 1)
+    assert bind(retried).status == Status.REVERSED
+    assert SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id).quantity == 10
+
+
+def test_a_reversal_waits_for_a_later_binding_of_the_same_subscription(
+    agreement, product, tenant, bound_subscription, processor, supervisor
+):
+    first = bind(
+        services.allocation_request(
+            order_line=line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5), tenant=tenant, quantity=5,
+            acting_user=processor,
+        )
+    )  # fmt: skip
+    services.allocation_request(
+        order_line=line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 2, line_number=2),
+        tenant=tenant,
+        quantity=2,
+        acting_user=processor,
+    )
+    with pytest.raises(ValidationError, match="must be reversed or finish first"):
+        services.allocation_reverse(allocation=first, acting_user=supervisor, reason="Ordered twice")
+
+
+def test_the_sweep_resumes_a_reversal_whose_worker_died(
+    agreement, product, tenant, bound_subscription, processor, supervisor, time_machine
+):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    allocation = bind(services.allocation_request(order_line=line, tenant=tenant, quantity=5, acting_user=processor))
+    reversing = services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Ordered twice")
+    time_machine.move_to(reversing.updated_at + timedelta(minutes=5))
+    assert binding.allocation_sweep() == [allocation.pk]
+
+
+def _raising(error):
+    def call(self, **kwargs):
+        raise error
+
+    return call
