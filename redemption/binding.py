@@ -207,18 +207,19 @@ def _plan(allocation: SeatAllocation) -> str:
     # The slot query found the live subscription's id (under the lock); fetch the row only if there is one.
     live_id = allocation.live_subscription_id
     subscription = Subscription.objects.get(pk=live_id) if live_id else None
+    today = timezone.localdate()
     if allocation.plan_action:
         if allocation.plan_action == PlanAction.ORDER and subscription is None:
             return ""
         if (
             allocation.plan_action == PlanAction.PATCH
+            and allocation.planned_on == today
             and subscription is not None
             and subscription.pk == allocation.subscription_id
             and subscription.quantity == allocation.previous_quantity
             and subscription.term_end == allocation.previous_term_end
         ):
             return ""
-    today = timezone.localdate()
     preview = allocation_preview(
         order_line=line,
         tenant=allocation.tenant,
@@ -227,11 +228,16 @@ def _plan(allocation: SeatAllocation) -> str:
         base=subscription,
         lookup=False,
     )
-    replanned = bool(allocation.plan_action)
-    allocation.plan_action = preview.action
-    if replanned:
-        # Another binding changed the subscription meanwhile: new targets need new request IDs.
+    if allocation.plan_action and (
+        allocation.plan_action,
+        allocation.target_quantity,
+        allocation.target_term_end,
+        allocation.target_status,
+    ) != (preview.action, preview.quantity, preview.term_end, preview.status):
+        # Another binding changed the subscription meanwhile, or a day passed (rule 7 blends from the
+        # day the binding is applied): a different body needs new request IDs. The same body keeps them.
         allocation.plan_round += 1
+    allocation.plan_action = preview.action
     allocation.planned_on = today
     allocation.target_quantity = preview.quantity
     allocation.target_term_end = preview.term_end
@@ -313,6 +319,16 @@ def _apply(allocation: SeatAllocation, *, look_up: bool) -> SeatAllocation:
         return _bound(allocation, subscription, written)
     # The row _plan read under this lock, or (a resumed plan) the one the plan names.
     subscription = allocation.subscription
+    if look_up:
+        # Planned as an order once, its answer lost, and another binding created the subscription since?
+        orphan = _order_placed_before(gateway, allocation)
+        if orphan is not None and orphan.id != subscription.provider_subscription_id:
+            raise ProviderFinal(
+                f"An earlier order of this binding went through at the provider as subscription {orphan.id} "
+                f"({orphan.quantity} seats), and the seats would now also be added to subscription "
+                f"{subscription.provider_subscription_id}: nothing more was sent. Have the provider cancel "
+                "the extra subscription, then reject this binding."
+            )
     steps = []
     if allocation.target_quantity != allocation.previous_quantity or line.kind == OrderLine.Kind.RENEWAL:
         steps.append(("quantity", {"quantity": allocation.target_quantity}))

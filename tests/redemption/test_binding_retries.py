@@ -198,3 +198,48 @@ def _raising(error):
         raise error
 
     return call
+
+
+@override_settings(BINDING_MAX_ATTEMPTS=1)
+def test_a_change_retried_on_a_later_day_is_planned_for_that_day_under_new_request_ids(
+    agreement, product, tenant, bound_subscription, processor, monkeypatch, time_machine
+):
+    time_machine.move_to(date(2026, 12, 1))
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 10)
+    allocation = services.allocation_request(order_line=line, tenant=tenant, quantity=10, acting_user=processor)
+    with monkeypatch.context() as patched:
+        patched.setattr(SandboxGateway, "subscription_patch", _raising(ProviderTransient("timed out")))
+        failed = bind(allocation)
+    first_end = failed.target_term_end
+    time_machine.move_to(date(2026, 12, 15))
+    retried = services.allocation_retry(allocation=failed, acting_user=processor)
+    bound = bind(retried)
+    assert bound.status == Status.BOUND and bound.plan_round == 1
+    # Rule 7: blended from the day it is applied, 14 days later.
+    assert bound.target_term_end == services.blended_end(
+        today=date(2026, 12, 15), end=date(2027, 6, 30), old_qty=10, added_qty=10, term_months=12
+    )
+    assert bound.target_term_end != first_end
+
+
+def test_an_order_that_went_through_is_never_topped_up_on_another_subscription(
+    agreement, product, tenant, processor, supervisor, monkeypatch
+):
+    first, second = (line_of(agreement, product, OrderLine.Kind.NEW, 10, line_number=n) for n in (1, 2))
+    lost = services.allocation_request(
+        order_line=first, tenant=tenant, quantity=10, confirm_domain=tenant.default_domain, acting_user=processor
+    )
+    lost = services.allocation_approve(allocation=lost, acting_user=supervisor)
+    with monkeypatch.context() as patched:
+        patched.setattr(SandboxGateway, "order_create", order_applied_then(ProviderFinal("answer names nothing")))
+        assert bind(lost).status == Status.FAILED
+    other = services.allocation_request(
+        order_line=second, tenant=tenant, quantity=10, confirm_domain=tenant.default_domain, acting_user=processor
+    )
+    other = services.allocation_approve(allocation=other, acting_user=supervisor)
+    assert bind(other).status == Status.BOUND  # a second subscription was ordered: the first is unknown here
+    retried = services.allocation_retry(allocation=lost, acting_user=processor)
+    refused = bind(retried)
+    assert refused.status == Status.FAILED
+    assert "An earlier order of this binding went through at the provider" in refused.last_error
+    assert sorted(SandboxSubscription.objects.values_list("quantity", flat=True)) == [10, 10]
