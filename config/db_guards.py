@@ -17,29 +17,13 @@ def _run_on_postgresql(sql: str) -> Callable:
     return run
 
 
-def fixed_once_in_use(table: str, columns: Iterable[str], *, label: str, in_use: str = "seats_requested_at") -> tuple:
-    """Return (forward, backward) operations: once `in_use` is set, `columns` never change and the row stays.
-
-    `label` names the row in the message, e.g. "tenant" gives "tenant 12: ...".
-    """
-    columns = list(columns)
-    changed = " OR ".join(f"NEW.{column} IS DISTINCT FROM OLD.{column}" for column in columns)
+def _guard_trigger(table: str, body: str) -> tuple:
+    """Return (forward, backward) operations installing `body` as the table's BEFORE UPDATE OR DELETE guard."""
     name = f"{table}_guard"
     forward = f"""
 CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF OLD.{in_use} IS NULL THEN
-    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-  END IF;
-  IF TG_OP = 'DELETE' THEN
-    RAISE EXCEPTION '{label} % cannot be deleted: seats have been requested against it', OLD.id
-      USING ERRCODE = '23000';
-  END IF;
-  IF NEW.{in_use} IS NULL OR {changed} THEN
-    RAISE EXCEPTION '{label} %: seats have been requested against it, so {", ".join(columns)} are fixed', OLD.id
-      USING ERRCODE = '23000';
-  END IF;
-  RETURN NEW;
+{body}
 END $$;
 DROP TRIGGER IF EXISTS {name} ON {table};
 CREATE TRIGGER {name} BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {name}();
@@ -48,12 +32,38 @@ CREATE TRIGGER {name} BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FU
     return _run_on_postgresql(forward), _run_on_postgresql(backward)
 
 
+def _changed(columns: Iterable[str]) -> str:
+    return " OR ".join(f"NEW.{column} IS DISTINCT FROM OLD.{column}" for column in columns)
+
+
+def fixed_once_in_use(table: str, columns: Iterable[str], *, label: str, in_use: str = "seats_requested_at") -> tuple:
+    """Return (forward, backward) operations: once `in_use` is set, `columns` never change and the row stays.
+
+    `label` names the row in the message, e.g. "tenant" gives "tenant 12: ...".
+    """
+    columns = list(columns)
+    return _guard_trigger(
+        table,
+        f"""  IF OLD.{in_use} IS NULL THEN
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+  END IF;
+  IF TG_OP = 'DELETE' THEN
+    RAISE EXCEPTION '{label} % cannot be deleted: seats have been requested against it', OLD.id
+      USING ERRCODE = '23000';
+  END IF;
+  IF NEW.{in_use} IS NULL OR {_changed(columns)} THEN
+    RAISE EXCEPTION '{label} %: seats have been requested against it, so {", ".join(columns)} are fixed', OLD.id
+      USING ERRCODE = '23000';
+  END IF;
+  RETURN NEW;""",
+    )
+
+
 def service_only(
     table: str, columns: Iterable[str], *, label: str, transitions: dict[str, Iterable[str]] | None = None
 ) -> tuple:
     """Return (forward, backward) operations: `columns` never change, rows are never deleted, and
     the status moves only along `transitions` (when given)."""
-    changed = " OR ".join(f"NEW.{column} IS DISTINCT FROM OLD.{column}" for column in columns)
     moves = ""
     if transitions:
         pairs = ", ".join(
@@ -63,20 +73,13 @@ def service_only(
   IF NEW.status IS DISTINCT FROM OLD.status AND (OLD.status, NEW.status) NOT IN ({pairs}) THEN
     RAISE EXCEPTION '{label} % cannot go from % to %', OLD.id, OLD.status, NEW.status USING ERRCODE = '23000';
   END IF;"""
-    name = f"{table}_guard"
-    forward = f"""
-CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF TG_OP = 'DELETE' THEN
+    return _guard_trigger(
+        table,
+        f"""  IF TG_OP = 'DELETE' THEN
     RAISE EXCEPTION '{label} % is never deleted', OLD.id USING ERRCODE = '23000';
   END IF;
-  IF {changed} THEN
+  IF {_changed(columns)} THEN
     RAISE EXCEPTION '{label} %: what it binds is fixed once it exists', OLD.id USING ERRCODE = '23000';
   END IF;{moves}
-  RETURN NEW;
-END $$;
-DROP TRIGGER IF EXISTS {name} ON {table};
-CREATE TRIGGER {name} BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {name}();
-"""
-    backward = f"DROP TRIGGER IF EXISTS {name} ON {table}; DROP FUNCTION IF EXISTS {name}();"
-    return _run_on_postgresql(forward), _run_on_postgresql(backward)
+  RETURN NEW;""",
+    )

@@ -28,6 +28,13 @@ def bind_now(allocation) -> SeatAllocation:
 
 
 @pytest.fixture
+def added(agreement, product, tenant, bound_subscription, processor) -> SeatAllocation:
+    """5 seats added to the 10 of `bound_subscription`, bound."""
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    return bind(services.allocation_request(order_line=line, tenant=tenant, quantity=5, acting_user=processor))
+
+
+@pytest.fixture
 def queued_new_seats(new_line, tenant, processor, supervisor):
     allocation = services.allocation_request(
         order_line=new_line, tenant=tenant, quantity=10, confirm_domain=tenant.default_domain, acting_user=processor
@@ -110,11 +117,8 @@ def test_a_resumed_binding_does_not_send_a_change_the_provider_already_shows(
     assert len(sent) == 1  # the quantity step went once; the retry saw it done
 
 
-def test_reversal_is_queued_not_sent_from_the_request(
-    agreement, product, tenant, bound_subscription, processor, supervisor
-):
-    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
-    allocation = bind(services.allocation_request(order_line=line, tenant=tenant, quantity=5, acting_user=processor))
+def test_reversal_is_queued_not_sent_from_the_request(added, bound_subscription, processor, supervisor):
+    allocation = added
     writes = SandboxRequest.objects.count()
     reversing = services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Ordered twice")
     assert reversing.status == Status.REVERSING
@@ -125,10 +129,9 @@ def test_reversal_is_queued_not_sent_from_the_request(
 
 
 def test_a_reversal_retries_transient_provider_errors_then_completes(
-    agreement, product, tenant, bound_subscription, processor, supervisor, monkeypatch
+    added, bound_subscription, processor, supervisor, monkeypatch
 ):
-    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
-    allocation = bind(services.allocation_request(order_line=line, tenant=tenant, quantity=5, acting_user=processor))
+    allocation, line = added, added.order_line
     services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Ordered twice")
     with monkeypatch.context() as patched:
         patched.setattr(SandboxGateway, "subscription_patch", _raising(ProviderTransient("503 from the provider")))
@@ -147,10 +150,9 @@ def test_a_reversal_retries_transient_provider_errors_then_completes(
 
 
 def test_a_reversal_the_provider_refuses_fails_with_its_message_and_a_supervisor_retries_it(
-    agreement, product, tenant, bound_subscription, processor, supervisor, monkeypatch
+    added, bound_subscription, processor, supervisor, monkeypatch
 ):
-    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
-    allocation = bind(services.allocation_request(order_line=line, tenant=tenant, quantity=5, acting_user=processor))
+    allocation = added
     services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Ordered twice")
     with monkeypatch.context() as patched:
         patched.setattr(SandboxGateway, "subscription_patch", _raising(ProviderFinal("Provider answered 409: locked")))
@@ -183,11 +185,8 @@ def test_a_reversal_waits_for_a_later_binding_of_the_same_subscription(
         services.allocation_reverse(allocation=first, acting_user=supervisor, reason="Ordered twice")
 
 
-def test_the_sweep_resumes_a_reversal_whose_worker_died(
-    agreement, product, tenant, bound_subscription, processor, supervisor, time_machine
-):
-    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
-    allocation = bind(services.allocation_request(order_line=line, tenant=tenant, quantity=5, acting_user=processor))
+def test_the_sweep_resumes_a_reversal_whose_worker_died(added, bound_subscription, processor, supervisor, time_machine):
+    allocation = added
     reversing = services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Ordered twice")
     time_machine.move_to(reversing.updated_at + timedelta(minutes=5))
     assert binding.allocation_sweep() == [allocation.pk]
