@@ -211,6 +211,10 @@ IMPORT_MAX_ROWS = env.int("IMPORT_MAX_ROWS", default=500_000)
 # An XLSX is a zip: refuse one that inflates beyond this (an "XLSX bomb").
 IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES = env.int("IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES", default=300 * 1024 * 1024)
 IMPORT_BATCH_SIZE = env.int("IMPORT_BATCH_SIZE", default=2000)
+# No cell of a sheet may be longer than this (characters); longer ones are refused while reading.
+IMPORT_MAX_CELL_CHARS = env.int("IMPORT_MAX_CELL_CHARS", default=1000)
+# Errors listed for one file; past this, "and N more".
+IMPORT_MAX_ERRORS = env.int("IMPORT_MAX_ERRORS", default=200)
 # A job waiting this long for a worker is queued again (its message was lost); one running this long
 # is taken to have lost its worker and runs again (an import is one transaction: nothing was written).
 IMPORT_SWEEP_AFTER_SECONDS = env.int("IMPORT_SWEEP_AFTER_SECONDS", default=120)
