@@ -25,6 +25,8 @@ demo: migrate
 	$(PY) manage.py send_renewal_reminders
 
 ## Admin web server, Celery worker and Celery beat together; Ctrl-C stops all three.
+## The demo logins sign in without an authenticator app (DEMO_SKIP_2FA; refused with DEBUG off).
+run: export DEMO_SKIP_2FA ?= true
 run: demo
 	mkdir -p var
 	$(BIN)/honcho --procfile Procfile start

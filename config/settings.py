@@ -1,9 +1,11 @@
 """Settings for the Office 365 Open back office, read from the environment."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -15,19 +17,35 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 # With no environment at all the project runs as a single-machine demo.
 DEBUG = env.bool("DEBUG", default=True)
 
+# Keys that are public knowledge: this file's development default and the .env.example placeholder.
+DEVELOPMENT_SECRET_KEYS = {"dev-only-insecure-key-never-used-with-debug-off", "change-me-to-50-random-characters"}
+SECRET_KEY_MIN_LENGTH = 50
+
+# make run's demo logins sign in without a phone; never in production.
+DEMO_SKIP_2FA = env.bool("DEMO_SKIP_2FA", default=False)
+
 if DEBUG:
     SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-key-never-used-with-debug-off")
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 else:
-    if not env("SECRET_KEY", default=""):
+    SECRET_KEY = env("SECRET_KEY", default="")
+    if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
-    SECRET_KEY = env("SECRET_KEY")
+    if SECRET_KEY in DEVELOPMENT_SECRET_KEYS:
+        raise ImproperlyConfigured("SECRET_KEY is a development value known to anyone: set a secret one.")
+    if len(SECRET_KEY) < SECRET_KEY_MIN_LENGTH:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is {len(SECRET_KEY)} characters long; with DEBUG off it must have at least "
+            f"{SECRET_KEY_MIN_LENGTH} random characters."
+        )
+    if DEMO_SKIP_2FA:
+        raise ImproperlyConfigured("DEMO_SKIP_2FA is for make run's demo only: unset it when DEBUG is off.")
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
     if not ALLOWED_HOSTS:
         raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off.")
 
 INSTALLED_APPS = [
-    "config.apps.BackOfficeAdminConfig",
+    "desk.apps.BackOfficeAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -36,21 +54,66 @@ INSTALLED_APPS = [
     "simple_history",
     "import_export",
     "rangefilter",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "tenants",
     "licensing",
     "redemption",
+    "desk.apps.DeskConfig",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Staff sign-in (desk) ---
+# django-axes checks every sign-in first: failures lock the account (per user name and per address).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", default=30)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+# The desk has its own list of locked accounts, with an unlock that records who and why.
+AXES_ENABLE_ADMIN = False
+AXES_VERBOSE = False
+# Two-factor sign-in (TOTP): required for supervisors and superusers, for everyone with STAFF_2FA_REQUIRED.
+STAFF_2FA_REQUIRED = env.bool("STAFF_2FA_REQUIRED", default=False)
+OTP_TOTP_ISSUER = "O365 Open back office"
+# A session ends after this many minutes without a request.
+SESSION_IDLE_MINUTES = env.int("SESSION_IDLE_MINUTES", default=60)
+SESSION_COOKIE_AGE = SESSION_IDLE_MINUTES * 60
+SESSION_SAVE_EVERY_REQUEST = True
+
+# Content-Security-Policy: the desk's own scripts and styles only; inline ones need the page's nonce.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 # History pages show history: an old version is never saved back over the record (config.admin_tools).
 SIMPLE_HISTORY_REVERT_DISABLED = True

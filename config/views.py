@@ -31,7 +31,15 @@ def _broker_state() -> str:
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Answer with the state of the database and the broker; 503 when either is down."""
+    """Answer with the state of the database and the broker; 503 when either is down.
+
+    Anyone may ask whether the service is up and which part is failing; why it fails (hosts,
+    ports, names) is told only to signed-in staff.
+    """
     checks = {"database": _database_state(), "broker": _broker_state()}
-    healthy = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503)
+    failing = [name for name, state in checks.items() if state != "ok"]
+    body: dict = {"status": "error" if failing else "ok", "failing": failing}
+    user = getattr(request, "user", None)
+    if user is not None and user.is_active and user.is_staff:
+        body["details"] = checks
+    return JsonResponse(body, status=503 if failing else 200)

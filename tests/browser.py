@@ -69,10 +69,30 @@ def _chromium(sync_playwright) -> Iterator:
             browser.close()
 
 
-def admin_login(page, base_url: str, username: str, password: str) -> None:
-    """Log into the admin through its login form."""
+def authenticator_for(user):
+    """Give the user a confirmed authenticator app (as if set up on their phone) and return it."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    return TOTPDevice.objects.create(user=user, name="Phone", confirmed=True)
+
+
+def authenticator_code(device) -> str:
+    """Return the code the authenticator app shows now."""
+    import time
+
+    from django_otp.oath import TOTP
+
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    totp.time = time.time()
+    return f"{totp.token():0{device.digits}d}"
+
+
+def admin_login(page, base_url: str, username: str, password: str, device=None) -> None:
+    """Log into the admin through its login form, with the authenticator's code when the user has one."""
     page.goto(f"{base_url}/admin/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", password)
+    if device is not None:
+        page.fill("#id_otp_token", authenticator_code(device))
     page.click("input[type=submit]")
     page.wait_for_selector("#site-name")

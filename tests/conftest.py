@@ -8,6 +8,7 @@ import time_machine
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import connections
+from django.test import Client
 
 from redemption.roles import roles_sync
 from tests import clock
@@ -98,6 +99,29 @@ def broker():
     redis.Redis.from_url(url).flushdb()
     yield url
     redis.Redis.from_url(url).flushdb()
+
+
+class StaffClient(Client):
+    """A test client whose force_login is a complete staff sign-in: the second factor included.
+
+    Tests of sign-in itself use a plain django.test.Client and go through the login form.
+    """
+
+    def force_login(self, user, backend=None) -> None:
+        from django_otp import DEVICE_ID_SESSION_KEY
+        from django_otp.plugins.otp_totp.models import TOTPDevice
+
+        super().force_login(user, backend)
+        if user.is_staff:
+            device, _ = TOTPDevice.objects.get_or_create(user=user, confirmed=True, defaults={"name": "Test phone"})
+            session = self.session
+            session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+            session.save()
+
+
+@pytest.fixture
+def client() -> StaffClient:
+    return StaffClient()
 
 
 @pytest.fixture

@@ -27,18 +27,20 @@ def test_healthz_reports_database_and_broker(client, db, settings, tmp_path, mon
     _point_celery_at(monkeypatch, "memory://")
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.json() == {"status": "ok", "failing": []}
 
 
-def test_healthz_reports_a_stopped_broker(client, db, monkeypatch):
+def test_healthz_names_a_stopped_broker_and_tells_why_only_to_staff(client, db, monkeypatch, processor):
     # Nothing listens on port 1: the broker is down.
     _point_celery_at(monkeypatch, "redis://127.0.0.1:1/0")
     response = client.get("/healthz")
     assert response.status_code == 503
-    body = response.json()
-    assert body["status"] == "unavailable"
-    assert body["database"] == "ok"
-    assert body["broker"].startswith("error:")
+    assert response.json() == {"status": "error", "failing": ["broker"]}
+    assert "127.0.0.1" not in response.text
+    client.force_login(processor)
+    details = client.get("/healthz").json()["details"]
+    assert details["database"] == "ok"
+    assert details["broker"].startswith("error:")
 
 
 def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -62,6 +64,28 @@ def test_debug_off_refuses_to_start_without_secret_key():
     result = _manage("check", env={"DEBUG": "off", "ALLOWED_HOSTS": "desk.example.com"})
     assert result.returncode != 0
     assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ("x", "must have at least 50 random characters"),
+        ("a" * 49, "must have at least 50 random characters"),
+        ("dev-only-insecure-key-never-used-with-debug-off", "a development value known to anyone"),
+        ("change-me-to-50-random-characters", "a development value known to anyone"),
+    ],
+)
+def test_debug_off_refuses_a_weak_or_known_secret_key(key, says):
+    result = _manage("check", env={"DEBUG": "off", "SECRET_KEY": key, "ALLOWED_HOSTS": "desk.example.com"})
+    assert result.returncode != 0
+    assert says in result.stderr
+
+
+def test_debug_off_refuses_to_start_with_the_demo_two_factor_bypass():
+    env = {"DEBUG": "off", "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "x.example", "DEMO_SKIP_2FA": "on"}
+    result = _manage("check", env=env)
+    assert result.returncode != 0
+    assert "DEMO_SKIP_2FA is for make run's demo only" in result.stderr
 
 
 def test_debug_off_refuses_to_start_without_allowed_hosts():

@@ -2,14 +2,14 @@
 
 import pytest
 
-from tests.browser import admin_login, chromium_page, requires_chromium
+from tests.browser import admin_login, authenticator_for, chromium_page, requires_chromium
 from tests.licensing.sheets import csv_bytes, order_row
 
 pytestmark = [pytest.mark.browser, requires_chromium, pytest.mark.django_db(transaction=True)]
 
 
 def test_staff_uploads_an_order_sheet_previews_confirms_and_finds_the_orders(live_server, make_user, tmp_path):
-    make_user("desk", role=None, password="pw-for-tests-123")
+    phone = authenticator_for(make_user("desk", role=None, password="pw-for-tests-123"))
     sheet = tmp_path / "monday-orders.csv"
     rows = [
         order_row(),
@@ -19,7 +19,7 @@ def test_staff_uploads_an_order_sheet_previews_confirms_and_finds_the_orders(liv
     sheet.write_bytes(csv_bytes(rows, delimiter=";", encoding="cp1252"))
 
     with chromium_page() as page:
-        admin_login(page, live_server.url, "desk", "pw-for-tests-123")
+        admin_login(page, live_server.url, "desk", "pw-for-tests-123", device=phone)
         page.goto(f"{live_server.url}/admin/licensing/order/")
         page.click("a.import_link")
         page.set_input_files("#id_import_file", str(sheet))

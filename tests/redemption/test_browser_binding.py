@@ -10,7 +10,7 @@ import pytest
 from django.urls import reverse
 
 from redemption.models import SandboxSubscription, SeatAllocation
-from tests.browser import admin_login, chromium_page, requires_chromium
+from tests.browser import admin_login, authenticator_for, chromium_page, requires_chromium
 
 pytestmark = [pytest.mark.browser, requires_chromium, pytest.mark.django_db(transaction=True)]
 PASSWORD = "pw-for-tests-123"
@@ -20,7 +20,7 @@ def test_processor_binds_new_seats_by_typing_the_domain_and_a_supervisor_approve
     live_server, make_user, new_line, tenant, eager_celery
 ):
     make_user("desk", "Order processor", password=PASSWORD)
-    make_user("chief", "Supervisor", password=PASSWORD)
+    chief_phone = authenticator_for(make_user("chief", "Supervisor", password=PASSWORD))
     order = new_line.order
 
     with chromium_page() as page:
@@ -46,7 +46,7 @@ def test_processor_binds_new_seats_by_typing_the_domain_and_a_supervisor_approve
         allocation_id = int(re.search(r"/seatallocation/(\d+)/status/", page.url).group(1))
 
         page.context.clear_cookies()
-        admin_login(page, live_server.url, "chief", PASSWORD)
+        admin_login(page, live_server.url, "chief", PASSWORD, device=chief_phone)
         approvals = reverse("admin:redemption_seatallocation_changelist") + "?status__exact=awaiting_approval"
         page.goto(live_server.url + approvals)
         page.wait_for_selector("#result_list")

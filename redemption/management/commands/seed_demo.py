@@ -17,6 +17,10 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Log in at http://127.0.0.1:8000/admin/ with:"))
         for username, password, role in result.logins:
             self.stdout.write(f"  {username:<11} / {password}   ({role})")
+        if settings.DEMO_SKIP_2FA:
+            self.stdout.write("No authenticator app is needed for them here (DEMO_SKIP_2FA).")
+        else:
+            self.stdout.write("admin and supervisor set up an authenticator app at their first sign-in.")
         for customer, domain, tenant_id in sandbox_only_tenants():
             self.stdout.write(
                 f"The sandbox provider knows {domain} (tenant ID {tenant_id}) of {customer}: record it to bind."

@@ -1,0 +1,45 @@
+"""Sign-in forms: the password, then the authenticator's code where the user has one."""
+
+from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.signals import user_login_failed
+from django.core.exceptions import ValidationError
+
+from desk.services import code_refusal, sign_in_device
+
+CODE_WIDGET = forms.TextInput(
+    attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "pattern": "[0-9 ]*", "size": 8}
+)
+
+
+class StaffLoginForm(AdminAuthenticationForm):
+    """The admin's sign-in, plus the 6-digit code of the user's authenticator when they have one."""
+
+    otp_token = forms.CharField(
+        label="Authentication code",
+        required=False,
+        max_length=10,
+        widget=CODE_WIDGET,
+        help_text="The 6 digits your authenticator app shows, if you set up two-factor sign-in.",
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        user = self.get_user()
+        self.otp_device = device = sign_in_device(user)
+        if device is None:
+            return cleaned
+        refusal = code_refusal(device, cleaned.get("otp_token") or "")
+        if refusal:
+            # A wrong code counts as a failed sign-in: guessing codes ends in a lockout like guessing passwords.
+            user_login_failed.send(sender=__name__, credentials={"username": user.get_username()}, request=self.request)
+            raise ValidationError(refusal, code="invalid_token")
+        return cleaned
+
+
+class AuthenticatorCodeForm(forms.Form):
+    token = forms.CharField(label="Code from the app", max_length=10, widget=CODE_WIDGET)
+
+
+class UnlockForm(forms.Form):
+    reason = forms.CharField(label="Why", widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
