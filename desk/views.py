@@ -1,5 +1,6 @@
 """Staff sign-in screens: the sign-in itself, setting up the authenticator, unlocking an account."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
 from django.contrib.auth.views import LoginView, redirect_to_login
@@ -34,6 +35,20 @@ class StaffLoginView(LoginView):
             setup = reverse("admin:two_factor_setup")
             return HttpResponseRedirect(f"{setup}?{urlencode({'next': self.get_success_url()})}")
         return response
+
+
+def locked_out(request: HttpRequest, original_response=None, credentials: dict | None = None) -> HttpResponse:
+    """Say that sign-in is locked, for how long, and who can lift it (django-axes' lockout page)."""
+    from django.contrib import admin
+
+    context = {
+        **admin.site.each_context(request),
+        "title": "Sign-in locked",
+        "username": (credentials or {}).get("username") or request.POST.get("username", ""),
+        "failure_limit": settings.LOGIN_FAILURE_LIMIT,
+        "minutes": settings.LOGIN_LOCKOUT_MINUTES,
+    }
+    return TemplateResponse(request, "admin/locked_out.html", context, status=429).render()
 
 
 def two_factor_setup_view(admin_site, request: HttpRequest) -> HttpResponse:
