@@ -234,6 +234,19 @@ if PROVIDER_BACKEND not in {"sandbox", "http"}:
     raise ImproperlyConfigured("PROVIDER_BACKEND must be 'sandbox' or 'http'.")
 if PROVIDER_BACKEND == "http" and not PROVIDER_URL:
     raise ImproperlyConfigured("PROVIDER_URL must be set when PROVIDER_BACKEND is 'http'.")
+# One budget of provider calls per second for the whole installation (all workers on all hosts);
+# 0 is no limit. BURST: calls allowed at once after a quiet spell (1 spreads them evenly).
+PROVIDER_RATE_LIMIT = env.float("PROVIDER_RATE_LIMIT", default=0.0)
+PROVIDER_RATE_BURST = env.int("PROVIDER_RATE_BURST", default=1)
+if PROVIDER_RATE_LIMIT < 0 or PROVIDER_RATE_BURST < 1:
+    raise ImproperlyConfigured("PROVIDER_RATE_LIMIT is 0 (no limit) or more; PROVIDER_RATE_BURST is 1 or more.")
+
+# Reconciliation with the provider (drift): nightly at RECONCILE_HOUR (TIME_ZONE); an order line with
+# seats still unbound this many days after its order date is reported.
+RECONCILE_HOUR = env.int("RECONCILE_HOUR", default=2)
+RECONCILE_UNBOUND_DAYS = env.int("RECONCILE_UNBOUND_DAYS", default=14)
+if not 0 <= RECONCILE_HOUR <= 23 or RECONCILE_UNBOUND_DAYS < 1:
+    raise ImproperlyConfigured("RECONCILE_HOUR is 0-23 and RECONCILE_UNBOUND_DAYS at least 1.")
 
 # Binding rules.
 BINDING_APPROVAL_THRESHOLD = env.int("BINDING_APPROVAL_THRESHOLD", default=100)
