@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import random
+import secrets
 import subprocess
 import sys
 import time
@@ -160,7 +161,7 @@ def main() -> None:
         "CELERY_BROKER_URL": "filesystem://",
         "LOG_LEVEL": "WARNING",
         "DEBUG": "false",
-        "SECRET_KEY": "bench-import-only",
+        "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "localhost",
     }
     try:

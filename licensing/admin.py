@@ -226,13 +226,15 @@ class ImportJobAdmin(BackOfficeListAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         job = get_object_or_404(ImportJob, pk=object_id)
+        error_lines = job.error_lines()
         extra_context = {
             **(extra_context or {}),
             "job": job,
             "rows_done": import_job_progress(job=job),
             "refresh": job.is_active,
             "can_confirm": job.status == ImportJob.Status.READY and self.has_view_permission(request, job),
-            "error_lines": job.error_lines(),
+            "error_lines": error_lines,
+            "errors_not_listed": max(job.error_count - len(error_lines), 0),
             "import_url": reverse(
                 "admin:licensing_order_import"
                 if job.kind == ImportJob.Kind.ORDER_SHEET

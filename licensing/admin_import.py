@@ -13,9 +13,9 @@ from import_export.admin import ExportMixin, ImportExportMixin
 from import_export.forms import ExportForm
 from import_export.results import RowResult
 
-from licensing.formats import SafeCSV, SafeXLSX, SheetFormat
+from licensing.formats import PREVIEW_MAX_CHARS, SafeCSV, SafeXLSX, SheetFormat
 from licensing.services import import_job_create
-from licensing.sheets import SheetError, check_size, count_rows
+from licensing.sheets import SheetError, check_size, measure_sheet
 
 
 class SafeExportMixin(ExportMixin):
@@ -49,11 +49,12 @@ class SheetImportExportMixin(SafeExportMixin, ImportExportMixin):
             try:
                 # The size is known before anything is read.
                 check_size(upload.size)
-                rows = count_rows(upload)
+                rows, chars = measure_sheet(upload)
             except SheetError as exc:
                 return self._refuse(request, str(exc), **kwargs)
             upload.seek(0)
-            if rows > settings.IMPORT_ASYNC_ROWS:
+            # The page holds the sheet whole while it checks it: many rows, or much text, go to a worker.
+            if rows > settings.IMPORT_ASYNC_ROWS or chars > PREVIEW_MAX_CHARS:
                 resource = self.import_resource_classes[0]
                 job = import_job_create(
                     kind=resource.kind, upload=upload, file_name=upload.name, acting_user=request.user
@@ -103,6 +104,8 @@ class SheetImportExportMixin(SafeExportMixin, ImportExportMixin):
         report = getattr(result, "report", None)
         if result.has_validation_errors() or result.has_errors():
             lines = [str(e) for e in report.errors[:20]] if report else []
+            if report and report.error_count > len(lines):
+                lines.append(f"and {report.error_count - len(lines)} more")
             messages.error(request, "Nothing was imported: " + "; ".join(lines))
         else:
             job = f" (import #{report.job_id})" if report and report.job_id else ""

@@ -10,8 +10,10 @@ from typing import NamedTuple
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from openpyxl.utils.cell import get_column_letter
 
 from licensing.models import OrderLine, Program
+from licensing.sheets import SHOWN_CHARS
 from tenants.validators import DEFAULT_DOMAIN_RE, normalize_domain
 
 
@@ -20,12 +22,25 @@ class CellError(ValueError):
 
 
 class RowError(NamedTuple):
-    row: int
+    """A rejected cell; a row of None is the file as a whole."""
+
+    row: int | None
     column: str
     message: str
 
     def __str__(self) -> str:
+        if self.row is None:
+            return self.message
+        if self.column == "-":
+            return f"row {self.row}: {self.message}"
         return f"row {self.row}, column {self.column}: {self.message}"
+
+
+def shown(value: str) -> str:
+    """Return a value as a message quotes it, cut short when long."""
+    if len(value) > SHOWN_CHARS:
+        return repr(value[:SHOWN_CHARS]) + f"… ({len(value)} characters)"
+    return repr(value)
 
 
 @dataclass(frozen=True)
@@ -40,14 +55,31 @@ def header_key(name: str) -> str:
 
 
 def map_header(header: list[str], columns: tuple[Column, ...]) -> tuple[dict[str, int], list[RowError]]:
-    """Return each known column's index in `header`, and an error per missing required column."""
+    """Return each known column's index in `header`, and an error per missing or repeated column."""
     positions: dict[str, int] = {}
     wanted = {header_key(c.label): c.label for c in columns}
+    first: dict[str, int] = {}
+    errors = []
     for index, name in enumerate(header):
-        label = wanted.get(header_key(name))
-        if label and label not in positions:
+        key = header_key(name)
+        if not key:
+            continue
+        if key in first:
+            # Which of the two the file means is anyone's guess: neither is taken.
+            errors.append(
+                RowError(
+                    1,
+                    wanted.get(key, name.strip()[:SHOWN_CHARS]),
+                    f"the header names this column twice, in columns {get_column_letter(first[key] + 1)} and "
+                    f"{get_column_letter(index + 1)}; keep one",
+                )
+            )
+            continue
+        first[key] = index
+        label = wanted.get(key)
+        if label:
             positions[label] = index
-    errors = [
+    errors += [
         RowError(1, c.label, "this required column is missing from the header")
         for c in columns
         if c.required and c.label not in positions
@@ -73,6 +105,10 @@ def identifier(value: str | date | None) -> str:
     return match.group(1) if match else value
 
 
+# Outside these a date is a typo, and an agreement's end computed from it may not exist.
+FIRST_DATE, LAST_DATE = date(1900, 1, 1), date(2999, 12, 31)
+
+
 @lru_cache(maxsize=4096)
 def _parse_date(value: str) -> date:
     candidate = value.split("T")[0].split(" ")[0]
@@ -88,13 +124,14 @@ def _parse_date(value: str) -> date:
                 return date(int(year), int(month), int(day))
             except ValueError:
                 pass
-    raise CellError(f"{value!r} is not a date: use YYYY-MM-DD or M/D/YYYY")
+    raise CellError(f"{shown(value)} is not a date: use YYYY-MM-DD or M/D/YYYY")
 
 
 def a_date(value: str | date) -> date:
-    if isinstance(value, date):
-        return value
-    return _parse_date(value)
+    parsed = value if isinstance(value, date) else _parse_date(value)
+    if not FIRST_DATE <= parsed <= LAST_DATE:
+        raise CellError(f"{parsed.isoformat()} is not a plausible date: dates run from 1900 to 2999")
+    return parsed
 
 
 def whole_number(value: str | date) -> int:
@@ -103,10 +140,10 @@ def whole_number(value: str | date) -> int:
     match = _EXCEL_WHOLE.match(raw)
     digits = match.group(1) if match else raw
     if not digits.isdigit() or not digits.isascii():
-        raise CellError(f"{raw!r} is not a positive whole number")
+        raise CellError(f"{shown(raw)} is not a positive whole number")
     number = int(digits)
     if number <= 0:
-        raise CellError(f"{raw!r} is not a positive whole number")
+        raise CellError(f"{shown(raw)} is not a positive whole number")
     return number
 
 
@@ -119,7 +156,8 @@ def program(value: str | date) -> str:
     code = _PROGRAMS.get(header_key(text(value)))
     if code is None:
         raise CellError(
-            f"{text(value)!r} is not a program: use Open License, Open Value, Open Value Subscription, OL, OV or OVS"
+            f"{shown(text(value))} is not a program: "
+            "use Open License, Open Value, Open Value Subscription, OL, OV or OVS"
         )
     return code
 
@@ -130,17 +168,20 @@ _KINDS = {header_key(label): code for code, label in OrderLine.Kind.choices}
 def order_type(value: str | date) -> str:
     code = _KINDS.get(header_key(text(value)))
     if code is None:
-        raise CellError(f"{text(value)!r} is not an order type: use New, Additional or Renewal")
+        raise CellError(f"{shown(text(value))} is not an order type: use New, Additional or Renewal")
     return code
 
 
+def email(value: str | date) -> str:
+    return _email(text(value))
+
+
 @lru_cache(maxsize=65536)
-def email(value: str) -> str:
-    value = value.strip()
+def _email(value: str) -> str:
     try:
         validate_email(value)
     except ValidationError:
-        raise CellError(f"{value!r} is not a valid email address") from None
+        raise CellError(f"{shown(value)} is not a valid email address") from None
     return value
 
 
@@ -148,7 +189,7 @@ def tenant_domain(value: str | date) -> str:
     domain = normalize_domain(text(value))
     if not DEFAULT_DOMAIN_RE.match(domain):
         raise CellError(
-            f"{text(value)!r} is not a tenant domain: expected name.onmicrosoft.com, "
+            f"{shown(text(value))} is not a tenant domain: expected name.onmicrosoft.com, "
             "with 1 to 27 lowercase letters and digits"
         )
     return domain

@@ -7,7 +7,10 @@ import io
 import tablib
 from import_export.formats import base_formats
 
-from licensing.sheets import SheetError, neutralise, open_sheet
+from licensing.sheets import SheetError, is_blank, neutralise, open_sheet
+
+# A sheet checked in the page is held whole: past this many characters it goes to a worker instead.
+PREVIEW_MAX_CHARS = 5_000_000
 
 
 class SheetFormat(base_formats.Format):
@@ -21,26 +24,28 @@ class SheetFormat(base_formats.Format):
         return "CSV or Excel (.xlsx)"
 
     def create_dataset(self, in_stream: bytes) -> tablib.Dataset:
+        """Return the sheet's non-blank rows, each with its row number as the spreadsheet shows it."""
         sheet = open_sheet(io.BytesIO(in_stream))
         dataset = tablib.Dataset(headers=sheet.header)
         width = len(sheet.header)
-        first = None
-        blank_run: list[list] = []
+        numbers: list[int] = []
+        chars = 0
         for number, cells in sheet.rows:
-            if first is None:
-                first = number
             row = (list(cells) + [""] * width)[:width]
-            if all((not c.strip()) if isinstance(c, str) else c is None for c in row):
-                # Kept only when a filled row follows, so that row numbers stay as the spreadsheet shows them.
-                blank_run.append(row)
+            if is_blank(row):
                 continue
-            for blank in blank_run:
-                dataset.append(blank)
-            blank_run = []
+            chars += sum(len(c) for c in row if isinstance(c, str))
+            if chars > PREVIEW_MAX_CHARS:
+                raise SheetError(
+                    f"The sheet holds more than {PREVIEW_MAX_CHARS} characters, too much to check in the page.",
+                    row=number,
+                )
             dataset.append(row)
-        if not len(dataset):
+            numbers.append(number)
+        if not numbers:
             raise SheetError("The sheet has a header but no rows.")
-        dataset.first_row_number = first
+        # Row numbers go with the rows: blank rows and gaps in a workbook are not stored as rows.
+        dataset.row_numbers = numbers
         return dataset
 
     def get_extension(self) -> str:

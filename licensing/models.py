@@ -305,4 +305,7 @@ class ImportJob(models.Model):
         return self.status in self.ACTIVE
 
     def error_lines(self) -> list[str]:
-        return [f"row {e['row']}, column {e['column']}: {e['message']}" for e in self.errors]
+        """Return the listed errors as a person reads them; one without a row is about the whole file."""
+        from licensing.cells import RowError
+
+        return [str(RowError(e.get("row"), e["column"], e["message"])) for e in self.errors]

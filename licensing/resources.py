@@ -8,6 +8,8 @@ columns, so that an exported sheet imports back unchanged, with formula-like cel
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
 
 import tablib
 from django.core.exceptions import ValidationError
@@ -18,6 +20,9 @@ from licensing.importing import ImportReport
 from licensing.models import Agreement, ImportJob, Order, OrderLine
 from licensing.services import sheet_import
 from licensing.sheets import Sheet, neutralise
+
+# A preview shows this much of a cell: the page never echoes a long cell back.
+PREVIEW_CELL_CHARS = 200
 
 
 class SafeExportResource(resources.ModelResource):
@@ -36,40 +41,50 @@ class SheetImportResource(SafeExportResource):
     kind = ""
 
     def import_data(self, dataset: tablib.Dataset, dry_run: bool = False, **kwargs) -> Result:
-        first = getattr(dataset, "first_row_number", 2)
+        numbers = getattr(dataset, "row_numbers", None) or range(2, 2 + len(dataset))
         headers = [str(h or "") for h in dataset.headers or []]
         sheet = Sheet(
             header=headers,
-            rows=((first + i, list(row)) for i, row in enumerate(dataset)),
+            rows=zip(numbers, (list(row) for row in dataset), strict=True),
             file_name=kwargs.get("file_name") or "",
         )
         report = sheet_import(
             kind=self.kind, sheet=sheet, acting_user=kwargs.get("user"), dry_run=dry_run, keep_row_outcomes=True
         )
-        return report_result(report, dataset, headers, first)
+        return report_result(report, dataset, headers, numbers)
 
 
-def report_result(report: ImportReport, dataset: tablib.Dataset, headers: list[str], first: int) -> Result:
+def _preview(value: Any) -> Any:
+    """Return a cell as a preview shows it, cut short when long."""
+    if isinstance(value, str) and len(value) > PREVIEW_CELL_CHARS:
+        return value[:PREVIEW_CELL_CHARS] + f"… ({len(value)} characters)"
+    return value
+
+
+def report_result(report: ImportReport, dataset: tablib.Dataset, headers: list[str], numbers: Sequence[int]) -> Result:
     """Return the library's result for a report: one preview row per sheet row, errors by row and column."""
     result = Result()
     result.report = report
-    result.diff_headers = headers
+    result.diff_headers = [_preview(h) for h in headers]
     result.total_rows = report.rows_total
+    index_of = {number: index for index, number in enumerate(numbers)}
     errors_by_row: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for error in report.errors:
-        errors_by_row[error.row][error.column].append(error.message)
+        errors_by_row[error.row or 0][error.column].append(error.message)
     for row_number, by_column in sorted(errors_by_row.items()):
-        index = row_number - first
-        values = dataset[index] if 0 <= index < len(dataset) else headers if row_number == 1 else ()
+        index = index_of.get(row_number)
+        values = dataset[index] if index is not None else headers if row_number == 1 else ()
         result.append_invalid_row(
-            row_number, dict(zip(headers, values, strict=False)), ValidationError(dict(by_column))
+            row_number,
+            dict(zip(result.diff_headers, map(_preview, values), strict=False)),
+            ValidationError(dict(by_column)),
         )
         result.totals[RowResult.IMPORT_TYPE_INVALID] += 1
     for row_number, outcome in (report.row_outcomes or {}).items():
         row_result = RowResult()
         row_result.import_type = outcome
         row_result.number = row_number
-        row_result.diff = list(dataset[row_number - first])
+        row_result.diff = [_preview(v) for v in dataset[index_of[row_number]]]
         result.append_row_result(row_result)
         result.increment_row_result_total(row_result)
     return result

@@ -26,8 +26,9 @@ IMPORTERS: dict[str, type[SheetImporter]] = {
     ImportJob.Kind.ORDER_SHEET: OrderSheetImporter,
     ImportJob.Kind.AGREEMENTS: AgreementsImporter,
 }
-# Errors kept on the job for the admin; the command prints them all.
-JOB_ERRORS_KEPT = 1000
+# How much of an unexpected error's own text a person is shown.
+FAILURE_CHARS = 300
+INTERRUPTED = "The import was interrupted (the process running it stopped); nothing was written."
 
 
 def _progress_key(job_id: int) -> str:
@@ -70,34 +71,64 @@ def sheet_import(
         keep_row_outcomes=keep_row_outcomes,
         progress=progress,
     )
-    with transaction.atomic():
-        try:
-            report = importer.run(sheet)
-        except SheetError as exc:
-            report = importer.report
-            report.errors.append(RowError(report.rows_total + 2, "-", str(exc)))
-        if report.errors or dry_run:
-            # Rule: an import applies completely or changes nothing.
-            transaction.set_rollback(True)
-        elif job is not None:
-            _finish(job, report, ImportJob.Status.DONE)
+    report = importer.report
+    try:
+        with transaction.atomic():
+            try:
+                importer.run(sheet)
+            except SheetError as exc:
+                report.add_stop(reading_error(exc, default_row=report.rows_total + 2))
+            if not report.ok or dry_run:
+                # Rule: an import applies completely or changes nothing.
+                transaction.set_rollback(True)
+            elif job is not None:
+                _finish(job, report, ImportJob.Status.DONE)
+    except Exception as exc:
+        # Whatever went wrong, the transaction is rolled back: the job says so instead of running for ever.
+        logger.exception("Import of %s failed", sheet.file_name)
+        report.add_stop(failure_error(exc))
+        if job is not None:
+            report.job_id = job.pk
+            _finish(job, report, ImportJob.Status.FAILED)
+        return report
     if job is not None:
         report.job_id = job.pk
-        if report.errors:
+        if not report.ok:
             _finish(job, report, ImportJob.Status.REJECTED)
         elif dry_run:
             _finish(job, report, ImportJob.Status.READY)
     return report
 
 
+def reading_error(exc: SheetError, *, default_row: int | None = None) -> RowError:
+    """Return a reading refusal as a report lists it: at its row and column, or about the whole file."""
+    return RowError(exc.row if exc.row is not None else default_row, exc.column or "-", exc.message)
+
+
+def failure_error(exc: BaseException) -> RowError:
+    """Return an unexpected error as a person is told of it."""
+    detail = f"{type(exc).__name__}: {exc}"
+    if len(detail) > FAILURE_CHARS:
+        detail = detail[:FAILURE_CHARS] + "…"
+    return RowError(
+        None, "-", f"The import stopped on an unexpected error and nothing was written ({detail}). It is logged."
+    )
+
+
 def _finish(job: ImportJob, report: ImportReport, status: str) -> None:
     job.status = status
     job.rows_done = job.rows_total = report.rows_total
     job.new_count, job.updated_count, job.unchanged_count = report.new, report.updated, report.unchanged
-    job.error_count = len(report.errors)
-    job.errors = [{"row": e.row, "column": e.column, "message": e.message} for e in report.errors[:JOB_ERRORS_KEPT]]
+    job.error_count = report.error_count
+    job.errors = [{"row": e.row, "column": e.column, "message": e.message} for e in report.errors]
     job.finished_at = timezone.now()
     job.save()
+
+
+def _fail(job: ImportJob, exc: BaseException) -> None:
+    report = ImportReport(kind=job.kind, file_name=job.file_name)
+    report.add_stop(failure_error(exc))
+    _finish(job, report, ImportJob.Status.FAILED)
 
 
 def order_sheet_import(
@@ -134,7 +165,7 @@ def file_import(*, kind: str, path: str, acting_user=None, dry_run: bool = False
             return sheet_import(kind=kind, sheet=sheet, acting_user=acting_user, dry_run=dry_run)
     except SheetError as exc:
         report = ImportReport(kind=kind, file_name=path, dry_run=dry_run)
-        report.errors.append(RowError(1, "-", str(exc)))
+        report.add_stop(reading_error(exc))
         return report
 
 
@@ -200,7 +231,9 @@ def import_job_sweep(*, now: datetime | None = None) -> list[int]:
                 # Run in a web or command process that stopped: its transaction was rolled back.
                 job.status = ImportJob.Status.FAILED
                 job.finished_at = now
-                job.save(update_fields=["status", "finished_at"])
+                job.errors = [{"row": None, "column": "-", "message": INTERRUPTED}]
+                job.error_count = 1
+                job.save(update_fields=["status", "finished_at", "errors", "error_count"])
                 continue
             job.status = ImportJob.Status.PENDING
             job.queued_at = now
@@ -233,14 +266,12 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
             )
     except SheetError as exc:
         report = ImportReport(kind=job.kind, file_name=job.file_name)
-        report.errors.append(RowError(1, "-", str(exc)))
+        report.add_stop(reading_error(exc))
         _finish(job, report, ImportJob.Status.REJECTED)
-    except Exception:
+    except Exception as exc:
+        # Outside sheet_import's own guard: the stored file could not be opened or read.
         logger.exception("Import job %s failed", job.pk)
-        job.status = ImportJob.Status.FAILED
-        job.finished_at = timezone.now()
-        job.save(update_fields=["status", "finished_at"])
-        raise
+        _fail(job, exc)
     finally:
         cache.delete(key)
     job.refresh_from_db()

@@ -1,4 +1,10 @@
-"""Reading and writing spreadsheets as staff really send them: CSV in any common dialect, or XLSX."""
+"""Reading and writing spreadsheets as staff really send them: CSV in any common dialect, or XLSX.
+
+Every size that could explode is checked while the file is read, never after it: the upload's bytes,
+each row's characters and columns, each cell's characters, the number of rows (and, in a workbook,
+each part's unpacked bytes and the text it shares between cells: licensing.xlsx). Memory stays
+bounded whatever the file holds.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +13,46 @@ import contextlib
 import csv
 import io
 import os
-import zipfile
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import IO, Any
+from datetime import date
+from typing import IO, Any, NamedTuple
 
 from django.conf import settings
+from openpyxl.utils.cell import get_column_letter
 
 XLSX_MAGIC = b"PK\x03\x04"
 # Old binary Excel (.xls), PDF, gzip: clearly not a sheet we can read.
 OTHER_BINARY_MAGIC = (b"\xd0\xcf\x11\xe0", b"%PDF", b"\x1f\x8b")
+# Excel's "Unicode Text" and some exports: UTF-16, which is full of zero bytes.
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 # A spreadsheet executes a cell that starts with one of these.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# Excel allows 16,384 columns and an order sheet has 19: a value beyond this column is refused as read.
+MAX_COLUMNS = 256
+# A cell quoted in CSV, with every quote in it doubled, takes at most twice its length and three more.
+CSV_CHARS_PER_CELL = 2
+# A cell or header a message names is cut to this: a preview never echoes a long cell back.
+SHOWN_CHARS = 60
 
 Cell = str | date
 
 
 class SheetError(Exception):
-    """The file as a whole cannot be read as a sheet; the message says why, for a person."""
+    """The file cannot be read as a sheet, as a whole or from one row on; the message says why, for a person."""
+
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.row = row
+        self.column = column
+
+    def __str__(self) -> str:
+        if self.row is None:
+            return self.message
+        where = f"row {self.row}, column {self.column}" if self.column else f"row {self.row}"
+        return f"{where}: {self.message}"
 
 
 @dataclass
@@ -35,6 +62,11 @@ class Sheet:
     header: list[str]
     rows: Iterable[tuple[int, list[Cell]]]
     file_name: str = ""
+
+
+class SheetSize(NamedTuple):
+    rows: int
+    chars: int
 
 
 def _limit_bytes() -> int:
@@ -62,6 +94,30 @@ def _file_size(stream: IO[bytes]) -> int | None:
     return size
 
 
+def column_name(header: list[Any], index: int) -> str:
+    """Return how a message names a column: its header, cut short, or its letter."""
+    name = header[index].strip() if index < len(header) and isinstance(header[index], str) else ""
+    if name:
+        return name if len(name) <= SHOWN_CHARS else name[:SHOWN_CHARS] + "…"
+    return get_column_letter(index + 1) if index < 18_278 else f"#{index + 1}"
+
+
+def too_many_rows(limit: int) -> str:
+    return f"The sheet has more than {limit} rows; split it into smaller sheets."
+
+
+def no_header(limit: int) -> str:
+    return f"the first {limit} rows are blank: the sheet has no header."
+
+
+def too_long(limit: int) -> str:
+    return f"this cell is longer than {limit} characters, the most a cell may hold"
+
+
+def beyond_columns(index: int) -> str:
+    return f"a value in column {column_name([], index)}, beyond the {MAX_COLUMNS} columns a sheet may have"
+
+
 def open_sheet(stream: IO[bytes], *, file_name: str = "") -> Sheet:
     """Return the sheet in a binary file object, CSV or XLSX, refusing what is not a readable sheet."""
     check_size(_file_size(stream))
@@ -71,24 +127,56 @@ def open_sheet(stream: IO[bytes], *, file_name: str = "") -> Sheet:
     if not head.strip():
         raise SheetError("The file is empty.")
     if head.startswith(XLSX_MAGIC):
-        return _open_xlsx(stream, file_name)
-    if head.startswith(OTHER_BINARY_MAGIC) or b"\x00" in head:
+        from licensing.xlsx import open_xlsx
+
+        return open_xlsx(stream, file_name)
+    if head.startswith(UTF16_BOMS):
+        raise SheetError('This file is saved as UTF-16 ("Unicode Text"): save it as "CSV UTF-8" and upload it again.')
+    # A stray zero byte in a text file is named by its row; a binary file has them from its first line on.
+    first_line = head.split(b"\n", 1)[0]
+    if head.startswith(OTHER_BINARY_MAGIC) or b"\x00" in first_line or head.count(b"\x00") > 8:
         raise SheetError("This file is not a sheet: upload a CSV file or an Excel workbook (.xlsx).")
     return _open_csv(stream, file_name)
 
 
-def _detect_encoding(stream: IO[bytes]) -> str:
-    """Return utf-8-sig when the whole file is valid UTF-8, else Windows-1252; reads in chunks."""
+# A multi-byte UTF-8 character: in a file that is not UTF-8 throughout, it says the file mixes encodings.
+_UTF8_CHARACTER = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]"
+    rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2}"
+)
+# Bytes the chosen encoding could not read, kept by errors="surrogateescape" so that their row is named.
+_UNDECODED = re.compile("[\udc80-\udcff]")
+UTF8, CP1252, MIXED = "utf-8-sig", "cp1252", "mixed"
+
+
+def _inspect_text(stream: IO[bytes]) -> tuple[str, bool]:
+    """Return the file's encoding (UTF-8, Windows-1252, or the two mixed) and whether it holds a zero byte.
+
+    Windows-1252 only when nothing in the file is UTF-8: a file with some rows in each is refused, as
+    reading it either way garbles half of it. Reads in chunks.
+    """
     decoder = codecs.getincrementaldecoder("utf-8")()
+    valid, utf8_seen, nul = True, False, False
     try:
         while chunk := stream.read(1 << 20):
-            decoder.decode(chunk)
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return "cp1252"
+            nul = nul or b"\x00" in chunk
+            if valid:
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    valid = False
+            if not utf8_seen and not chunk.isascii():
+                utf8_seen = _UTF8_CHARACTER.search(chunk) is not None
+        if valid:
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                valid = False
     finally:
         stream.seek(0)
-    return "utf-8-sig"
+    if valid:
+        return UTF8, nul
+    return (MIXED if utf8_seen else CP1252), nul
 
 
 def _sniff_delimiter(sample: str) -> str:
@@ -105,7 +193,7 @@ def _sniff_delimiter(sample: str) -> str:
     return ";" if counts[";"] > counts[","] else ","
 
 
-def _is_blank(cells: list) -> bool:
+def is_blank(cells: list) -> bool:
     return all((c is None or (isinstance(c, str) and not c.strip())) for c in cells)
 
 
@@ -117,111 +205,137 @@ class _KeepOpenText(io.TextIOWrapper):
             self.detach()
 
 
+class _Lines:
+    """A CSV file's lines for the csv module, each checked before the module sees it.
+
+    The module reads lines until a row is complete; the reader says which row that is, so a refusal
+    names the row as a spreadsheet shows it, whatever the quoted line breaks inside it.
+    """
+
+    def __init__(self, text: IO[str], *, cell_chars: int, nul: bool, undecoded: str) -> None:
+        self.text = text
+        self.nul = nul
+        self.undecoded = undecoded
+        # A row longer than this has a cell over the limit, or more columns than a sheet may have.
+        self.limit = MAX_COLUMNS * (CSV_CHARS_PER_CELL * cell_chars + 3)
+        self.row = 1
+        self.chars = 0
+
+    def next_row(self, row: int) -> None:
+        self.row, self.chars = row, 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(self.limit - self.chars + 1)
+        if not line:
+            raise StopIteration
+        self.chars += len(line)
+        if self.chars > self.limit:
+            raise SheetError(
+                f"this row is longer than {self.limit} characters: a cell in it is far over the limit, "
+                'or a quote (") opened in it is never closed',
+                row=self.row,
+            )
+        if self.nul and "\x00" in line:
+            raise SheetError(
+                "this row holds a NUL character (a zero byte), which no sheet may hold; the file may be damaged: "
+                "save it again from the spreadsheet",
+                row=self.row,
+            )
+        if self.undecoded and _UNDECODED.search(line):
+            raise SheetError(self.undecoded, row=self.row)
+        return line
+
+
+_NOT_UTF8 = (
+    "this row is not valid UTF-8 while other rows are: the file mixes two text encodings (UTF-8 and Windows-1252). "
+    'Save it again as "CSV UTF-8" and upload it again'
+)
+_NOT_CP1252 = 'this row holds bytes that are text in neither UTF-8 nor Windows-1252: save the file again as "CSV UTF-8"'
+
+
+def check_cells(number: int, cells: list[str], header: list[str], limit: int) -> None:
+    """Refuse a row with a value beyond the last column a sheet may have, or with a cell over the length limit."""
+    if len(cells) > MAX_COLUMNS and not is_blank(cells[MAX_COLUMNS:]):
+        index = next(i for i in range(MAX_COLUMNS, len(cells)) if cells[i].strip())
+        raise SheetError(beyond_columns(index), row=number)
+    if cells and max(map(len, cells)) > limit:
+        index = next(i for i, cell in enumerate(cells) if len(cell) > limit)
+        raise SheetError(too_long(limit), row=number, column=column_name(header, index))
+
+
+def _csv_error(exc: csv.Error, row: int, limit: int) -> SheetError:
+    if "field larger than field limit" in str(exc):
+        return SheetError(
+            f"a cell of this row is longer than {limit} characters, the most a cell may hold, "
+            'or a quote (") opened in it is never closed',
+            row=row,
+        )
+    return SheetError(f"this line cannot be read as CSV ({exc}).", row=row)
+
+
 def _open_csv(stream: IO[bytes], file_name: str) -> Sheet:
-    encoding = _detect_encoding(stream)
-    text = _KeepOpenText(stream, encoding=encoding, newline="")
+    encoding, nul = _inspect_text(stream)
+    text = _KeepOpenText(stream, encoding=CP1252 if encoding == CP1252 else UTF8, errors="surrogateescape", newline="")
     sample = text.read(65536)
     text.seek(0)
     delimiter = _sniff_delimiter(sample.lstrip("\ufeff"))
-    reader = csv.reader(text, delimiter=delimiter)
+    limit = settings.IMPORT_MAX_CELL_CHARS
+    undecoded = {UTF8: "", CP1252: _NOT_CP1252, MIXED: _NOT_UTF8}[encoding]
+    lines = _Lines(text, cell_chars=limit, nul=nul, undecoded=undecoded)
+    reader = csv.reader(lines, delimiter=delimiter)
+    header, header_row = None, 0
     try:
-        header, header_row = None, 0
-        for header_row, cells in enumerate(reader, start=1):  # noqa: B007
-            if not _is_blank(cells):
+        for header_row, cells in enumerate(reader, start=1):
+            if not is_blank(cells):
                 header = cells
                 break
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise SheetError(f"This file is not a readable CSV sheet ({exc}).") from exc
+            if header_row > settings.IMPORT_MAX_ROWS:
+                raise SheetError(no_header(settings.IMPORT_MAX_ROWS), row=header_row)
+            lines.next_row(header_row + 1)
+    except csv.Error as exc:
+        raise _csv_error(exc, lines.row, limit) from exc
     if header is None:
         raise SheetError("The file is empty.")
+    check_cells(header_row, header, header, limit)
     if len(header) < 2:
         raise SheetError("This file is not a sheet: its first line has no columns separated by commas or semicolons.")
+    lines.next_row(header_row + 1)
 
     def rows() -> Iterator[tuple[int, list[Cell]]]:
         max_rows = settings.IMPORT_MAX_ROWS
         try:
             for number, cells in enumerate(reader, start=header_row + 1):
+                # No cell is longer than its row: most rows need no look at their cells.
+                if lines.chars > limit or len(cells) > MAX_COLUMNS:
+                    check_cells(number, cells, header, limit)
+                lines.next_row(number + 1)
                 if number - header_row > max_rows:
-                    raise SheetError(f"The sheet has more than {max_rows} rows; split it into smaller sheets.")
+                    raise SheetError(too_many_rows(max_rows), row=number)
                 yield number, cells
         except csv.Error as exc:
-            raise SheetError(f"row {reader.line_num}: this line cannot be read as CSV ({exc}).") from exc
-        except UnicodeDecodeError as exc:
-            raise SheetError("The file mixes text encodings; save it again as UTF-8 CSV.") from exc
+            raise _csv_error(exc, lines.row, limit) from exc
 
     return Sheet(header=[str(h) for h in header], rows=rows(), file_name=file_name)
 
 
-def _xlsx_cell(value: Any) -> Cell:
-    """Return an Excel cell as text or a date: 10.0 becomes "10", a date-time its date."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    return str(value)
-
-
-def _open_xlsx(stream: IO[bytes], file_name: str) -> Sheet:
-    import openpyxl
-    import openpyxl.xml
-
-    if not openpyxl.xml.DEFUSEDXML:  # pragma: no cover - defusedxml is a requirement
-        raise SheetError("Excel files cannot be read safely here: defusedxml is not installed.")
-    try:
-        archive = zipfile.ZipFile(stream)
-        inflated = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise SheetError("This file is not a readable Excel workbook (.xlsx).") from exc
-    if inflated > settings.IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES:
-        raise SheetError(
-            f"This workbook unpacks to {inflated / 1_048_576:.0f} MB, over the "
-            f"{settings.IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES / 1_048_576:.0f} MB limit; it is refused."
-        )
+def measure_sheet(stream: IO[bytes]) -> SheetSize:
+    """Return how many non-blank data rows a sheet has and how many characters they hold, reading it as a stream."""
+    sheet = open_sheet(stream)
+    rows = chars = 0
+    for _, cells in sheet.rows:
+        if not is_blank(cells):
+            rows += 1
+            chars += sum(len(c) for c in cells if isinstance(c, str))
     stream.seek(0)
-    try:
-        workbook = openpyxl.load_workbook(stream, read_only=True, data_only=True)
-        worksheet = workbook.worksheets[0]
-    except Exception as exc:
-        raise SheetError("This file is not a readable Excel workbook (.xlsx).") from exc
-    max_rows = settings.IMPORT_MAX_ROWS
-    declared = worksheet.max_row
-    if declared is not None and declared > max_rows + 1:
-        workbook.close()
-        raise SheetError(f"The sheet has {declared - 1} rows, over the limit of {max_rows}; split it.")
-    values = worksheet.iter_rows(values_only=True)
-    header, header_row = None, 0
-    for header_row, cells in enumerate(values, start=1):  # noqa: B007
-        if not _is_blank(list(cells)):
-            header = [_xlsx_cell(c) for c in cells]
-            break
-    if header is None:
-        workbook.close()
-        raise SheetError("The file is empty.")
-
-    def rows() -> Iterator[tuple[int, list[Cell]]]:
-        try:
-            for number, cells in enumerate(values, start=header_row + 1):
-                if number - header_row > max_rows:
-                    raise SheetError(f"The sheet has more than {max_rows} rows; split it into smaller sheets.")
-                yield number, [_xlsx_cell(c) for c in cells]
-        finally:
-            workbook.close()
-
-    return Sheet(header=[str(h) for h in header], rows=rows(), file_name=file_name)
+    return SheetSize(rows, chars)
 
 
 def count_rows(stream: IO[bytes]) -> int:
     """Return the number of non-blank data rows of a sheet, reading it as a stream."""
-    sheet = open_sheet(stream)
-    total = sum(1 for _, cells in sheet.rows if not _is_blank(cells))
-    stream.seek(0)
-    return total
+    return measure_sheet(stream).rows
 
 
 def neutralise(value: Any) -> Any:

@@ -8,7 +8,8 @@ and their lines, which grow with the file, in a temporary table between batches 
 """
 
 from licensing.importing.agreements import AgreementsImporter
-from licensing.importing.base import ImportReport, SheetImporter
+from licensing.importing.base import SheetImporter
 from licensing.importing.order_sheet import OrderSheetImporter
+from licensing.importing.report import ImportReport
 
 __all__ = ["AgreementsImporter", "ImportReport", "OrderSheetImporter", "SheetImporter"]

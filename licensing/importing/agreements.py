@@ -6,7 +6,6 @@ from typing import Any
 
 from licensing import cells
 from licensing.importing.base import (
-    AGREEMENTS_COLUMNS,
     NEW,
     UNCHANGED,
     UPDATED,
@@ -15,6 +14,7 @@ from licensing.importing.base import (
     SheetImporter,
     distinct_records,
 )
+from licensing.importing.columns import AGREEMENTS_COLUMNS
 
 
 class AgreementsImporter(SheetImporter):
@@ -23,8 +23,7 @@ class AgreementsImporter(SheetImporter):
     kind = "agreements"
     columns = AGREEMENTS_COLUMNS
 
-    def process_batch(self, batch: list[tuple[int, list]]) -> None:
-        parsed = [(n, p) for n, v in batch if (p := self.parse(n, v)) is not None]
+    def process_batch(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
         self.load_partners({p["Reseller MPN ID"] for _, p in parsed})
         self.load_customers({cells.name_key(p["Customer"]) for _, p in parsed})
         self.load_agreements({p["Agreement Number"] for _, p in parsed})

@@ -1,9 +1,8 @@
-"""What both sheet importers share: columns, the report, row records and the batch loop."""
+"""What both sheet importers share: row records, the batch loop, lookups and bulk writes with history."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -14,110 +13,13 @@ from simple_history.utils import bulk_update_with_history
 from licensing import cells
 from licensing.bulk import insert_with_history
 from licensing.cells import CellError, Column, RowError
+from licensing.importing.columns import MAX_LENGTHS, MAX_VALUES, PARSERS
+from licensing.importing.report import ImportReport
 from licensing.models import Agreement, Program
 from licensing.sheets import Sheet
 from tenants.models import Customer, Partner
 
 NEW, UPDATED, UNCHANGED = "new", "update", "skip"
-
-ORDER_SHEET_COLUMNS = (
-    Column("License Number"),
-    Column("Line"),
-    Column("Order Date"),
-    Column("Program"),
-    Column("Agreement Number"),
-    Column("Authorization Number", required=False),
-    Column("Reseller"),
-    Column("Reseller MPN ID"),
-    Column("Customer"),
-    Column("Customer Email"),
-    Column("Part Number"),
-    Column("Product"),
-    Column("Quantity"),
-    Column("Order Type"),
-    Column("Start Date"),
-    Column("End Date"),
-    Column("Tenant Domain", required=False),
-    Column("PO Number", required=False),
-    Column("Reseller Email", required=False),
-)
-# Repeated on each line of an order; a blank on one line takes the order's value from another line.
-ORDER_LEVEL = ("Order Date", "Program", "Agreement Number", "Reseller", "Customer", "PO Number", "Tenant Domain")
-
-AGREEMENTS_COLUMNS = (
-    Column("Program"),
-    Column("Agreement Number"),
-    Column("Authorization Number", required=False),
-    Column("Customer"),
-    Column("Customer Email"),
-    Column("Customer Country", required=False),
-    Column("Reseller"),
-    Column("Reseller MPN ID"),
-    Column("Reseller Email", required=False),
-    Column("Online Services Manager Email", required=False),
-    Column("Start Date"),
-    Column("End Date"),
-)
-
-PARSERS: dict[str, Callable[[Any], Any]] = {
-    "License Number": cells.identifier,
-    "Line": cells.whole_number,
-    "Order Date": cells.a_date,
-    "Program": cells.program,
-    "Agreement Number": cells.identifier,
-    "Authorization Number": cells.identifier,
-    "Reseller": cells.text,
-    "Reseller MPN ID": cells.identifier,
-    "Customer": cells.text,
-    "Customer Email": cells.email,
-    "Customer Country": cells.text,
-    "Part Number": cells.identifier,
-    "Product": cells.text,
-    "Quantity": cells.whole_number,
-    "Order Type": cells.order_type,
-    "Start Date": cells.a_date,
-    "End Date": cells.a_date,
-    "Tenant Domain": cells.tenant_domain,
-    "PO Number": cells.identifier,
-    "Reseller Email": cells.email,
-    "Online Services Manager Email": cells.email,
-}
-MAX_LENGTHS = {
-    "License Number": 32,
-    "Agreement Number": 32,
-    "Authorization Number": 32,
-    "Reseller": 255,
-    "Reseller MPN ID": 32,
-    "Customer": 255,
-    "Customer Country": 100,
-    "Part Number": 32,
-    "Product": 255,
-    "PO Number": 64,
-}
-
-
-@dataclass
-class ImportReport:
-    """What an import found: counts of rows by outcome, and every rejected cell."""
-
-    kind: str
-    file_name: str = ""
-    dry_run: bool = False
-    rows_total: int = 0
-    new: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    errors: list[RowError] = field(default_factory=list)
-    # Row number -> outcome, kept only when asked (the admin's preview).
-    row_outcomes: dict[int, str] | None = None
-    job_id: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def summary(self) -> str:
-        return f"{self.rows_total} rows: {self.new} new, {self.updated} updated, {self.unchanged} unchanged"
 
 
 class Rec:
@@ -153,6 +55,8 @@ class SheetImporter:
 
     kind = ""
     columns: tuple[Column, ...] = ()
+    # Required columns a row may leave blank, its value coming from elsewhere.
+    blank_ok: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -177,6 +81,8 @@ class SheetImporter:
         self.products: dict[str, Rec] = {}
         self.orders: dict[str, Rec] = {}
         self.positions: dict[str, int] = {}
+        # Per column, once per file rather than per cell: label, index, required, parser, longest, largest.
+        self.plan: list[tuple[str, int | None, bool, Callable[[Any], Any], int | None, int | None]] = []
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -184,33 +90,55 @@ class SheetImporter:
         self.report.file_name = sheet.file_name
         self.positions, header_errors = cells.map_header(sheet.header, self.columns)
         if header_errors:
-            self.report.errors.extend(header_errors)
+            for error in header_errors:
+                self.report.add_error(error)
+            self.report.finish()
             return self.report
+        self.plan = [
+            (
+                c.label,
+                self.positions.get(c.label),
+                c.required and c.label not in self.blank_ok,
+                PARSERS[c.label],
+                MAX_LENGTHS.get(c.label),
+                MAX_VALUES.get(c.label),
+            )
+            for c in self.columns
+        ]
         for batch in self._batches(sheet.rows):
-            self.report.rows_total += len(batch)
             self.process_batch(batch)
             if self.progress:
                 self.progress(self.report.rows_total)
         if self.report.rows_total == 0:
-            self.report.errors.append(RowError(2, "-", "the sheet has a header but no rows"))
-        self.report.errors.sort(key=lambda e: e.row)
+            self.report.add_error(RowError(2, "-", "the sheet has a header but no rows"))
+        self.report.finish()
         return self.report
 
-    def _batches(self, rows) -> Iterator[list[tuple[int, list]]]:
-        batch: list[tuple[int, list]] = []
+    def _batches(self, rows) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+        """Return the parsed rows in batches of batch_size rows read.
+
+        Rows are parsed as they are read, so that a batch holds values that fit their columns, never
+        the cells of the file.
+        """
+        batch: list[tuple[int, dict[str, Any]]] = []
+        read = 0
         for number, values in rows:
             if all((not v.strip()) if isinstance(v, str) else v is None for v in values):
                 continue
-            batch.append((number, values))
-            if len(batch) >= self.batch_size:
+            self.report.rows_total += 1
+            read += 1
+            parsed = self.parse(number, values)
+            if parsed is not None:
+                batch.append((number, parsed))
+            if read >= self.batch_size:
                 yield batch
-                batch = []
-        if batch:
+                batch, read = [], 0
+        if read:
             yield batch
 
     @property
     def writing(self) -> bool:
-        return not self.dry_run and not self.report.errors
+        return not self.dry_run and self.report.ok
 
     def outcome(self, row: int, outcome: str) -> None:
         if outcome == NEW:
@@ -223,33 +151,36 @@ class SheetImporter:
             self.report.row_outcomes[row] = outcome
 
     def error(self, row: int, column: str, message: str) -> None:
-        self.report.errors.append(RowError(row, column, message))
+        self.report.add_error(RowError(row, column, message))
 
-    def parse(self, number: int, values: list, blank_ok: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    def parse(self, number: int, values: list) -> dict[str, Any] | None:
         """Return a row's cells by column, parsed, or None after reporting every bad cell."""
         parsed: dict[str, Any] = {}
         ok = True
-        for column in self.columns:
-            index = self.positions.get(column.label)
-            raw = values[index] if index is not None and index < len(values) else ""
+        width = len(values)
+        for label, index, required, parser, longest, largest in self.plan:
+            raw = values[index] if index is not None and index < width else ""
             if raw is None or (isinstance(raw, str) and not raw.strip()):
-                if column.required and column.label not in blank_ok:
-                    self.error(number, column.label, "a value is required")
+                if required:
+                    self.error(number, label, "a value is required")
                     ok = False
-                parsed[column.label] = None
+                parsed[label] = None
                 continue
             try:
-                value = PARSERS[column.label](raw)
+                value = parser(raw)
             except CellError as exc:
-                self.error(number, column.label, str(exc))
+                self.error(number, label, str(exc))
                 ok = False
                 continue
-            limit = MAX_LENGTHS.get(column.label)
-            if limit and isinstance(value, str) and len(value) > limit:
-                self.error(number, column.label, f"longer than {limit} characters")
+            if longest is not None and isinstance(value, str) and len(value) > longest:
+                self.error(number, label, f"{len(value)} characters, longer than the {longest} it may have")
                 ok = False
                 continue
-            parsed[column.label] = value
+            if largest is not None and value > largest:
+                self.error(number, label, f"{value} is more than {largest}, the largest this column can hold")
+                ok = False
+                continue
+            parsed[label] = value
         if ok and parsed.get("Start Date") and parsed.get("End Date") and parsed["End Date"] <= parsed["Start Date"]:
             self.error(number, "End Date", "the end date must be after the start date")
             ok = False
@@ -478,7 +409,8 @@ class SheetImporter:
             },
         )
 
-    def process_batch(self, batch: list[tuple[int, list]]) -> None:
+    def process_batch(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
+        """Check, and unless it is a dry run or a row was rejected, write one batch of parsed rows."""
         raise NotImplementedError
 
 

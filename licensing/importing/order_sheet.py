@@ -14,17 +14,16 @@ from licensing.bulk import insert_with_history
 from licensing.filestate import FileState
 from licensing.importing.base import (
     NEW,
-    ORDER_LEVEL,
-    ORDER_SHEET_COLUMNS,
     UNCHANGED,
     UPDATED,
     Conflict,
-    ImportReport,
     Rec,
     SheetImporter,
     distinct_records,
     same_ref,
 )
+from licensing.importing.columns import ORDER_LEVEL, ORDER_SHEET_COLUMNS
+from licensing.importing.report import ImportReport
 from licensing.models import Agreement, Order, OrderLine, Product
 from licensing.sheets import Sheet
 from tenants.models import Tenant
@@ -35,6 +34,7 @@ class OrderSheetImporter(SheetImporter):
 
     kind = "order_sheet"
     columns = ORDER_SHEET_COLUMNS
+    blank_ok = ORDER_LEVEL
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -59,12 +59,7 @@ class OrderSheetImporter(SheetImporter):
         self.file_state.close()
         return report
 
-    def process_batch(self, batch: list[tuple[int, list]]) -> None:
-        parsed: list[tuple[int, dict[str, Any]]] = []
-        for number, values in batch:
-            p = self.parse(number, values, blank_ok=ORDER_LEVEL)
-            if p is not None:
-                parsed.append((number, p))
+    def process_batch(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
         self._restore({p["License Number"] for _, p in parsed})
         self._fill_order_level(parsed)
 

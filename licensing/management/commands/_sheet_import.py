@@ -23,11 +23,13 @@ class SheetImportCommand(BaseCommand):
             except get_user_model().DoesNotExist:
                 raise CommandError(f"No user named {user!r}.") from None
         report = file_import(kind=self.kind, path=path, acting_user=acting_user, dry_run=dry_run)
-        if report.errors:
+        if not report.ok:
             for error in report.errors:
                 self.stderr.write(str(error))
+            if report.errors_not_listed:
+                self.stderr.write(f"… and {report.errors_not_listed} more")
             raise CommandError(
-                f"{len(report.errors)} error(s) in {path}; nothing was written. {report.summary()} checked."
+                f"{report.error_count} error(s) in {path}; nothing was written. {report.summary()} checked."
             )
         prefix = "Dry run, nothing written: " if dry_run else ""
         job = f" (import #{report.job_id})" if report.job_id else ""
