@@ -110,12 +110,37 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
     )
 
 
+def application_order(lines: list[OrderLine]) -> list[OrderLine]:
+    """Return the lines in the order their bindings apply: added seats before renewals, else as given.
+
+    A renewal sets the quantity for the next term, so seats added in the same confirmation go onto the
+    current term first; the result is then the same whatever order the sheet listed the lines in.
+    """
+    return sorted(lines, key=lambda line: line.kind == OrderLine.Kind.RENEWAL)
+
+
+def _explain(line: OrderLine, preview: services.Preview) -> str:
+    """Say in one line why the resulting end date is not the sheet's, where it is not."""
+    if preview.subscription is None or preview.term_end == line.ends_on:
+        return ""
+    if line.kind == OrderLine.Kind.RENEWAL:
+        return (
+            f"Ends {preview.term_end:%Y-%m-%d}, not the sheet's {line.ends_on:%Y-%m-%d}: the renewal runs "
+            f"{line.product.term_months} months from the current term's end ({preview.previous_term_end:%Y-%m-%d}, "
+            "or today if that has passed)."
+        )
+    return (
+        f"Ends {preview.term_end:%Y-%m-%d}, not the sheet's {line.ends_on:%Y-%m-%d}: the {line.seats_left} added "
+        f"seat(s) and the {preview.previous_quantity} there share one end date that keeps their seat-days (rule 7)."
+    )
+
+
 def _proposals(lines) -> list[dict]:
     """Propose the agreement's tenant for each pending line, chaining previews per subscription."""
     proposals, bases = [], {}
-    for line in lines:
+    for line in application_order(lines):
         tenant = services.agreement_tenant(agreement=line.order.agreement, product=line.product)
-        row = {"line": line, "tenant": tenant, "quantity": line.seats_left, "preview": None}
+        row = {"line": line, "tenant": tenant, "quantity": line.seats_left, "preview": None, "explanation": ""}
         if line.kind != OrderLine.Kind.NEW and tenant is not None:
             key = (line.order.agreement_id, line.product_id, tenant.pk)
             preview = services.allocation_preview(
@@ -126,6 +151,7 @@ def _proposals(lines) -> list[dict]:
                 base.quantity, base.term_end, base.status = preview.quantity, preview.term_end, preview.status
                 bases[key] = base
             row["preview"] = preview
+            row["explanation"] = _explain(line, preview)
         proposals.append(row)
     return proposals
 
