@@ -3,13 +3,15 @@
 from datetime import timedelta
 
 from django.contrib import admin
-from django.db.models import Q, QuerySet
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from config.admin_tools import BackOfficeListAdmin, BackOfficeModelAdmin, ReadOnlyAdminMixin
 from licensing.admin_import import SafeExportMixin
+from licensing.models import OrderLine
 from redemption.models import (
     AnniversaryReminder,
     RenewalReminder,
@@ -93,6 +95,7 @@ class RenewalAdmin(ReadOnlyAdminMixin, SafeExportMixin, BackOfficeListAdmin):
         "status",
         "agreement",
         "partner",
+        "renewal_in_hand",
     ]
     list_select_related = ["tenant__customer", "product", "agreement__partner"]
     list_filter = [RenewalWindowFilter, "agreement__program", "agreement__partner"]
@@ -112,7 +115,25 @@ class RenewalAdmin(ReadOnlyAdminMixin, SafeExportMixin, BackOfficeListAdmin):
     list_per_page = 100
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return renewals_queryset(super().get_queryset(request), timezone.localdate())
+        # The renewal order line already imported for the subscription, with seats still to bind.
+        waiting = OrderLine.objects.filter(
+            order__agreement=OuterRef("agreement"),
+            product=OuterRef("product"),
+            kind=OrderLine.Kind.RENEWAL,
+            seats_allocated__lt=F("quantity"),
+        ).order_by("created_at", "pk")
+        queryset = super().get_queryset(request).annotate(
+            renewal_order_id=Subquery(waiting.values("order_id")[:1]),
+            renewal_license=Subquery(waiting.values("order__license_number")[:1]),
+        )
+        return renewals_queryset(queryset, timezone.localdate())
+
+    @admin.display(description="renewal order")
+    def renewal_in_hand(self, obj: Subscription):
+        if not obj.renewal_order_id:
+            return "—"
+        url = reverse("admin:licensing_order_bind", args=[obj.renewal_order_id])
+        return format_html('<a href="{}">{}: bind</a>', url, obj.renewal_license)
 
     @admin.display(ordering="tenant__customer__name")
     def customer(self, obj: Subscription):

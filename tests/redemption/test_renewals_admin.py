@@ -118,3 +118,17 @@ def test_renewals_export_holds_exactly_the_filtered_view(client, superuser):
     rows = list(csv.DictReader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert [row["Tenant Domain"] for row in rows] == [soon.tenant.default_domain]
     assert rows[0]["Customer"] == "'=Soon Ltd"
+
+
+def test_each_subscription_shows_the_renewal_order_already_in_hand(client, processor):
+    from licensing.models import OrderLine
+    from tests.factories import OrderFactory, OrderLineFactory
+
+    waiting, without = subscription(20), subscription(25)
+    order = OrderFactory(agreement=waiting.agreement, license_number="61999001")
+    OrderLineFactory(order=order, product=waiting.product, kind=OrderLine.Kind.RENEWAL, quantity=10)
+    client.force_login(processor)
+    page = client.get(reverse(CHANGELIST))
+    rows = {row.pk: row for row in page.context["cl"].result_list}
+    assert rows[waiting.pk].renewal_license == "61999001" and rows[without.pk].renewal_order_id is None
+    assert reverse("admin:licensing_order_bind", args=[order.pk]) in page.content.decode()
