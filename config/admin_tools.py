@@ -104,6 +104,20 @@ class BackOfficeListMixin(IndexedSearchMixin):
 
     show_full_result_count = False
     list_per_page = 50
+    # What the list is for, as staff call it ("Work queue"); by default the records' plural name.
+    list_title = ""
+
+    def list_title_for(self, request) -> str:
+        return self.list_title or self.model._meta.verbose_name_plural.capitalize()
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {"title": self.list_title_for(request), **(extra_context or {})})
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # The record's own name, not "Change order line".
+        obj = self.get_object(request, object_id)
+        title = {"title": str(obj)} if obj is not None else {}
+        return super().change_view(request, object_id, form_url, {**title, **(extra_context or {})})
 
 
 def refusal_text(exc: Exception) -> str:

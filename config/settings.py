@@ -87,7 +87,7 @@ AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_CALLABLE = "desk.views.locked_out"
+AXES_LOCKOUT_CALLABLE = "desk.sign_in.locked_out"
 # The desk has its own list of locked accounts, with an unlock that records who and why.
 AXES_ENABLE_ADMIN = False
 AXES_VERBOSE = False
@@ -163,6 +163,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# Dates to the day and times to the minute, everywhere (config/formats).
+FORMAT_MODULE_PATH = ["config.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
@@ -331,6 +333,11 @@ LOGGING = {
 SANDBOX_LATENCY_MS = env.int("SANDBOX_LATENCY_MS", default=0)
 SANDBOX_FAILURE_RATE = env.float("SANDBOX_FAILURE_RATE", default=0.0)
 
+# Reconciliation with the provider, nightly (RECONCILE_HOUR); a run that stopped is resumed by it.
+CELERY_BEAT_SCHEDULE["redemption-reconcile-nightly"] = {
+    "task": "redemption.reconciliation.tasks.reconciliation_nightly_task",
+    "schedule": crontab(hour=RECONCILE_HOUR, minute=0),
+}
 # The sweep re-enqueues bindings whose broker message was lost and recovers those a dead worker left.
 CELERY_BEAT_SCHEDULE["redemption-allocation-sweep"] = {
     "task": "redemption.tasks.allocation_sweep_task",

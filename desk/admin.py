@@ -1,12 +1,22 @@
+"""The desk's own pages on the admin: binding screens on orders, lines and allocations; staff sign-in."""
+
 from django.conf import settings
 from django.contrib import admin
+from django.db.models import F, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from rangefilter.filters import DateRangeFilter
 
 from config.admin_tools import BackOfficeListAdmin, ReadOnlyAdminMixin
-from desk import services, views
+from desk import batch_pages, binding_pages, services, sign_in
 from desk.models import LockedAccount, SignInEvent
+from licensing.admin import OrderAdmin, OrderLineAdmin
+from licensing.models import Order, OrderLine
+from redemption.admin import SeatAllocationAdmin, TenantWithSubscriptionsAdmin
+from redemption.models import SeatAllocation, Subscription
+from tenants.models import Tenant
 
 
 @admin.register(LockedAccount)
@@ -38,7 +48,7 @@ class LockedAccountAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
         return self.has_view_permission(request)
 
     def get_urls(self):
-        unlock = self.admin_site.admin_view(lambda request, pk: views.unlock_view(self, request, pk))
+        unlock = self.admin_site.admin_view(lambda request, pk: sign_in.unlock_view(self, request, pk))
         return [path("<int:pk>/unlock/", unlock, name="desk_lockedaccount_unlock"), *super().get_urls()]
 
 
@@ -57,3 +67,141 @@ class SignInEventAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
 
     def has_module_permission(self, request) -> bool:
         return self.has_view_permission(request)
+
+
+# --- The binding screens, on the admin classes of the records they work on ------------------------
+
+
+def _bind_url(line: OrderLine) -> str:
+    if line.kind == OrderLine.Kind.NEW:
+        return reverse("admin:licensing_orderline_bind", args=[line.pk])
+    return reverse("admin:licensing_order_bind", args=[line.order_id])
+
+
+for model in (Order, OrderLine, Tenant, SeatAllocation):
+    admin.site.unregister(model)
+
+
+@admin.register(Tenant)
+class DeskTenantAdmin(TenantWithSubscriptionsAdmin):
+    def get_urls(self):
+        record = self.admin_site.admin_view(
+            lambda request, customer_id: binding_pages.tenant_record_view(self, request, customer_id)
+        )
+        return [
+            path("record-for-customer/<int:customer_id>/", record, name="redemption_tenant_record"),
+            *super().get_urls(),
+        ]
+
+
+@admin.register(Order)
+class OrderWithBindingAdmin(OrderAdmin):
+    change_form_template = "admin/redemption/order_change_form.html"
+    actions = [*(OrderAdmin.actions or []), "bind_selected_orders"]
+
+    @admin.action(description="Bind the pending seats of the selected orders")
+    def bind_selected_orders(self, request, queryset):
+        lines = OrderLine.objects.filter(order__in=queryset[:500], seats_allocated__lt=F("quantity"))
+        return batch_pages.bulk_bind_redirect(self, request, lines)
+
+    def get_urls(self):
+        bind = self.admin_site.admin_view(
+            lambda request, order_id: binding_pages.bind_pending_view(self, request, order_id=order_id)
+        )
+        bind_agreement = self.admin_site.admin_view(
+            lambda request, agreement_id: binding_pages.bind_pending_view(self, request, agreement_id=agreement_id)
+        )
+        return [
+            path("<int:order_id>/bind/", bind, name="licensing_order_bind"),
+            path("agreement/<int:agreement_id>/bind/", bind_agreement, name="licensing_agreement_bind"),
+            *super().get_urls(),
+        ]
+
+
+@admin.register(OrderLine)
+class WorkQueueAdmin(OrderLineAdmin):
+    """The work queue: order lines with unbound seats, filterable by partner, program, kind and age."""
+
+    list_title = "Work queue"
+    change_form_template = "admin/redemption/orderline_change_form.html"
+    list_display = [
+        "__str__",
+        "customer",
+        "partner",
+        "ordered_on",
+        "age",
+        "kind",
+        "product_part",
+        "seats",
+        "proposed_tenant",
+        "bind",
+    ]
+    list_filter = [*OrderLineAdmin.list_filter, "order__agreement__partner", ("order__ordered_on", DateRangeFilter)]
+    actions = [*(OrderLineAdmin.actions or []), "bind_selected_lines"]
+    # Oldest order first; the lines of an order stay together (walks the order-date index).
+    ordering = ["order__ordered_on", "order_id", "line_number"]
+
+    def get_queryset(self, request):
+        # The tenant the seats would go to: the agreement's (rule 3), else the reseller's suggested domain.
+        live = Subscription.objects.filter(agreement=OuterRef("order__agreement")).exclude(
+            status=Subscription.Status.DEPROVISIONED
+        )
+        same_product = live.filter(product=OuterRef("product")).values("tenant__default_domain")[:1]
+        any_product = live.order_by("-created_at", "-id").values("tenant__default_domain")[:1]
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(proposed_domain=Coalesce(Subquery(same_product), Subquery(any_product)))
+        )
+
+    @admin.display(description="ordered", ordering="order__ordered_on")
+    def ordered_on(self, obj: OrderLine):
+        return obj.order.ordered_on
+
+    @admin.display(description="age")
+    def age(self, obj: OrderLine) -> str:
+        return f"{(timezone.localdate() - obj.order.ordered_on).days} d"
+
+    @admin.display(description="product", ordering="product__part_number")
+    def product_part(self, obj: OrderLine) -> str:
+        return obj.product.part_number
+
+    @admin.display(description="seats left")
+    def seats(self, obj: OrderLine) -> str:
+        return f"{obj.seats_left} of {obj.quantity}"
+
+    @admin.display(description="tenant")
+    def proposed_tenant(self, obj: OrderLine) -> str:
+        if obj.proposed_domain:
+            return obj.proposed_domain
+        if obj.order.suggested_tenant_domain:
+            return f"{obj.order.suggested_tenant_domain} (suggested)"
+        return "—"
+
+    @admin.display(description="")
+    def bind(self, obj: OrderLine):
+        if obj.seats_left <= 0:
+            return "-"
+        return format_html('<a class="button" href="{}">Bind</a>', _bind_url(obj))
+
+    @admin.action(description="Bind the selected lines (any orders, one screen)")
+    def bind_selected_lines(self, request, queryset):
+        return batch_pages.bulk_bind_redirect(self, request, queryset.filter(seats_allocated__lt=F("quantity")))
+
+    def get_urls(self):
+        bind = self.admin_site.admin_view(lambda request, line_id: binding_pages.bind_line_view(self, request, line_id))
+        return [path("<int:line_id>/bind/", bind, name="licensing_orderline_bind"), *super().get_urls()]
+
+
+@admin.register(SeatAllocation)
+class DeskSeatAllocationAdmin(SeatAllocationAdmin):
+    def get_urls(self):
+        status = self.admin_site.admin_view(lambda request, pk: binding_pages.allocation_status_view(self, request, pk))
+        decide = self.admin_site.admin_view(
+            lambda request, pk, decision: binding_pages.allocation_decide_view(self, request, pk, decision)
+        )
+        return [
+            path("<int:pk>/status/", status, name="redemption_seatallocation_status"),
+            path("<int:pk>/decide/<str:decision>/", decide, name="redemption_seatallocation_decide"),
+            *super().get_urls(),
+        ]

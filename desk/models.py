@@ -46,3 +46,18 @@ class LockedAccount(AccessAttempt):
         proxy = True
         verbose_name = "failed sign-ins"
         verbose_name_plural = "locked accounts and failed sign-ins"
+
+
+class BindingBatch(models.Model):
+    """Bindings requested together on one screen: the page that follows them can be reopened from a link."""
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    allocations = models.ManyToManyField("redemption.SeatAllocation", related_name="batches")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "binding batches"
+
+    def __str__(self) -> str:
+        return f"Batch #{self.pk} of {self.created_by}"

@@ -15,8 +15,12 @@ from django.utils.http import urlencode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 
-from desk import services, views
+from desk import batch_pages, services, sign_in
+from desk.charts import landing_charts
 from desk.forms import StaffLoginForm
+from licensing.models import Order
+from redemption.dashboard import attention_items
+from redemption.selectors import lookup_anything, order_story
 
 
 class BackOfficeAdminSite(admin.AdminSite):
@@ -24,6 +28,8 @@ class BackOfficeAdminSite(admin.AdminSite):
     site_title = "O365 Open back office"
     index_title = "What needs you now"
     login_form = StaffLoginForm
+    # The landing page and the breadcrumbs lead everywhere; without the side menu every list fits 1440 px.
+    enable_nav_sidebar = False
 
     def has_permission(self, request: HttpRequest) -> bool:
         """Staff who signed in completely: with their authenticator's code where they have or need one."""
@@ -48,29 +54,40 @@ class BackOfficeAdminSite(admin.AdminSite):
             context[REDIRECT_FIELD_NAME] = reverse("admin:index", current_app=self.name)
         context.update(extra_context or {})
         request.current_app = self.name
-        return views.StaffLoginView.as_view(
+        return sign_in.StaffLoginView.as_view(
             extra_context=context, authentication_form=self.login_form, template_name="admin/login.html"
         )(request)
 
     def get_urls(self):
-        setup = never_cache(csrf_protect(lambda request: views.two_factor_setup_view(self, request)))
+        setup = never_cache(csrf_protect(lambda request: sign_in.two_factor_setup_view(self, request)))
         return [
             path("two-factor/", setup, name="two_factor_setup"),
+            path(
+                "bind/",
+                self.admin_view(lambda request: batch_pages.bulk_bind_view(self, request)),
+                name="desk_bulk_bind",
+            ),
+            path(
+                "batches/<int:pk>/",
+                self.admin_view(lambda request, pk: batch_pages.batch_view(self, request, pk)),
+                name="desk_batch",
+            ),
+            path(
+                "batches/<int:pk>/status.json",
+                self.admin_view(batch_pages.batch_status_view),
+                name="desk_batch_status",
+            ),
             path("lookup/", self.admin_view(self.lookup_view), name="lookup"),
             path("orders/<int:order_id>/story/", self.admin_view(self.order_story_view), name="order_story"),
             *super().get_urls(),
         ]
 
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> TemplateResponse:
-        from redemption.dashboard import attention_items
-
-        extra_context = {**(extra_context or {}), "attention": attention_items()}
+        extra_context = {**(extra_context or {}), "attention": attention_items(), "charts": landing_charts()}
         return super().index(request, extra_context)
 
     def lookup_view(self, request: HttpRequest) -> TemplateResponse:
         """Find orders, agreements, partners, tenants and subscriptions by any number read out."""
-        from redemption.selectors import lookup_anything
-
         query = request.GET.get("q", "").strip()
         context = {
             **self.each_context(request),
@@ -82,9 +99,6 @@ class BackOfficeAdminSite(admin.AdminSite):
 
     def order_story_view(self, request: HttpRequest, order_id: int) -> TemplateResponse:
         """Show an order, where its seats went, and who did what, in one page."""
-        from licensing.models import Order
-        from redemption.selectors import order_story
-
         if not request.user.has_perm("licensing.view_order"):
             raise PermissionDenied
         story = order_story(get_object_or_404(Order, pk=order_id))

@@ -147,6 +147,8 @@ class Order(GuardedRow, models.Model):
         ordering = ["-ordered_on", "license_number"]
         indexes = [
             models.Index(fields=["-ordered_on", "license_number"], name="order_recent_idx"),
+            # The work queue lists lines oldest order first.
+            models.Index(fields=["ordered_on", "id"], name="order_age_idx"),
             models.Index(fields=["po_number"], name="order_po_number_idx"),
         ]
 

@@ -1,16 +1,15 @@
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import F
 from django.http import HttpResponseRedirect
-from django.urls import path, reverse
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html
 from rangefilter.filters import DateRangeFilter
 
 from config.admin_tools import BackOfficeModelAdmin, ReadOnlyAdminMixin
-from licensing.admin import AgeFilter, EndingSoonFilter, OrderAdmin, OrderLineAdmin
+from licensing.admin import AgeFilter, EndingSoonFilter
 from licensing.admin_import import SafeExportMixin
-from licensing.models import Order, OrderLine
-from redemption import services, views
+from redemption import services
 from redemption.models import SeatAllocation, Subscription
 from redemption.resources import SubscriptionResource
 from tenants.admin import TenantAdmin
@@ -51,83 +50,15 @@ class TenantWithSubscriptionsAdmin(TenantAdmin):
 
     @admin.action(description="Verify identity with the provider")
     def verify_identity(self, request, queryset):
-        views.tenant_verify_many(self, request, queryset.select_related("customer")[:50])
-
-    def get_urls(self):
-        return [
-            path(
-                "record-for-customer/<int:customer_id>/",
-                self.admin_site.admin_view(
-                    lambda request, customer_id: views.tenant_record_view(self, request, customer_id)
-                ),
-                name="redemption_tenant_record",
-            ),
-            *super().get_urls(),
-        ]
-
-
-# --- Binding seats from orders and order lines (the admin classes live in licensing; extended here) ---
-
-
-def _bind_url(line: OrderLine) -> str:
-    if line.kind == OrderLine.Kind.NEW:
-        return reverse("admin:licensing_orderline_bind", args=[line.pk])
-    return reverse("admin:licensing_order_bind", args=[line.order_id])
-
-
-admin.site.unregister(Order)
-admin.site.unregister(OrderLine)
-
-
-@admin.register(Order)
-class OrderWithBindingAdmin(OrderAdmin):
-    change_form_template = "admin/redemption/order_change_form.html"
-
-    def get_urls(self):
-        bind = self.admin_site.admin_view(
-            lambda request, order_id: views.bind_pending_view(self, request, order_id=order_id)
-        )
-        bind_agreement = self.admin_site.admin_view(
-            lambda request, agreement_id: views.bind_pending_view(self, request, agreement_id=agreement_id)
-        )
-        return [
-            path("<int:order_id>/bind/", bind, name="licensing_order_bind"),
-            path("agreement/<int:agreement_id>/bind/", bind_agreement, name="licensing_agreement_bind"),
-            *super().get_urls(),
-        ]
-
-
-@admin.register(OrderLine)
-class OrderLineWithBindingAdmin(OrderLineAdmin):
-    """The work queue: order lines with unbound seats, filterable by partner, program, kind and age."""
-
-    change_form_template = "admin/redemption/orderline_change_form.html"
-    list_display = [*OrderLineAdmin.list_display, "bind"]
-    list_filter = [*OrderLineAdmin.list_filter, "order__agreement__partner"]
-    actions = [*(OrderLineAdmin.actions or []), "bind_orders"]
-
-    @admin.display(description="")
-    def bind(self, obj: OrderLine):
-        if obj.seats_left <= 0:
-            return "-"
-        return format_html('<a class="button" href="{}">Bind {} seat(s)</a>', _bind_url(obj), obj.seats_left)
-
-    @admin.action(description="Bind seats of the selected lines' orders")
-    def bind_orders(self, request, queryset):
-        orders = sorted(set(queryset.filter(seats_allocated__lt=F("quantity")).values_list("order_id", flat=True)))
-        if not orders:
-            self.message_user(request, "Every seat of the selected lines is already allocated.", messages.WARNING)
-            return None
-        if len(orders) > 1:
-            self.message_user(request, "Bind one order at a time: the first selected order is open.", messages.WARNING)
-        return HttpResponseRedirect(reverse("admin:licensing_order_bind", args=[orders[0]]))
-
-    def get_urls(self):
-        bind = self.admin_site.admin_view(lambda request, line_id: views.bind_line_view(self, request, line_id))
-        return [path("<int:line_id>/bind/", bind, name="licensing_orderline_bind"), *super().get_urls()]
-
-
-# --- end of binding from orders ---
+        verified = 0
+        for tenant in queryset.select_related("customer")[:50]:
+            try:
+                services.tenant_verify(tenant=tenant, acting_user=request.user)
+                verified += 1
+            except ValidationError as exc:
+                self.message_user(request, f"{tenant}: {' '.join(exc.messages)}", messages.ERROR)
+        if verified:
+            self.message_user(request, f"{verified} tenant(s) verified with the provider.")
 
 
 @admin.register(Subscription)
@@ -166,10 +97,9 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
         "tenant",
         "quantity",
         "status",
+        "note",
         "requested_by",
         "approved_by",
-        "attempts",
-        "last_error",
         "created_at",
     ]
     list_select_related = ["order_line__order", "tenant", "requested_by", "approved_by"]
@@ -213,12 +143,55 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
     ]
     ordering = ["-created_at"]
 
-    actions = ["approve_selected", "retry_selected"]
-    change_form_template = "admin/redemption/seatallocation_change_form.html"
+    actions = ["approve_selected", "reject_selected", "retry_selected"]
+
+    @admin.display(description="why")
+    def note(self, obj: SeatAllocation) -> str:
+        """Why it waits for a supervisor, or what the provider said when it failed."""
+        if obj.status == SeatAllocation.Status.AWAITING_APPROVAL:
+            return "; ".join(obj.approval_reasons)
+        if obj.status in SeatAllocation.FAILURES or obj.status in SeatAllocation.IN_FLIGHT:
+            return obj.last_error
+        return obj.rejection_reason or obj.reversal_reason
+
+    @admin.action(description="Reject the selected bindings (one reason for all)", permissions=["supervisor"])
+    def reject_selected(self, request, queryset):
+        selected = list(queryset.select_related("order_line__order", "tenant")[:500])
+        reason = request.POST.get("reason", "").strip()
+        if "apply" in request.POST and reason:
+            self._each(
+                request,
+                selected,
+                "rejected",
+                lambda a: services.allocation_reject(allocation=a, acting_user=request.user, reason=reason),
+            )
+            return None
+        return TemplateResponse(
+            request,
+            "admin/redemption/allocation_reject_many.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Reject {len(selected)} binding(s)?",
+                "opts": self.model._meta,
+                "allocations": selected,
+                "missing_reason": "apply" in request.POST,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    def list_title_for(self, request) -> str:
+        if request.GET.get("status__exact") == SeatAllocation.Status.AWAITING_APPROVAL:
+            return "Approvals"
+        return "Bindings"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # A binding's own page says what happened to it in words; the raw record stays in its history.
+        return HttpResponseRedirect(reverse("admin:redemption_seatallocation_status", args=[object_id]))
 
     @admin.display(description="binding", ordering="id")
     def status_link(self, obj: SeatAllocation):
-        return format_html('<a href="{}">{}</a>', views.status_url(obj), obj.pk)
+        url = reverse("admin:redemption_seatallocation_status", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, obj.pk)
 
     @admin.action(description="Approve the selected bindings", permissions=["supervisor"])
     def approve_selected(self, request, queryset):
@@ -237,7 +210,7 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
 
     def _each(self, request, queryset, done: str, call) -> None:
         count = 0
-        for allocation in queryset[:500]:
+        for allocation in list(queryset)[:500]:
             try:
                 call(allocation)
                 count += 1
@@ -252,16 +225,6 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
     def has_request_permission(self, request) -> bool:
         return request.user.has_perm("redemption.add_seatallocation")
 
-    def get_urls(self):
-        status = self.admin_site.admin_view(lambda request, pk: views.allocation_status_view(self, request, pk))
-        decide = self.admin_site.admin_view(
-            lambda request, pk, decision: views.allocation_decide_view(self, request, pk, decision)
-        )
-        return [
-            path("<int:pk>/status/", status, name="redemption_seatallocation_status"),
-            path("<int:pk>/decide/<str:decision>/", decide, name="redemption_seatallocation_decide"),
-            *super().get_urls(),
-        ]
 
-
+import redemption.admin_reconciliation  # noqa: E402  (registers drift, corrections and runs)
 import redemption.admin_renewals  # noqa: E402, F401  (registers the renewals desk)

@@ -122,9 +122,13 @@ class RenewalAdmin(ReadOnlyAdminMixin, SafeExportMixin, BackOfficeListAdmin):
             kind=OrderLine.Kind.RENEWAL,
             seats_allocated__lt=F("quantity"),
         ).order_by("created_at", "pk")
-        queryset = super().get_queryset(request).annotate(
-            renewal_order_id=Subquery(waiting.values("order_id")[:1]),
-            renewal_license=Subquery(waiting.values("order__license_number")[:1]),
+        queryset = (
+            super()
+            .get_queryset(request)
+            .annotate(
+                renewal_order_id=Subquery(waiting.values("order_id")[:1]),
+                renewal_license=Subquery(waiting.values("order__license_number")[:1]),
+            )
         )
         return renewals_queryset(queryset, timezone.localdate())
 

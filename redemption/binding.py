@@ -7,6 +7,10 @@ Nothing here may make the provider hold more seats than were bound: every write 
 MS-RequestId derived from the allocation's key and the step (`_step_id`, the only place it is made),
 and a write whose outcome is unknown is looked up before it is sent again (a new-seats order by the
 key it carries in its friendlyName, a change by reading the subscription).
+
+Every provider call spends a slot of the installation's call budget (redemption.gateway.budget). The
+slot of a binding's first call is waited for before its subscription's lock is taken, so no worker
+waits for the provider's rate under a lock or in a transaction; a 429 pauses every worker.
 """
 
 import logging
@@ -15,22 +19,26 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import Q
 from django.utils import timezone
 
 from config.history import save_with_history
 from licensing.models import OrderLine
 from redemption.gateway import (
+    BudgetHeldBack,
     ProviderFinal,
     ProviderThrottled,
     ProviderTransient,
+    budget_get,
     gateway_get,
     request_id_for,
 )
 from redemption.gateway.base import OrderRequest, ProviderSubscription
 from redemption.models import PlanAction, SeatAllocation, Subscription
+from redemption.queue_head import queue_head
 from redemption.services import allocation_enqueue, allocation_preview, seats_release
 from redemption.statements import Change, Guard, Ref, slot_lock, slot_unlock, write_with_history
+from redemption.throttle import queue_drain_seconds
 
 logger = logging.getLogger(__name__)
 Status = SeatAllocation.Status
@@ -42,6 +50,8 @@ BACKOFF_CAP_SECONDS = 120.0
 RETRY_AFTER_CAP_SECONDS = 600.0
 # A binding that finds another one of the same subscription waiting on the provider tries again this soon.
 DEFER_SECONDS = 3.0
+# Bindings deferred by the same pause come back spread over this many seconds, not all at once.
+THROTTLE_SPREAD_SECONDS = 1.0
 
 
 class BindingDeferred(Exception):
@@ -53,10 +63,6 @@ class BindingDeferred(Exception):
         self.reason = reason
 
 
-# Everything a binding reads to plan and to call the provider, in the one query that finds it.
-BIND_RELATED = ["order_line__order__agreement__partner", "order_line__product", "tenant"]
-
-
 def allocation_bind(*, allocation_id: int) -> SeatAllocation:
     """Carry out a queued binding or a requested reversal and record the result; raise BindingDeferred to go again.
 
@@ -64,6 +70,26 @@ def allocation_bind(*, allocation_id: int) -> SeatAllocation:
     renewal sets an absolute quantity, so order matters): whoever holds the subscription's lock
     applies the older ones first.
     """
+    budget = budget_get()
+    # The first provider call's slot is waited for here, before the subscription's lock and any
+    # transaction; a slot further away than a short sleep (a 429's pause) frees the worker instead.
+    try:
+        budget.prepay()
+    except BudgetHeldBack as exc:
+        if not connection.in_atomic_block:
+            # Calls are held back for a while: an idle worker need not keep a database connection.
+            connection.close()
+        raise BindingDeferred(exc.retry_after + random.uniform(0, THROTTLE_SPREAD_SECONDS), exc.message) from None
+    except ProviderTransient as exc:
+        raise BindingDeferred(DEFER_SECONDS, exc.message) from None
+    try:
+        return _bind_due(allocation_id)
+    finally:
+        budget.prepaid_drop()
+
+
+def _bind_due(allocation_id: int) -> SeatAllocation:
+    """Carry out the allocation if it is due (after the older ones of its subscription)."""
     # Binding ones (a worker died), and queued or reversing ones that are due; an early duplicate
     # (the sweep, a redelivery) of a scheduled attempt leaves it to that attempt.
     due_before = timezone.now() + timedelta(seconds=1)
@@ -92,26 +118,10 @@ def allocation_bind(*, allocation_id: int) -> SeatAllocation:
 
 def _work_in_order(allocation_id: int, agreement_id: int, product_id: int, tenant_id: int) -> SeatAllocation:
     """Apply the allocation after the older ones of its subscription; the caller holds the subscription's lock."""
-    live = Subscription.objects.filter(
-        agreement_id=OuterRef("order_line__order__agreement_id"),
-        product_id=OuterRef("order_line__product_id"),
-        tenant_id=OuterRef("tenant_id"),
-    ).exclude(status=Subscription.Status.DEPROVISIONED)
-    slot = (
-        SeatAllocation.objects.filter(
-            order_line__order__agreement_id=agreement_id,
-            order_line__product_id=product_id,
-            tenant_id=tenant_id,
-            status__in=[Status.QUEUED, Status.BINDING, Status.REVERSING],
-        )
-        .select_related(*BIND_RELATED)
-        .annotate(live_subscription_id=Subquery(live.values("pk")[:1]))
-        .order_by("pk")
-    )
     # Under the lock nobody else works on this subscription: a `binding` allocation here was left
     # by a worker that died, and is safe to resume with its stored plan and request IDs.
     while True:
-        head = slot.filter(pk__lte=allocation_id).first()
+        head = queue_head(agreement_id=agreement_id, product_id=product_id, tenant_id=tenant_id, up_to=allocation_id)
         if head is None:
             return SeatAllocation.objects.get(pk=allocation_id)
         now = timezone.now()
@@ -142,16 +152,23 @@ def _bind_one(allocation: SeatAllocation) -> SeatAllocation | None:
         return _apply(allocation, look_up=sent_before)
     except ProviderFinal as exc:
         return _fail(allocation, exc.message, final=True)
+    except ProviderThrottled as exc:
+        if not sent_before and allocation.plan_action == PlanAction.ORDER:
+            # Its one call was refused, not applied: the next attempt need not look the order up first.
+            allocation.first_sent_at = None
+        return _retry_later(allocation, exc)
     except ProviderTransient as exc:
         return _retry_later(allocation, exc)
 
 
 def _retry_later(allocation: SeatAllocation, exc: ProviderTransient) -> SeatAllocation:
-    """Fail the allocation once it has used its attempts; otherwise schedule the next one and raise BindingDeferred."""
-    if allocation.attempts >= settings.BINDING_MAX_ATTEMPTS:
-        return _fail(allocation, f"Gave up after {allocation.attempts} attempts: {exc.message}", final=False)
+    """Fail the allocation once it has used its attempts (throttling uses none); else defer it: BindingDeferred."""
     if isinstance(exc, ProviderThrottled):
-        countdown = min(RETRY_AFTER_CAP_SECONDS, exc.retry_after)
+        # Throttling asks us to wait, not to give up: it does not use one of the binding's attempts.
+        allocation.attempts -= 1
+        countdown = min(RETRY_AFTER_CAP_SECONDS, exc.retry_after) + random.uniform(0, THROTTLE_SPREAD_SECONDS)
+    elif allocation.attempts >= settings.BINDING_MAX_ATTEMPTS:
+        return _fail(allocation, f"Gave up after {allocation.attempts} attempts: {exc.message}", final=False)
     else:
         countdown = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (allocation.attempts - 1))
         countdown *= random.uniform(0.5, 1.5)
@@ -435,7 +452,7 @@ def _defer(allocation: SeatAllocation, deferred: BindingDeferred) -> None:
             allocation,
             acting_user=None,
             reason=f"Will retry in {deferred.countdown:.0f}s: {deferred.reason}",
-            fields=["status", "last_error", "next_attempt_at"],
+            fields=["status", "attempts", "first_sent_at", "last_error", "next_attempt_at"],
         )
 
 
@@ -522,7 +539,10 @@ def allocation_sweep(*, now=None) -> list[int]:
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.BINDING_STALE_SECONDS)
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now - timedelta(seconds=DEFER_SECONDS))
-    queued = SeatAllocation.objects.filter(status__in=[Status.QUEUED, Status.REVERSING], updated_at__lt=stale)
+    waiting = SeatAllocation.objects.filter(status__in=[Status.QUEUED, Status.REVERSING])
+    # Under the rate limit a long queue takes its time: an allocation is lost only once the work
+    # queued with it should have been done, else every sweep would send the whole backlog again.
+    queued = waiting.filter(updated_at__lt=stale - timedelta(seconds=queue_drain_seconds(waiting=waiting)))
     queued = queued.filter(due)
     binding = SeatAllocation.objects.filter(status=Status.BINDING, updated_at__lt=stale)
     ids = list(queued.values_list("pk", flat=True)[:5000]) + list(binding.values_list("pk", flat=True)[:5000])

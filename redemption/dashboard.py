@@ -9,7 +9,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from licensing.models import OrderLine
-from redemption.models import SeatAllocation, Subscription
+from redemption.models import Drift, SeatAllocation, Subscription
+from redemption.throttle import throttling_now
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ def attention_items() -> list[AttentionItem]:
     soon = today + timedelta(days=settings.EXPIRING_SOON_DAYS)
     allocations = reverse("admin:redemption_seatallocation_changelist")
     return [
+        *_throttling_items(allocations),
         AttentionItem(
             "Order lines with seats not yet bound",
             OrderLine.objects.filter(seats_allocated__lt=F("quantity")).count(),
@@ -45,6 +47,12 @@ def attention_items() -> list[AttentionItem]:
             "alert",
         ),
         AttentionItem(
+            "Drift: the provider, our records and the orders disagree",
+            Drift.objects.filter(status=Drift.Status.OPEN).count(),
+            reverse("admin:redemption_drift_changelist") + f"?status__exact={Drift.Status.OPEN}",
+            "alert",
+        ),
+        AttentionItem(
             f"Subscriptions ending in the next {settings.EXPIRING_SOON_DAYS} days",
             Subscription.objects.filter(
                 status=Subscription.Status.ACTIVE, term_end__gte=today, term_end__lte=soon
@@ -52,6 +60,22 @@ def attention_items() -> list[AttentionItem]:
             _ending_soon_url(),
             "warn",
         ),
+    ]
+
+
+def _throttling_items(allocations: str) -> list[AttentionItem]:
+    """Say how much binding work waits behind the provider's limit, only while calls are throttled."""
+    throttling = throttling_now()
+    if throttling is None:
+        return []
+    minutes = f"{throttling.minutes} minute{'s' if throttling.minutes != 1 else ''}"
+    return [
+        AttentionItem(
+            f"provider throttling: about {minutes} of work queued",
+            throttling.waiting,
+            f"{allocations}?status__exact={SeatAllocation.Status.QUEUED}",
+            "warn",
+        )
     ]
 
 

@@ -382,9 +382,13 @@ class RenewalSubscription(Subscription):
 
 # The provisioning sandbox keeps its state in the database so web and worker processes agree.
 from redemption.gateway.sandbox_models import SandboxRequest, SandboxSubscription, SandboxTenant  # noqa: E402
+from redemption.reconciliation.models import Drift, ProviderCorrection, ReconciliationRun  # noqa: E402
 
 __all__ = [
     "AnniversaryReminder",
+    "Drift",
+    "ProviderCorrection",
+    "ReconciliationRun",
     "RenewalReminder",
     "RenewalSchedule",
     "RenewalSubscription",

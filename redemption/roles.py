@@ -20,6 +20,9 @@ ORDER_PROCESSOR_PERMISSIONS = [
     "view_renewalreminder",
     "view_anniversaryreminder",
     "view_renewalschedule",
+    "view_drift",
+    "view_providercorrection",
+    "view_reconciliationrun",
 ]
 # Supervisors can do all that, approve, reject and reverse bindings, and set the reminder schedule.
 SUPERVISOR_PERMISSIONS = [*ORDER_PROCESSOR_PERMISSIONS, "change_seatallocation", "supervisor", "change_renewalschedule"]

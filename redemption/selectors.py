@@ -2,13 +2,14 @@
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.urls import reverse
+from django.utils import timezone
 
 from licensing.models import Agreement, Order, OrderLine
-from redemption.models import SeatAllocation, Subscription
+from redemption.models import Drift, SeatAllocation, Subscription
 from tenants.models import Customer, Partner, Tenant
 from tenants.validators import ONMICROSOFT_SUFFIX, normalize_domain
 
@@ -105,15 +106,61 @@ class StoryEvent:
     why: str = ""
 
 
+# Bookkeeping of the binding machinery: kept in the history, not worth a person's reading.
+INTERNAL_FIELDS = frozenset(
+    {
+        "created_at",
+        "updated_at",
+        "idempotency_key",
+        "plan_round",
+        "planned_on",
+        "next_attempt_at",
+        "first_sent_at",
+        "last_error_final",
+        "approval_reasons",
+        "seats_requested_at",
+        "previous_quantity",
+        "previous_term_end",
+        "previous_status",
+        "target_status",
+        "plan_action",
+    }
+)
+
+
+def readable(field, value) -> str:
+    """Return a stored value as a person reads it: labels for choices, dates to the minute, local time."""
+    if value in (None, ""):
+        return "—"
+    if field.choices:
+        return str(dict(field.flatchoices).get(value, value))
+    if isinstance(value, datetime):
+        return f"{timezone.localtime(value):%Y-%m-%d %H:%M}"
+    if isinstance(value, date):
+        return f"{value:%Y-%m-%d}"
+    return str(value)
+
+
+def _named(field, pk) -> str:
+    """Name the record a history row points at (it keeps only the id), where it still exists."""
+    if pk is None:
+        return "—"
+    return str(field.related_model._default_manager.filter(pk=pk).first() or pk)
+
+
 def _field_changes(old, new) -> list[str]:
-    """Describe what changed between two historical records, read-only fields included."""
+    """Describe what changed between two historical records in words, read-only fields included."""
     changes = []
     for tracked in new.tracked_fields:
-        if tracked.name in {"created_at", "updated_at"}:
+        if tracked.name in INTERNAL_FIELDS:
             continue
         before, after = getattr(old, tracked.attname), getattr(new, tracked.attname)
         if before != after:
-            changes.append(f"{tracked.name}: {'—' if before in (None, '') else before} → {after}")
+            label = str(tracked.verbose_name)
+            if tracked.is_relation:
+                changes.append(f"{label}: {_named(tracked, before)} → {_named(tracked, after)}")
+            else:
+                changes.append(f"{label}: {readable(tracked, before)} → {readable(tracked, after)}")
     return changes
 
 
@@ -158,6 +205,7 @@ class OrderStory:
     lines: list[OrderLine]
     subscriptions: list[Subscription]
     events: list[StoryEvent]
+    drifts: list[Drift] = field(default_factory=list)
 
 
 def order_story(order: Order) -> OrderStory:
@@ -188,7 +236,12 @@ def order_story(order: Order) -> OrderStory:
     for records in _history_by_object(Subscription, bound_ids).values():
         events += _events_for(records, lambda r: f"subscription #{r.id}")
     events.sort(key=lambda event: event.when)
-    return OrderStory(order, lines, subscriptions, events)
+    drifts = list(
+        Drift.objects.filter(
+            Q(order_line__order=order) | Q(subscription__in=[s.pk for s in subscriptions]), status=Drift.Status.OPEN
+        ).select_related("tenant", "order_line")
+    )
+    return OrderStory(order, lines, subscriptions, events, drifts)
 
 
 __all__ = ["LookupHit", "OrderStory", "StoryEvent", "lookup_anything", "order_story"]

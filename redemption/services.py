@@ -345,6 +345,47 @@ def allocation_request(
     return allocation
 
 
+@dataclass(frozen=True)
+class SeatsAsked:
+    """One line's seats asked for on a screen that binds several lines at once."""
+
+    order_line: OrderLine
+    tenant: Tenant
+    quantity: int
+    confirm_domain: str | None = None
+    reason: str = ""
+
+
+def application_order(lines: list) -> list:
+    """Return lines (or asks) in the order their bindings apply: added seats before renewals, else as given.
+
+    A renewal sets the quantity for the next term, so seats added in the same confirmation go onto the
+    current term first; the result is then the same whatever order the sheet listed the lines in.
+    """
+
+    def is_renewal(item) -> bool:
+        line = getattr(item, "order_line", item)
+        return line.kind == OrderLine.Kind.RENEWAL
+
+    return sorted(lines, key=is_renewal)
+
+
+def allocations_request(*, asks: list[SeatsAsked], acting_user) -> list[SeatAllocation]:
+    """Request several lines' seats with one confirmation: all are queued (or held for approval), or none."""
+    with transaction.atomic():
+        return [
+            allocation_request(
+                order_line=ask.order_line,
+                tenant=ask.tenant,
+                quantity=ask.quantity,
+                confirm_domain=ask.confirm_domain,
+                acting_user=acting_user,
+                reason=ask.reason,
+            )
+            for ask in application_order(asks)
+        ]
+
+
 def _mark_seats_requested(rows: list[Tenant | Order | Agreement], now, acting_user, line: OrderLine) -> None:
     """Record the first time seats are requested against each row: from then on what they hang on is fixed."""
     for row in rows:

@@ -207,15 +207,38 @@ def _write_orm(changes: list[Change], *, now: datetime, user_id: int | None) -> 
     return written
 
 
+# The one definition of a subscription's lock key: every binding, reversal and correction of the same
+# agreement, product and tenant takes it (the caller unlocks with the key the lock statement returns).
+SLOT_KEY_SQL = "'subscription:' || {agreement} || ':' || {product} || ':' || {tenant}"
+
+
+@lru_cache(maxsize=1)
+def _lock_subscription_sql() -> str:
+    from redemption.models import Subscription
+
+    key = SLOT_KEY_SQL.format(agreement="s.agreement_id", product="s.product_id", tenant="s.tenant_id")
+    return (
+        f"SELECT {key}, pg_advisory_lock(hashtextextended({key}, 0))::text "
+        f"FROM {_qn(Subscription._meta.db_table)} s WHERE s.id = %s"
+    )
+
+
+def subscription_lock(*, subscription_id: int) -> str | None:
+    """Take the lock of a subscription's slot (as a binding of it would); return its key, or None on SQLite."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(_lock_subscription_sql(), [subscription_id])
+        return cursor.fetchone()[0]
+
+
 @lru_cache(maxsize=1)
 def _lock_slot_sql() -> str:
     from licensing.models import Order, OrderLine
     from redemption.models import SeatAllocation
 
     a, line, order = (_qn(m._meta.db_table) for m in (SeatAllocation, OrderLine, Order))
-    # The one definition of a subscription's lock key: every binding and reversal of the same
-    # agreement, product and tenant takes it (the caller unlocks with the key this returns).
-    key = "'subscription:' || o.agreement_id || ':' || l.product_id || ':' || a.tenant_id"
+    key = SLOT_KEY_SQL.format(agreement="o.agreement_id", product="l.product_id", tenant="a.tenant_id")
     return (
         f"SELECT o.agreement_id, l.product_id, a.tenant_id, {key}, "
         f"pg_advisory_lock(hashtextextended({key}, 0))::text "

@@ -2,10 +2,11 @@
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
+from django.conf import settings
 from django.utils import timezone
 
-from redemption import binding
+from redemption import binding, throttle
 
 logger = logging.getLogger(__name__)
 
@@ -13,7 +14,22 @@ logger = logging.getLogger(__name__)
 # --- Seat binding ----------------------------------------------------------------------------------
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None, ignore_result=True)
+class BindingTask(Task):
+    """Publish each binding in its lane (a Redis broker priority), so one backlog does not hold up the others."""
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        if settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")) and not self.app.conf.task_always_eager:
+            if options.get("retries"):
+                # A binding coming back after a wait is older than anything newly queued: it goes first.
+                options["priority"] = 0
+            elif options.get("priority") is None and args:
+                options["priority"] = throttle.allocation_lane(allocation_id=args[0])
+        return super().apply_async(args, kwargs, **options)
+
+
+@shared_task(
+    base=BindingTask, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None, ignore_result=True
+)
 def allocation_bind_task(self, allocation_id: int) -> None:
     """Bind one allocation; on a transient provider error, run again after the countdown the service chose."""
     try:
@@ -44,3 +60,11 @@ def renewals_tick() -> None:
     from redemption.renewals import renewals_tick as tick
 
     tick(now=timezone.now())
+
+
+# Reconciliation with the provider (redemption.reconciliation): runs, the nightly schedule, corrections.
+from redemption.reconciliation.tasks import (  # noqa: E402, F401
+    correction_apply_task,
+    reconciliation_nightly_task,
+    reconciliation_run_task,
+)

@@ -179,10 +179,8 @@ def test_no_change_form_or_inline_rewrites_what_bound_seats_hang_on(desk, as_rol
     for model, (objects, fields) in attacks(desk).items():
         for obj in objects:
             page = client.get(_url(model, "change", obj.pk))
-            assert page.status_code == 200
-            if page.context is None or page.context.get("adminform") is None:
-                continue
-            data = change_form_data(page)
+            assert page.status_code in (200, 302)  # a binding's page is its status page
+            data = change_form_data(page) if page.status_code == 200 and page.context.get("adminform") else {}
             for name, value in fields.items():
                 response = client.post(_url(model, "change", obj.pk), {**data, name: value})
                 assert_refused(response)

@@ -14,8 +14,11 @@ from redemption.gateway.base import (
     ProvisioningGateway,
     request_id_for,
 )
+from redemption.gateway.budget import BudgetHeldBack, CallBudget, budget_get
 
 __all__ = [
+    "BudgetHeldBack",
+    "CallBudget",
     "ProviderError",
     "ProviderFinal",
     "ProviderNotFound",
@@ -23,22 +26,27 @@ __all__ = [
     "ProviderTransient",
     "ProviderUnavailable",
     "ProvisioningGateway",
+    "budget_get",
     "gateway_get",
     "request_id_for",
 ]
 
 
 @lru_cache(maxsize=4)
-def _http_gateway(url: str, token: str, timeout: float) -> ProvisioningGateway:
+def _http_gateway(url: str, token: str, timeout: float, budget: CallBudget) -> ProvisioningGateway:
     from redemption.gateway.http import HttpGateway
 
-    return HttpGateway(base_url=url, token=token, timeout=timeout)
+    return HttpGateway(base_url=url, token=token, timeout=timeout, budget=budget)
 
 
 def gateway_get() -> ProvisioningGateway:
-    """Return the gateway the settings choose; the HTTP one keeps its connection pool per process."""
+    """Return the gateway the settings choose, spending the installation's call budget.
+
+    The HTTP one keeps its connection pool per process.
+    """
+    budget = budget_get()
     if settings.PROVIDER_BACKEND == "http":
-        return _http_gateway(settings.PROVIDER_URL, settings.PROVIDER_TOKEN, settings.PROVIDER_TIMEOUT)
+        return _http_gateway(settings.PROVIDER_URL, settings.PROVIDER_TOKEN, settings.PROVIDER_TIMEOUT, budget)
     from redemption.gateway.sandbox import SandboxGateway
 
-    return SandboxGateway()
+    return SandboxGateway(budget=budget)

@@ -23,6 +23,7 @@ from redemption.gateway.base import (
     order_body,
     subscription_from_item,
 )
+from redemption.gateway.budget import WAIT_MAX_SECONDS, BudgetHeldBack, CallBudget, budget_local
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +74,18 @@ def provider_message(response: httpx.Response) -> str:
 class HttpGateway:
     """Talk to the provider API over HTTP with a bearer token and per-call request IDs."""
 
-    def __init__(self, *, base_url: str, token: str, timeout: float, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: str,
+        timeout: float,
+        budget: CallBudget | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ):
         self.timeout = timeout
+        # Every call takes a slot of the installation's budget first (gateway_get passes it in).
+        self.budget = budget or budget_local()
         self.client = httpx.Client(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
@@ -83,8 +94,16 @@ class HttpGateway:
         )
 
     def _call(
-        self, method: str, path: str, *, request_id: uuid.UUID, json: dict | None = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        request_id: uuid.UUID,
+        json: dict | None = None,
+        timeout: float | None = None,
+        max_wait: float = WAIT_MAX_SECONDS,
     ) -> dict:
+        self.budget.take(max_wait=max_wait)
         headers = {"MS-RequestId": str(request_id), "MS-CorrelationId": str(uuid.uuid4())}
         try:
             response = self.client.request(
@@ -98,9 +117,10 @@ class HttpGateway:
             ) from exc
         status = response.status_code
         if status == 429:
-            raise ProviderThrottled(
-                "The provider is throttling requests.", retry_after_seconds(response.headers.get("Retry-After"))
-            )
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            # The provider throttles the partner, not this process: every caller waits.
+            self.budget.pause(seconds=retry_after)
+            raise ProviderThrottled("The provider is throttling requests.", retry_after)
         if status >= 500:
             raise ProviderTransient(provider_message(response))
         if status == 404:
@@ -123,10 +143,19 @@ class HttpGateway:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                return self._call("GET", path, request_id=request_id, timeout=max(0.5, min(self.timeout, remaining)))
+                return self._call(
+                    "GET",
+                    path,
+                    request_id=request_id,
+                    timeout=max(0.5, min(self.timeout, remaining)),
+                    max_wait=max(0.0, remaining - 0.5),
+                )
+            except BudgetHeldBack as exc:
+                # No slot comes soon enough for the person waiting.
+                wait, last = remaining, exc
             except ProviderThrottled as exc:
-                wait = exc.retry_after
-                last = exc
+                # The budget now holds every call until Retry-After has passed: the next try waits there.
+                wait, last = exc.retry_after, exc
             except ProviderTransient as exc:
                 wait = delay * random.uniform(0.5, 1.5)
                 delay *= 2
@@ -135,7 +164,8 @@ class HttpGateway:
             if wait >= remaining:
                 logger.warning("provider read %s gave up: %s", path, last.message)
                 raise ProviderUnavailable(f"{UNAVAILABLE_MESSAGE} ({last.message})") from last
-            time.sleep(wait)
+            if not isinstance(last, ProviderThrottled):
+                time.sleep(wait)
 
     def customer_identity(self, *, tenant_id: uuid.UUID) -> TenantIdentity:
         data = self._read_inline(f"/v1/customers/{tenant_id}")

@@ -20,6 +20,7 @@ from redemption.gateway.base import (
     TenantIdentity,
     subscription_from_item,
 )
+from redemption.gateway.budget import WAIT_MAX_SECONDS, BudgetHeldBack, CallBudget, budget_get
 from redemption.gateway.sandbox_models import SandboxRequest, SandboxSubscription, SandboxTenant
 
 
@@ -34,11 +35,16 @@ def sandbox_tenant_add(*, tenant_id: uuid.UUID, domain: str, company_name: str) 
 class SandboxGateway:
     """Answer like the provider would, optionally slowly or unreliably (SANDBOX_LATENCY_MS, SANDBOX_FAILURE_RATE)."""
 
-    def __init__(self, *, latency_ms: int | None = None, failure_rate: float | None = None) -> None:
+    def __init__(
+        self, *, latency_ms: int | None = None, failure_rate: float | None = None, budget: CallBudget | None = None
+    ) -> None:
         self.latency = (settings.SANDBOX_LATENCY_MS if latency_ms is None else latency_ms) / 1000
         self.failure_rate = settings.SANDBOX_FAILURE_RATE if failure_rate is None else failure_rate
+        # Pretend calls spend the installation's budget like real ones, so demos behave as production does.
+        self.budget = budget or budget_get()
 
-    def _wait(self) -> None:
+    def _wait(self, max_wait: float = WAIT_MAX_SECONDS) -> None:
+        self.budget.take(max_wait=max_wait)
         if self.latency:
             time.sleep(self.latency)
 
@@ -51,10 +57,12 @@ class SandboxGateway:
         deadline = time.monotonic() + INLINE_READ_BUDGET_SECONDS
         delay = 0.5
         while True:
-            self._wait()
             try:
+                self._wait(max_wait=max(0.0, deadline - time.monotonic() - 0.5))
                 self._maybe_fail("before")
                 break
+            except BudgetHeldBack as exc:
+                raise ProviderUnavailable(f"{UNAVAILABLE_MESSAGE} ({exc.message})") from exc
             except ProviderTransient as exc:
                 if time.monotonic() + delay >= deadline:
                     raise ProviderUnavailable(f"{UNAVAILABLE_MESSAGE} ({exc.message})") from exc

@@ -1,4 +1,4 @@
-"""Database state of the provisioning sandbox: what the pretend provider holds."""
+"""Database state of the provisioning gateway: what the pretend provider holds, and the provider-call budget."""
 
 from django.db import models
 
@@ -61,3 +61,18 @@ class SandboxRequest(models.Model):
 
     def __str__(self) -> str:
         return str(self.request_id)
+
+
+class CallBudget(models.Model):
+    """The installation's provider-call schedule when no Redis holds it (redemption.gateway.budget)."""
+
+    name = models.CharField(primary_key=True, max_length=32)
+    # Seconds since the epoch on the database's clock: the next free slot, and no call before paused_until.
+    tat = models.FloatField(default=0)
+    paused_until = models.FloatField(default=0)
+
+    class Meta:
+        app_label = "redemption"
+
+    def __str__(self) -> str:
+        return self.name

@@ -3,11 +3,15 @@
 Run it alone with `python -m redemption.testing.provider_server --port 9000 --latency-ms 50`.
 Faults are scripted per call: throttling, 5xx, slow answers and a connection dropped after the call
 was applied. A repeated MS-RequestId on a write gets the first answer without applying it again.
+With a rate limit (`--rate-limit 40`) it throttles as a provider does: a token bucket of
+`--rate-burst` calls refilled at the limit, and a 429 with Retry-After (whole seconds) beyond it.
+Every call is logged with the moment it arrived (time.monotonic) and the status it was answered with.
 """
 
 import argparse
 import contextlib
 import json
+import math
 import re
 import threading
 import time
@@ -41,19 +45,29 @@ class ProviderState:
     tenants: dict[str, dict] = field(default_factory=dict)
     subscriptions: dict[str, dict] = field(default_factory=dict)  # id -> item + tenant
     answers: dict[str, tuple[int, dict]] = field(default_factory=dict)  # MS-RequestId -> first answer
-    calls: list[dict] = field(default_factory=list)
+    calls: list[dict] = field(default_factory=list)  # each with "at" (monotonic) and "status" once answered
     applied_writes: int = 0
 
 
 class ProviderServer:
     """The provider, in-process: start(), point PROVIDER_URL at .url, inspect .state, stop()."""
 
-    def __init__(self, *, token: str = "", latency: float = 0.0, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        *,
+        token: str = "",
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate_limit: float = 0.0,
+        rate_burst: int = 1,
+    ):
         self.token = token
         self.latency = latency
         self.state = ProviderState()
         self.faults: list[Fault] = []
         self.lock = threading.Lock()
+        self.rate_limit_set(rate_limit, burst=rate_burst)
         self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self.httpd.daemon_threads = True
         self.thread: threading.Thread | None = None
@@ -88,6 +102,26 @@ class ProviderServer:
                 "commitmentEndDate": end.isoformat(),
             }
         return sub_id
+
+    def rate_limit_set(self, rate: float, *, burst: int = 1) -> None:
+        """Throttle beyond `rate` calls per second (0: never), allowing `burst` at once after a quiet spell."""
+        with self.lock:
+            self.rate_limit = rate
+            self.rate_burst = burst
+            self.tokens = float(burst)
+            self.refilled = time.monotonic()
+
+    def _admit(self, now: float) -> float:
+        """Take a token for a call arriving now: 0, or (refused) the seconds until a token is free."""
+        with self.lock:
+            if not self.rate_limit:
+                return 0.0
+            self.tokens = min(self.rate_burst, self.tokens + (now - self.refilled) * self.rate_limit)
+            self.refilled = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return 0.0
+            return (1 - self.tokens) / self.rate_limit
 
     def inject(self, fault: Fault) -> None:
         with self.lock:
@@ -216,6 +250,7 @@ class ProviderServer:
                 pass
 
             def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+                self.logged["status"] = status
                 payload = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -234,15 +269,25 @@ class ProviderServer:
                 raw = self.rfile.read(length) if length else b""
                 path = self.path.split("?", 1)[0]
                 request_id = self.headers.get("MS-RequestId", "")
+                arrived = time.monotonic()
+                self.logged = {
+                    "method": method,
+                    "path": path,
+                    "request_id": request_id,
+                    "correlation_id": self.headers.get("MS-CorrelationId", ""),
+                    "authorization": self.headers.get("Authorization", ""),
+                    "at": arrived,
+                    "status": None,
+                }
                 with server.lock:
-                    server.state.calls.append(
-                        {
-                            "method": method,
-                            "path": path,
-                            "request_id": request_id,
-                            "correlation_id": self.headers.get("MS-CorrelationId", ""),
-                            "authorization": self.headers.get("Authorization", ""),
-                        }
+                    server.state.calls.append(self.logged)
+                # Throttling is decided on arrival and answered at once, as a provider's gateway does.
+                throttled_for = server._admit(arrived)
+                if throttled_for:
+                    return self._send(
+                        429,
+                        {"code": 429, "description": "Rate limit is exceeded."},
+                        {"Retry-After": str(max(1, math.ceil(throttled_for)))},
                     )
                 if server.latency:
                     time.sleep(server.latency)
@@ -301,9 +346,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--token", default="")
     parser.add_argument("--latency-ms", type=int, default=0)
+    parser.add_argument("--rate-limit", type=float, default=0.0, help="calls per second before 429s (0: none)")
+    parser.add_argument("--rate-burst", type=int, default=1, help="calls allowed at once after a quiet spell")
     parser.add_argument("--tenant", action="append", default=[], help="TENANT_ID,domain,Company name (repeatable)")
     args = parser.parse_args()
-    server = ProviderServer(token=args.token, latency=args.latency_ms / 1000, host=args.host, port=args.port)
+    server = ProviderServer(
+        token=args.token,
+        latency=args.latency_ms / 1000,
+        host=args.host,
+        port=args.port,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+    )
     for spec in args.tenant:
         tenant_id, domain, name = spec.split(",", 2)
         server.add_tenant(tenant_id, domain, name)

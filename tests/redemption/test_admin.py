@@ -102,3 +102,42 @@ def test_a_new_tenant_is_recorded_for_the_customer(client, customer, processor):
     url = reverse("admin:redemption_tenant_record", args=[customer.pk])
     client.post(url, {"tenant_id": "3f1c0f5e-9e7e-4b52-8f6a-1a2b3c4d5e6f", "default_domain": "NewCo.onmicrosoft.com"})
     assert customer.tenants.get().default_domain == "newco.onmicrosoft.com"
+
+
+def test_a_supervisor_rejects_several_bindings_with_one_reason(client, new_line, tenant, processor, supervisor):
+    from redemption import services
+
+    waiting = [
+        services.allocation_request(
+            order_line=new_line, tenant=tenant, quantity=2, confirm_domain=tenant.default_domain, acting_user=processor
+        )
+        for _ in range(3)
+    ]
+    client.force_login(supervisor)
+    approvals = reverse("admin:redemption_seatallocation_changelist")
+    listing = client.get(approvals, {"status__exact": "awaiting_approval"})
+    assert listing.context["title"] == "Approvals"
+    assert "First binding to northwind.onmicrosoft.com" in listing.content.decode()
+    chosen = {"action": "reject_selected", "_selected_action": [a.pk for a in waiting[:2]], "index": "0"}
+    confirm = client.post(approvals, chosen)
+    assert "Reject 2 binding(s)?" in confirm.content.decode()
+    confirmed = {key: value for key, value in chosen.items() if key != "index"}
+    client.post(approvals, {**confirmed, "apply": "1", "reason": "Customer cancelled the order"})
+    statuses = {a.pk: a.status for a in SeatAllocation.objects.all()}
+    assert [statuses[a.pk] for a in waiting] == ["rejected", "rejected", "awaiting_approval"]
+    assert set(SeatAllocation.objects.filter(status="rejected").values_list("rejection_reason", flat=True)) == {
+        "Customer cancelled the order"
+    }
+    new_line.refresh_from_db()
+    assert new_line.seats_allocated == 2
+
+
+def test_the_work_queue_shows_customer_order_date_age_and_the_proposed_tenant(client, processor, new_line):
+    new_line.order.suggested_tenant_domain = "northwind.onmicrosoft.com"
+    new_line.order.save()
+    client.force_login(processor)
+    page = client.get(reverse("admin:licensing_orderline_changelist"), {"unbound": "yes"})
+    assert page.context["title"] == "Work queue"
+    text = page.content.decode()
+    assert "Northwind Traders" in text and "northwind.onmicrosoft.com (suggested)" in text
+    assert "10 of 10" in text and "2026-11-01" in text

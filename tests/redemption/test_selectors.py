@@ -72,7 +72,7 @@ def test_order_story_shows_lines_seats_and_who_did_what(client, superuser, desk)
     reversal = story.events[-1]
     assert reversal.who == str(superuser)
     assert reversal.why == "customer asked to undo"
-    assert "status: reversing → reversed" in reversal.changes
+    assert "status: Reversing → Reversed" in reversal.changes
 
     client.force_login(superuser)
     change_page = client.get(reverse("admin:licensing_order_change", args=[order.pk]))

@@ -28,6 +28,7 @@ class Worker:
         provider_url: str | None = None,
         token: str = "",
         concurrency: int = 2,
+        name: str = "",
         **env: str,
     ):
         # Without a provider URL the worker keeps the sandbox provider (imports need none).
@@ -51,6 +52,8 @@ class Worker:
             **env,
         }
         self.concurrency = concurrency
+        # A node name of its own, as a worker on another host has (celery -n NAME@%h).
+        self.name = name
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Worker":
@@ -62,6 +65,7 @@ class Worker:
                 "worker",
                 "--pool=prefork",
                 f"--concurrency={self.concurrency}",
+                *([f"--hostname={self.name}@%h"] if self.name else []),
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",

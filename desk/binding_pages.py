@@ -1,11 +1,10 @@
-"""Admin screens of the binding flow: thin views over the redemption services."""
+"""The binding screens: one line, every pending line of an order, a binding's status page; thin over the services."""
 
 import copy
 
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -15,7 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from licensing.models import Agreement, Order, OrderLine
 from redemption import services
 from redemption.models import SeatAllocation
-from tenants.models import Customer, Tenant
+from tenants.models import Customer
 
 
 def _errors(exc: ValidationError) -> list[str]:
@@ -110,15 +109,6 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
     )
 
 
-def application_order(lines: list[OrderLine]) -> list[OrderLine]:
-    """Return the lines in the order their bindings apply: added seats before renewals, else as given.
-
-    A renewal sets the quantity for the next term, so seats added in the same confirmation go onto the
-    current term first; the result is then the same whatever order the sheet listed the lines in.
-    """
-    return sorted(lines, key=lambda line: line.kind == OrderLine.Kind.RENEWAL)
-
-
 def _explain(line: OrderLine, preview: services.Preview) -> str:
     """Say in one line why the resulting end date is not the sheet's, where it is not."""
     if preview.subscription is None or preview.term_end == line.ends_on:
@@ -138,7 +128,7 @@ def _explain(line: OrderLine, preview: services.Preview) -> str:
 def _proposals(lines) -> list[dict]:
     """Propose the agreement's tenant for each pending line, chaining previews per subscription."""
     proposals, bases = [], {}
-    for line in application_order(lines):
+    for line in services.application_order(lines):
         tenant = services.agreement_tenant(agreement=line.order.agreement, product=line.product)
         row = {"line": line, "tenant": tenant, "quantity": line.seats_left, "preview": None, "explanation": ""}
         if line.kind != OrderLine.Kind.NEW and tenant is not None:
@@ -174,14 +164,9 @@ def bind_pending_view(
     proposals = _proposals(pending)
     ready = [p for p in proposals if p["preview"] is not None]
     if request.method == "POST" and ready:
+        asks = [services.SeatsAsked(order_line=p["line"], tenant=p["tenant"], quantity=p["quantity"]) for p in ready]
         try:
-            with transaction.atomic():
-                allocations = [
-                    services.allocation_request(
-                        order_line=p["line"], tenant=p["tenant"], quantity=p["quantity"], acting_user=request.user
-                    )
-                    for p in ready
-                ]
+            allocations = services.allocations_request(asks=asks, acting_user=request.user)
         except ValidationError as exc:
             model_admin.message_user(request, "Nothing was queued: " + " ".join(_errors(exc)), messages.ERROR)
         else:
@@ -329,19 +314,3 @@ def allocation_decide_view(
             errors=errors,
         ),
     )
-
-
-def tenant_verify_many(model_admin: ModelAdmin, request: HttpRequest, tenants) -> None:
-    """Verify each tenant's identity with the provider and say how it went."""
-    verified = 0
-    for tenant in tenants:
-        try:
-            services.tenant_verify(tenant=tenant, acting_user=request.user)
-            verified += 1
-        except ValidationError as exc:
-            model_admin.message_user(request, f"{tenant}: {' '.join(exc.messages)}", messages.ERROR)
-    if verified:
-        model_admin.message_user(request, f"{verified} tenant(s) verified with the provider.")
-
-
-__all__ = ["Tenant", "bind_line_view", "bind_pending_view", "tenant_record_view"]

@@ -1,0 +1,201 @@
+"""Drift in the desk: the list with both values side by side, settling one, runs and their progress."""
+
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from config.admin_tools import BackOfficeListAdmin, ReadOnlyAdminMixin
+from config.queueing import enqueue_on_commit
+from redemption.models import Drift, ProviderCorrection, ReconciliationRun
+from redemption.reconciliation import runs
+from redemption.reconciliation import services as settle
+
+
+class DriftAgeFilter(admin.SimpleListFilter):
+    title = "first seen"
+    parameter_name = "age"
+    ranges = {"1d": ("Today", 1), "7d": ("Past 7 days", 7), "30d": ("Past 30 days", 30)}
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _) in self.ranges.items()] + [("older30d", "Older than 30 days")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() in self.ranges:
+            return queryset.filter(first_seen_at__gte=now - timedelta(days=self.ranges[self.value()][1]))
+        if self.value() == "older30d":
+            return queryset.filter(first_seen_at__lt=now - timedelta(days=30))
+        return queryset
+
+
+def _value(value) -> str:
+    return "—" if value is None else str(value)
+
+
+@admin.register(Drift)
+class DriftAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
+    """What differs between what was ordered, what we bound and what the provider holds; settled by a person."""
+
+    list_display = ["drift_link", "kind", "where", "ours_value", "provider_value", "status", "first_seen_at", "links"]
+    # The first column links to the page where the drift is settled.
+    list_display_links = None
+    list_select_related = ["tenant__customer__partner", "subscription", "order_line__order"]
+    list_filter = ["status", "kind", DriftAgeFilter, "tenant__customer__partner", "tenant__customer"]
+    search_fields = ["=provider_subscription_id", "tenant__default_domain", "=tenant__tenant_id", "=offer_id"]
+    ordering = ["-first_seen_at", "-id"]
+
+    @admin.display(description="drift", ordering="id")
+    def drift_link(self, obj: Drift):
+        return format_html('<a href="{}">#{}</a>', reverse("admin:redemption_drift_settle", args=[obj.pk]), obj.pk)
+
+    @admin.display(description="where")
+    def where(self, obj: Drift) -> str:
+        return obj.subject
+
+    @admin.display(description="ours")
+    def ours_value(self, obj: Drift) -> str:
+        return _value(obj.ours)
+
+    @admin.display(description="provider / bindings")
+    def provider_value(self, obj: Drift) -> str:
+        return _value(obj.provider)
+
+    @admin.display(description="")
+    def links(self, obj: Drift):
+        parts = []
+        if obj.subscription_id:
+            parts.append(("subscription", reverse("admin:redemption_subscription_change", args=[obj.subscription_id])))
+        if obj.tenant_id:
+            parts.append(("tenant", reverse("admin:tenants_tenant_change", args=[obj.tenant_id])))
+        if obj.order_line_id:
+            parts.append(("order story", reverse("admin:order_story", args=[obj.order_line.order_id])))
+        return format_html(" · ".join(['<a href="{}">{}</a>'] * len(parts)), *[v for p in parts for v in (p[1], p[0])])
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # A drift's page is where it is settled.
+        return HttpResponseRedirect(reverse("admin:redemption_drift_settle", args=[object_id]))
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(lambda request, pk: drift_settle_view(self, request, pk))
+        return [path("<int:pk>/settle/", view, name="redemption_drift_settle"), *super().get_urls()]
+
+
+SETTLE = {
+    "accept": settle.drift_accept,
+    "push": settle.drift_push,
+    "explain": settle.drift_explain,
+}
+
+
+def drift_settle_view(model_admin, request: HttpRequest, pk: int) -> HttpResponse:
+    """One drift with both values, and the ways to settle it: take the provider's, push ours, explain."""
+    drift = get_object_or_404(
+        Drift.objects.select_related("tenant__customer", "subscription__product", "order_line__order", "resolved_by"),
+        pk=pk,
+    )
+    if not model_admin.has_view_permission(request, drift):
+        raise PermissionDenied
+    errors: list[str] = []
+    if request.method == "POST":
+        how = request.POST.get("how", "")
+        if how not in SETTLE:
+            raise PermissionDenied
+        try:
+            SETTLE[how](drift=drift, acting_user=request.user, reason=request.POST.get("reason", ""))
+        except ValidationError as exc:
+            errors.extend(exc.messages)
+        else:
+            done = {
+                "accept": "the provider's value is now ours",
+                "push": "a correction waits for a supervisor's approval",
+                "explain": "explained",
+            }[how]
+            model_admin.message_user(request, f"Drift #{drift.pk}: {done}.")
+            return HttpResponseRedirect(reverse("admin:redemption_drift_settle", args=[drift.pk]))
+    supervisor = request.user.has_perm("redemption.supervisor")
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": f"Drift #{drift.pk}: {drift.get_kind_display()}",
+        "opts": model_admin.model._meta,
+        "drift": drift,
+        "errors": errors,
+        "can_accept": supervisor and drift.status == Drift.Status.OPEN and drift.kind in Drift.ACCEPTABLE,
+        "can_push": drift.status == Drift.Status.OPEN and drift.kind in Drift.PUSHABLE,
+        "open": drift.status == Drift.Status.OPEN,
+        "corrections": drift.corrections.select_related("requested_by", "approved_by"),
+    }
+    return TemplateResponse(request, "admin/redemption/drift_settle.html", context)
+
+
+@admin.register(ProviderCorrection)
+class ProviderCorrectionAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
+    """Our values of drifted subscriptions on their way to the provider, approved by a second supervisor."""
+
+    list_display = ["__str__", "changes", "status", "requested_by", "approved_by", "reason", "last_error", "created_at"]
+    list_select_related = ["subscription__product", "subscription__tenant", "requested_by", "approved_by"]
+    list_filter = ["status"]
+    ordering = ["-created_at", "-id"]
+    actions = ["approve_selected"]
+
+    @admin.action(description="Approve the selected corrections", permissions=["supervisor"])
+    def approve_selected(self, request, queryset):
+        done = 0
+        for correction in queryset[:200]:
+            try:
+                settle.correction_approve(correction=correction, acting_user=request.user)
+                done += 1
+            except ValidationError as exc:
+                self.message_user(request, f"Correction {correction.pk}: {' '.join(exc.messages)}", messages.ERROR)
+        if done:
+            self.message_user(request, f"{done} correction(s) approved and queued.")
+
+    def has_supervisor_permission(self, request) -> bool:
+        return request.user.has_perm("redemption.supervisor")
+
+
+@admin.register(ReconciliationRun)
+class ReconciliationRunAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
+    """Each reconciliation: who or what started it, its progress, what it found."""
+
+    list_display = ["__str__", "trigger", "scope", "progress", "new_count", "open_count", "closed_count", "started_at"]
+    list_select_related = ["started_by"]
+    list_filter = ["status", "trigger"]
+    ordering = ["-created_at", "-id"]
+    change_form_template = "admin/redemption/reconciliationrun_change_form.html"
+    change_list_template = "admin/redemption/reconciliationrun_change_list.html"
+
+    @admin.display(description="progress")
+    def progress(self, run: ReconciliationRun) -> str:
+        return f"{run.tenants_done} of {run.tenants_total} tenants"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = get_object_or_404(ReconciliationRun, pk=object_id)
+        running = run.status in (ReconciliationRun.Status.PENDING, ReconciliationRun.Status.RUNNING)
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "refresh": running})
+
+    def get_urls(self):
+        start = self.admin_site.admin_view(self.start_view)
+        return [path("start/", start, name="redemption_reconciliationrun_start"), *super().get_urls()]
+
+    def start_view(self, request: HttpRequest) -> HttpResponse:
+        """Start a reconciliation of every tenant now (supervisors); a worker carries it out."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not request.user.has_perm("redemption.supervisor"):
+            raise PermissionDenied
+        from redemption.reconciliation.tasks import reconciliation_run_task
+
+        run = runs.reconciliation_start(trigger=ReconciliationRun.Trigger.DESK, acting_user=request.user)
+        if run.status == ReconciliationRun.Status.PENDING and run.started_by_id == request.user.pk:
+            enqueue_on_commit(reconciliation_run_task, run.pk)
+            self.message_user(request, f"{run} queued: a worker checks every tenant now.")
+        else:
+            self.message_user(request, f"{run} is already under way.", messages.WARNING)
+        return HttpResponseRedirect(reverse("admin:redemption_reconciliationrun_change", args=[run.pk]))

@@ -1,0 +1,1 @@
+"""Three-way reconciliation: what was ordered, what we bound, and what the provider holds."""

@@ -1,0 +1,184 @@
+"""A person settles a drift: take the provider's value, push ours to the provider, or explain it."""
+
+import logging
+from datetime import date
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from config.history import save_with_history
+from config.queueing import enqueue_on_commit
+from redemption.gateway import ProviderError, ProviderTransient, gateway_get, request_id_for
+from redemption.models import Drift, ProviderCorrection, Subscription
+from redemption.statements import slot_unlock, subscription_lock
+
+logger = logging.getLogger(__name__)
+Kind = Drift.Kind
+Correction = ProviderCorrection
+
+
+def _is_supervisor(user) -> bool:
+    return bool(user and user.is_active and user.has_perm("redemption.supervisor"))
+
+
+def _open(drift: Drift) -> Drift:
+    drift = Drift.objects.select_for_update(of=("self",)).select_related("subscription", "tenant").get(pk=drift.pk)
+    if drift.status != Drift.Status.OPEN:
+        raise ValidationError(f"This drift is already settled ({drift.get_status_display().lower()}).", code="settled")
+    return drift
+
+
+def _reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError("Say why: it stays with the drift and the records it changes.", code="reason_required")
+    return reason
+
+
+def _settle(drift: Drift, status: str, acting_user, reason: str) -> None:
+    drift.status = status
+    drift.resolved_by = acting_user
+    drift.resolution_reason = reason
+    drift.closed_at = timezone.now()
+    drift.save(update_fields=["status", "resolved_by", "resolution_reason", "closed_at"])
+
+
+def drift_accept(*, drift: Drift, acting_user, reason: str) -> Drift:
+    """Take the provider's value into our subscription, with the reason in its history."""
+    reason = _reason(reason)
+    if not _is_supervisor(acting_user):
+        raise ValidationError("Only a supervisor can change a subscription to the provider's value.", code="perm")
+    with transaction.atomic():
+        drift = _open(drift)
+        if drift.kind not in Drift.ACCEPTABLE or drift.subscription is None:
+            raise ValidationError("There is no provider value to take for this drift: explain it.", code="kind")
+        subscription = Subscription.objects.select_for_update().get(pk=drift.subscription_id)
+        if drift.kind == Kind.QUANTITY:
+            subscription.quantity, fields = int(drift.provider), ["quantity"]
+        elif drift.kind == Kind.TERM_END:
+            subscription.term_end, fields = date.fromisoformat(drift.provider), ["term_end"]
+        elif drift.kind == Kind.STATUS:
+            suspended = drift.provider == "suspended"
+            subscription.status = Subscription.Status.SUSPENDED if suspended else Subscription.Status.ACTIVE
+            fields = ["status"]
+        else:  # missing at the provider: it is gone there
+            subscription.status, fields = Subscription.Status.DEPROVISIONED, ["status"]
+        save_with_history(
+            subscription,
+            acting_user=acting_user,
+            reason=f"Provider's value accepted ({drift.get_kind_display().lower()}): {reason}",
+            fields=fields,
+        )
+        _settle(drift, Drift.Status.ACCEPTED, acting_user, reason)
+    return drift
+
+
+def drift_explain(*, drift: Drift, acting_user, reason: str) -> Drift:
+    """Settle a drift with a written explanation; nothing else changes."""
+    reason = _reason(reason)
+    with transaction.atomic():
+        drift = _open(drift)
+        _settle(drift, Drift.Status.EXPLAINED, acting_user, reason)
+    return drift
+
+
+def drift_push(*, drift: Drift, acting_user, reason: str) -> Correction:
+    """Ask for our value to be sent to the provider: a correction a supervisor approves, then a worker applies."""
+    reason = _reason(reason)
+    with transaction.atomic():
+        drift = _open(drift)
+        if drift.kind not in Drift.PUSHABLE or drift.subscription is None:
+            raise ValidationError("Only a quantity, term end or status can be pushed to the provider.", code="kind")
+        if drift.corrections.exclude(status__in=[Correction.Status.REJECTED, Correction.Status.DONE]).exists():
+            raise ValidationError("A correction of this drift is already on its way.", code="duplicate")
+        subscription = drift.subscription
+        changes = {
+            Kind.QUANTITY: {"quantity": subscription.quantity},
+            Kind.TERM_END: {"commitmentEndDate": subscription.term_end.isoformat()},
+            Kind.STATUS: {"status": "suspended" if subscription.status == Subscription.Status.SUSPENDED else "active"},
+        }[drift.kind]
+        return Correction.objects.create(
+            drift=drift, subscription=subscription, changes=changes, requested_by=acting_user, reason=reason
+        )
+
+
+def correction_approve(*, correction: Correction, acting_user) -> Correction:
+    """Approve a correction (a second person, a supervisor) and queue it for a worker."""
+    if not _is_supervisor(acting_user):
+        raise ValidationError("Only a supervisor can approve a correction.", code="perm")
+    with transaction.atomic():
+        correction = Correction.objects.select_for_update().get(pk=correction.pk)
+        if correction.requested_by_id == acting_user.pk:
+            raise ValidationError("You asked for this correction: another supervisor must approve it.", code="own")
+        if correction.status not in (Correction.Status.AWAITING_APPROVAL, Correction.Status.FAILED):
+            raise ValidationError(f"This correction is {correction.get_status_display().lower()}.", code="status")
+        if correction.status == Correction.Status.FAILED:
+            correction.round += 1
+        correction.status = Correction.Status.QUEUED
+        correction.approved_by = correction.approved_by or acting_user
+        correction.attempts = 0
+        correction.save(update_fields=["status", "approved_by", "attempts", "round", "updated_at"])
+        from redemption.tasks import correction_apply_task
+
+        enqueue_on_commit(correction_apply_task, correction.pk)
+    return correction
+
+
+def correction_reject(*, correction: Correction, acting_user, reason: str) -> Correction:
+    reason = _reason(reason)
+    if not _is_supervisor(acting_user):
+        raise ValidationError("Only a supervisor can reject a correction.", code="perm")
+    with transaction.atomic():
+        correction = Correction.objects.select_for_update().get(pk=correction.pk)
+        if correction.status not in (Correction.Status.AWAITING_APPROVAL, Correction.Status.FAILED):
+            raise ValidationError(f"This correction is {correction.get_status_display().lower()}.", code="status")
+        correction.status = Correction.Status.REJECTED
+        correction.last_error = f"Rejected by {acting_user}: {reason}"
+        correction.save(update_fields=["status", "last_error", "updated_at"])
+    return correction
+
+
+def correction_apply(*, correction_id: int, last_attempt: bool = False) -> Correction:
+    """Send the correction's absolute values to the provider (in order with the subscription's bindings).
+
+    The request ID is derived from the correction's own key, so a retry of the same correction is one
+    call for the provider. Raise ProviderTransient to be retried later; on the last attempt, fail instead.
+    """
+    correction = Correction.objects.select_related("subscription__tenant", "drift").get(pk=correction_id)
+    if correction.status != Correction.Status.QUEUED:
+        return correction
+    key = subscription_lock(subscription_id=correction.subscription_id)
+    try:
+        Correction.objects.filter(pk=correction.pk).update(attempts=correction.attempts + 1)
+        subscription = correction.subscription
+        try:
+            gateway_get().subscription_patch(
+                tenant_id=subscription.tenant.tenant_id,
+                subscription_id=subscription.provider_subscription_id,
+                request_id=request_id_for(correction.idempotency_key, f"correction:{correction.round}"),
+                changes=correction.changes,
+            )
+        except ProviderTransient as exc:
+            if not last_attempt:
+                raise
+            Correction.objects.filter(pk=correction.pk).update(
+                status=Correction.Status.FAILED, last_error=f"Gave up: {exc.message}", updated_at=timezone.now()
+            )
+            return Correction.objects.get(pk=correction.pk)
+        except ProviderError as exc:
+            Correction.objects.filter(pk=correction.pk).update(
+                status=Correction.Status.FAILED, last_error=exc.message, updated_at=timezone.now()
+            )
+            return Correction.objects.get(pk=correction.pk)
+        with transaction.atomic():
+            Correction.objects.filter(pk=correction.pk).update(
+                status=Correction.Status.DONE, done_at=timezone.now(), last_error="", updated_at=timezone.now()
+            )
+            drift = Drift.objects.select_for_update().get(pk=correction.drift_id)
+            if drift.status == Drift.Status.OPEN:
+                _settle(drift, Drift.Status.PUSHED, correction.approved_by, correction.reason)
+    finally:
+        if key is not None:
+            slot_unlock(key)
+    return Correction.objects.get(pk=correction.pk)

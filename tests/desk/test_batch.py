@@ -1,0 +1,104 @@
+"""Binding lines of several orders and customers on one screen, and the page that follows them."""
+
+from datetime import date
+
+import pytest
+from django.urls import reverse
+
+from licensing.models import OrderLine
+from redemption import binding
+from redemption.models import SeatAllocation
+from tests.factories import (
+    AgreementFactory,
+    CustomerFactory,
+    OrderFactory,
+    OrderLineFactory,
+    ProductFactory,
+    SubscriptionFactory,
+    TenantFactory,
+)
+from tests.redemption.conftest import known_to_provider, provider_subscription
+
+pytestmark = pytest.mark.django_db
+
+
+def customer_with_seats(name: str, domain: str, product):
+    """A customer whose tenant already holds 10 seats of the product under an agreement."""
+    customer = CustomerFactory(name=name)
+    tenant = known_to_provider(TenantFactory(customer=customer, default_domain=domain))
+    agreement = AgreementFactory(customer=customer)
+    provider_subscription(
+        SubscriptionFactory(
+            agreement=agreement, product=product, tenant=tenant, quantity=10, term_end=date(2027, 6, 30)
+        )
+    )
+    return customer, tenant, agreement
+
+
+@pytest.fixture
+def three_orders():
+    e3, e5 = ProductFactory(part_number="Q5Y-00003"), ProductFactory(part_number="AAA-00005")
+    _, northwind, agreement_a = customer_with_seats("Northwind Traders", "northwind.onmicrosoft.com", e3)
+    _, litware, agreement_b = customer_with_seats("Litware", "litware.onmicrosoft.com", e3)
+    one = OrderFactory(agreement=agreement_a)
+    two = OrderFactory(agreement=agreement_a, suggested_tenant_domain="northwind.onmicrosoft.com")
+    three = OrderFactory(agreement=agreement_b)
+    lines = [
+        OrderLineFactory(order=one, product=e3, kind=OrderLine.Kind.RENEWAL, quantity=10, line_number=1),
+        OrderLineFactory(order=one, product=e3, kind=OrderLine.Kind.ADDITIONAL, quantity=5, line_number=2),
+        OrderLineFactory(order=two, product=e5, kind=OrderLine.Kind.NEW, quantity=3, line_number=1),
+        OrderLineFactory(order=three, product=e5, kind=OrderLine.Kind.NEW, quantity=4, line_number=1),
+    ]
+    return {"lines": lines, "orders": (one, two, three), "northwind": northwind, "litware": litware}
+
+
+def test_lines_of_several_orders_and_customers_are_bound_with_one_confirmation(client, processor, three_orders):
+    client.force_login(processor)
+    lines, (one, two, three) = three_orders["lines"], three_orders["orders"]
+    queue = reverse("admin:licensing_orderline_changelist")
+    opened = client.post(
+        queue, {"action": "bind_selected_lines", "_selected_action": [line.pk for line in lines], "index": "0"}
+    )
+    screen = client.get(opened.url)
+    text = screen.content.decode()
+    assert text.index("Litware") < text.index("Northwind Traders")  # grouped by customer
+    assert {g.order for c in screen.context["plan"] for g in c.orders} == {one, two, three}
+    choices = {
+        f"tenant_{two.pk}": three_orders["northwind"].pk,
+        f"confirm_{two.pk}": "northwind.onmicrosoft.com",
+        f"tenant_{three.pk}": three_orders["litware"].pk,
+        f"confirm_{three.pk}": "wrong.onmicrosoft.com",
+    }
+    refused = client.post(opened.url, {"lines": screen.context["lines"], **choices})
+    assert "is not this tenant&#x27;s default domain" in refused.content.decode()
+    assert not SeatAllocation.objects.exists()  # one confirmation: all or nothing
+    choices[f"confirm_{three.pk}"] = "Litware.onmicrosoft.com "
+    done = client.post(opened.url, {"lines": screen.context["lines"], **choices})
+    batch_url = done.url
+    assert SeatAllocation.objects.count() == 4
+    state = client.get(batch_url + "status.json").json()
+    assert state["total"] == 4 and state["counts"]["queued"] == 4 and not state["finished"]
+    for allocation in SeatAllocation.objects.order_by("pk"):
+        binding.allocation_bind(allocation_id=allocation.pk)
+    state = client.get(batch_url + "status.json").json()
+    assert state["counts"]["bound"] == 4 and state["finished"]
+    assert "All bound." in client.get(batch_url).content.decode()
+
+
+def test_the_orders_list_opens_the_same_screen_for_the_selected_orders(client, processor, three_orders):
+    client.force_login(processor)
+    one, two, _ = three_orders["orders"]
+    opened = client.post(
+        reverse("admin:licensing_order_changelist"),
+        {"action": "bind_selected_orders", "_selected_action": [one.pk, two.pk], "index": "0"},
+    )
+    plan = client.get(opened.url).context["plan"]
+    assert sorted(len(g.rows) for c in plan for g in c.orders) == [1, 2]
+
+
+def test_someone_who_cannot_request_bindings_cannot_open_a_batch_screen(client, three_orders, make_user):
+    viewer = make_user("viewer", role=None)
+    viewer.is_superuser = False
+    viewer.save()
+    client.force_login(viewer)
+    assert client.get(reverse("admin:desk_bulk_bind"), {"lines": "1"}).status_code == 403

@@ -1,0 +1,307 @@
+"""One provider call budget for the installation: slots at the rate, a 429's pause for every caller."""
+
+import itertools
+import time
+import uuid
+from datetime import date, timedelta
+
+import pytest
+from django.test import override_settings
+from django.urls import reverse
+from django.utils import timezone
+
+from redemption import binding, services, throttle
+from redemption.gateway import ProviderThrottled, budget_get
+from redemption.gateway.base import OrderRequest
+from redemption.gateway.budget import (
+    BudgetHeldBack,
+    CallBudget,
+    DatabaseSchedule,
+    LocalSchedule,
+    RedisSchedule,
+)
+from redemption.gateway.http import HttpGateway
+from redemption.gateway.sandbox import SandboxGateway
+from redemption.models import SeatAllocation
+from redemption.testing.provider_server import Fault, ProviderServer
+from tests.conftest import redis_broker_url
+from tests.factories import AgreementFactory, OrderFactory, OrderLineFactory, SeatAllocationFactory, TenantFactory
+from tests.redemption.conftest import known_to_provider
+
+Status = SeatAllocation.Status
+TENANT = uuid.UUID("0f6f1c3e-8a52-4c4b-b3a4-0d8e7c1f2a11")
+
+
+# The schedule tests run outside a test transaction, as workers use the database schedule (inside one it
+# takes a connection of its own).
+on_the_database = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(params=["local", "database", "redis"])
+def schedule(request):
+    """Each place the schedule can live, emptied before and after the test."""
+    if request.param == "local":
+        yield LocalSchedule()
+        return
+    if request.param == "database":
+        found = DatabaseSchedule()
+        found.reset()
+        yield found
+        found.reset()
+        return
+    url = redis_broker_url()
+    if url is None:
+        pytest.skip("needs a Redis broker: set CELERY_BROKER_URL=redis://... to a running Redis")
+    found = RedisSchedule(url)
+    found.reset()
+    yield found
+    found.reset()
+
+
+def waits(schedule, count: int, *, rate: float, burst: int = 1, max_wait: float = 60.0) -> list[float]:
+    interval = 1 / rate if rate else 0.0
+    return [schedule.reserve(interval=interval, burst=burst, max_wait=max_wait)[1] for _ in range(count)]
+
+
+def slots(schedule, count: int, *, rate: float, burst: int = 1) -> list[tuple[float, float]]:
+    """Reserve `count` slots; return when each comes (not before, not after), on this process's clock."""
+    interval = 1 / rate if rate else 0.0
+    found = []
+    for _ in range(count):
+        before = time.monotonic()
+        wait = schedule.reserve(interval=interval, burst=burst, max_wait=60.0)[1]
+        found.append((before + wait, time.monotonic() + wait))
+    return found
+
+
+def at_offsets(found: list[tuple[float, float]], offsets: list[float]) -> bool:
+    """Whether the slots can be at these offsets from the first (each slot is known within its call's time)."""
+    (first_lo, first_hi), tolerance = found[0], 0.001
+    return all(
+        lo - first_hi - tolerance <= offset <= hi - first_lo + tolerance
+        for (lo, hi), offset in zip(found, offsets, strict=True)
+    )
+
+
+@on_the_database
+def test_calls_are_spread_evenly_at_the_rate(schedule):
+    # Slots 50 ms apart, whoever asks: each caller sleeps until its own.
+    found = slots(schedule, 5, rate=20)
+    assert at_offsets(found, [0, 0.05, 0.1, 0.15, 0.2]), found
+
+
+@on_the_database
+def test_a_burst_goes_at_once_after_a_quiet_spell_then_the_rate_holds(schedule):
+    assert max(waits(schedule, 3, rate=20, burst=3)) < 0.001
+    time.sleep(0.2)
+    found = slots(schedule, 5, rate=20, burst=3)
+    # Three at once (as fast as they ask), then the rate.
+    assert at_offsets(found[3:], [0, 0.05]) and found[3][0] - found[0][1] < 0.051, found
+
+
+@on_the_database
+def test_a_slot_further_than_the_caller_may_wait_is_not_taken(schedule):
+    waits(schedule, 10, rate=20)
+    reserved, wait = schedule.reserve(interval=0.05, burst=1, max_wait=0.1)
+    assert not reserved and 0.4 < wait <= 0.5
+    # Refused, it took nothing: the next caller gets the same slot.
+    assert 0.4 < schedule.reserve(interval=0.05, burst=1, max_wait=1.0)[1] <= 0.5
+
+
+@on_the_database
+def test_a_pause_holds_every_callers_next_slot(schedule):
+    assert waits(schedule, 1, rate=0) == [0.0]
+    schedule.pause(seconds=0.5)
+    assert 0.4 < schedule.paused_for() <= 0.5
+    assert 0.4 < waits(schedule, 1, rate=0)[0] <= 0.5
+    # A shorter pause asked meanwhile does not cut the longer one.
+    schedule.pause(seconds=0.1)
+    assert schedule.paused_for() > 0.3
+    rated = waits(schedule, 2, rate=20)
+    assert 0.3 < rated[0] <= 0.5 and 0.04 < rated[1] - rated[0] < 0.06
+
+
+@on_the_database
+def test_without_a_rate_calls_are_never_held_back_unless_paused(schedule):
+    assert max(waits(schedule, 50, rate=0)) < 0.001
+
+
+# --- the gateways take slots -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def server():
+    server = ProviderServer(token="secret").start()
+    server.add_tenant(TENANT, "northwind.onmicrosoft.com", "Northwind Traders")
+    yield server
+    server.stop()
+
+
+ORDER = OrderRequest(
+    reference_customer_id=str(TENANT),
+    offer_id="Q5Y-00003",
+    quantity=5,
+    commitment_end=date(2027, 11, 1),
+    friendly_name="O365 E3",
+    partner_id="4412345",
+)
+
+
+def test_http_calls_go_out_at_the_budgets_rate(server):
+    client = HttpGateway(
+        base_url=server.url, token="secret", timeout=2, budget=CallBudget(rate=20, burst=1, schedule=LocalSchedule())
+    )
+    for _ in range(6):
+        client.subscription_list(tenant_id=TENANT)
+    arrived = [call["at"] for call in server.state.calls]
+    assert min(b - a for a, b in itertools.pairwise(arrived)) > 0.045
+
+
+def test_a_429_pauses_every_caller_of_the_budget_not_only_the_one_throttled(server):
+    shared = CallBudget(rate=0, burst=1, schedule=LocalSchedule())
+    first, second = (HttpGateway(base_url=server.url, token="secret", timeout=2, budget=shared) for _ in range(2))
+    server.inject(Fault("throttle", retry_after=1))
+    with pytest.raises(ProviderThrottled):
+        first.order_create(tenant_id=TENANT, request_id=uuid.uuid4(), order=ORDER)
+    second.subscription_list(tenant_id=TENANT)
+    throttled, listed = server.state.calls
+    assert throttled["status"] == 429 and listed["status"] == 200
+    assert listed["at"] - throttled["at"] >= 0.95
+
+
+def test_a_caller_that_cannot_wait_so_long_is_held_back_without_a_call(server):
+    client = HttpGateway(base_url=server.url, token="secret", timeout=2)
+    client.budget.pause(seconds=30)
+    with pytest.raises(BudgetHeldBack):
+        client.order_create(tenant_id=TENANT, request_id=uuid.uuid4(), order=ORDER)
+    assert server.state.calls == []
+
+
+def test_the_provider_server_throttles_beyond_its_rate_with_retry_after(server):
+    server.rate_limit_set(5, burst=2)
+    client = HttpGateway(base_url=server.url, token="secret", timeout=2)
+    client.subscription_list(tenant_id=TENANT)
+    client.subscription_list(tenant_id=TENANT)
+    with pytest.raises(ProviderThrottled) as throttled:
+        client.subscription_list(tenant_id=TENANT)
+    assert throttled.value.retry_after == 1
+    assert [call["status"] for call in server.state.calls] == [200, 200, 429]
+
+
+# --- on the database (the embedded default: SQLite) ------------------------------------------------
+
+
+@pytest.mark.django_db
+@override_settings(PROVIDER_RATE_LIMIT=20, PROVIDER_RATE_BURST=1, CELERY_BROKER_URL="filesystem://")
+def test_bindings_through_the_database_budget_go_out_at_the_rate(monkeypatch):
+    budget = budget_get()
+    assert isinstance(budget.schedule, DatabaseSchedule)
+    allocations = [SeatAllocationFactory(status=Status.QUEUED, quantity=2) for _ in range(4)]
+    for allocation in allocations:
+        known_to_provider(allocation.tenant)
+    sent = []
+    order_create = SandboxGateway.order_create
+
+    def timed(self, **kwargs):
+        sent.append(time.monotonic())
+        return order_create(self, **kwargs)
+
+    monkeypatch.setattr(SandboxGateway, "order_create", timed)
+    for allocation in allocations:
+        assert binding.allocation_bind(allocation_id=allocation.pk).status == Status.BOUND
+    assert min(b - a for a, b in itertools.pairwise(sent)) > 0.045
+
+
+@pytest.mark.django_db
+def test_a_throttled_binding_waits_without_using_an_attempt(new_line, tenant, processor, monkeypatch):
+    allocation = services.allocation_request(
+        order_line=new_line, tenant=tenant, quantity=10, acting_user=processor, confirm_domain=tenant.default_domain
+    )
+    SeatAllocation.objects.filter(pk=allocation.pk).update(status=Status.QUEUED)
+
+    def throttled(self, **kwargs):
+        raise ProviderThrottled("The provider is throttling requests.", 30)
+
+    monkeypatch.setattr(SandboxGateway, "order_create", throttled)
+    with override_settings(BINDING_MAX_ATTEMPTS=1):
+        for _ in range(3):
+            SeatAllocation.objects.filter(pk=allocation.pk).update(next_attempt_at=None)
+            with pytest.raises(binding.BindingDeferred) as deferred:
+                binding.allocation_bind(allocation_id=allocation.pk)
+            assert 30 <= deferred.value.countdown <= 31
+    allocation.refresh_from_db()
+    # Nothing reached the provider: the next attempt orders without looking the order up first.
+    assert (allocation.status, allocation.attempts, allocation.first_sent_at) == (Status.QUEUED, 0, None)
+    assert "throttling" in allocation.last_error
+
+
+@pytest.mark.django_db
+def test_a_binding_whose_slot_is_far_is_deferred_before_it_touches_anything(new_line, tenant, processor):
+    allocation = services.allocation_request(
+        order_line=new_line, tenant=tenant, quantity=10, acting_user=processor, confirm_domain=tenant.default_domain
+    )
+    SeatAllocation.objects.filter(pk=allocation.pk).update(status=Status.QUEUED)
+    budget = budget_get()
+    budget.pause(seconds=20)
+    try:
+        with pytest.raises(binding.BindingDeferred) as deferred:
+            binding.allocation_bind(allocation_id=allocation.pk)
+    finally:
+        budget.reset()
+    assert 19 <= deferred.value.countdown <= 21
+    allocation.refresh_from_db()
+    assert (allocation.status, allocation.attempts, allocation.first_sent_at) == (Status.QUEUED, 0, None)
+
+
+# --- the queue behind the limit --------------------------------------------------------------------
+
+
+def _queued(count: int, **fields) -> list[SeatAllocation]:
+    return [SeatAllocationFactory(status=Status.QUEUED, **fields) for _ in range(count)]
+
+
+@pytest.mark.django_db
+def test_the_landing_page_says_how_much_work_waits_while_throttled(client, superuser):
+    client.force_login(superuser)
+    _queued(3)
+    labels = [item.label for item in client.get(reverse("admin:index")).context["attention"]]
+    assert not any(label.startswith("provider throttling") for label in labels)
+    with override_settings(PROVIDER_RATE_LIMIT=0.02):
+        items = {item.label: item for item in client.get(reverse("admin:index")).context["attention"]}
+    # 3 bindings at one call every 50 s: about 3 minutes.
+    assert items["provider throttling: about 3 minutes of work queued"].count == 3
+    budget = budget_get()
+    budget.pause(seconds=100)
+    try:
+        items = {item.label: item for item in client.get(reverse("admin:index")).context["attention"]}
+    finally:
+        budget.reset()
+    assert items["provider throttling: about 2 minutes of work queued"].count == 3
+
+
+@pytest.mark.django_db
+@override_settings(PROVIDER_RATE_LIMIT=0.1, BINDING_STALE_SECONDS=120)
+def test_the_sweep_leaves_a_long_queue_to_the_rate_instead_of_sending_it_again(time_machine):
+    allocations = _queued(30)
+    start = timezone.now()
+    time_machine.move_to(start + timedelta(seconds=200))
+    # 30 bindings at 0.1 calls/s take 300 s: none is taken for lost yet.
+    assert binding.allocation_sweep() == []
+    time_machine.move_to(start + timedelta(seconds=500))
+    assert sorted(binding.allocation_sweep()) == sorted(a.pk for a in allocations)
+
+
+@pytest.mark.django_db
+def test_a_tenants_or_orders_backlog_goes_in_later_lanes_than_a_small_order():
+    tenant = TenantFactory()
+    agreement = AgreementFactory(customer=tenant.customer)
+    huge = OrderFactory(agreement=agreement)
+    lines = [OrderLineFactory(order=huge, line_number=n + 1) for n in range(12)]
+    backlog = [SeatAllocationFactory(status=Status.QUEUED, order_line=line, tenant=tenant) for line in lines]
+    small = SeatAllocationFactory(status=Status.QUEUED)
+    lanes = [throttle.allocation_lane(allocation_id=a.pk) for a in backlog]
+    assert lanes == [0] * 10 + [3, 3]
+    assert throttle.allocation_lane(allocation_id=small.pk) == 0
+    # Work done (or given up) is no longer ahead of anyone.
+    SeatAllocation.objects.filter(pk__in=[a.pk for a in backlog[:5]]).update(status=Status.FAILED)
+    assert throttle.allocation_lane(allocation_id=backlog[11].pk) == 0

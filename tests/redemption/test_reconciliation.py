@@ -1,0 +1,315 @@
+"""Reconciliation against the local provider server, whose state the tests change behind our back."""
+
+import json
+from datetime import UTC, date, datetime
+from io import StringIO
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+from licensing.models import OrderLine
+from redemption import binding, services
+from redemption.models import Drift, ProviderCorrection, ReconciliationRun, Subscription
+from redemption.reconciliation import runs
+from redemption.reconciliation import services as settle
+from redemption.testing.provider_server import Fault, ProviderServer
+from tests.conftest import requires_postgres, requires_redis
+from tests.factories import (
+    AgreementFactory,
+    CustomerFactory,
+    OrderFactory,
+    OrderLineFactory,
+    ProductFactory,
+    SubscriptionFactory,
+    TenantFactory,
+)
+from tests.redemption.worker import Worker, wait_for
+
+pytestmark = pytest.mark.django_db
+TOKEN = "reconcile-token"
+TODAY = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+Kind = Drift.Kind
+
+
+@pytest.fixture
+def provider(time_machine):
+    time_machine.move_to(TODAY)
+    server = ProviderServer(token=TOKEN).start()
+    with override_settings(PROVIDER_BACKEND="http", PROVIDER_URL=server.url, PROVIDER_TOKEN=TOKEN, PROVIDER_TIMEOUT=5):
+        yield server
+    server.stop()
+
+
+def known(server, tenant):
+    server.add_tenant(tenant.tenant_id, tenant.default_domain, tenant.display_name)
+    return tenant
+
+
+def bound(line, tenant, user, boss):
+    allocation = services.allocation_request(
+        order_line=line, tenant=tenant, quantity=line.quantity, confirm_domain=tenant.default_domain, acting_user=user
+    )
+    if allocation.status == allocation.Status.AWAITING_APPROVAL:
+        services.allocation_approve(allocation=allocation, acting_user=boss)
+    allocation = binding.allocation_bind(allocation_id=allocation.pk)
+    assert allocation.status == allocation.Status.BOUND, allocation.last_error
+    return allocation.subscription
+
+
+@pytest.fixture
+def desk(provider, processor, supervisor):
+    """Northwind with two tenants bound through the HTTP provider; Fabrikam's tenant; a line left unbound."""
+    northwind = CustomerFactory(name="Northwind Traders")
+    main = known(provider, TenantFactory(customer=northwind, default_domain="northwind.onmicrosoft.com"))
+    labs = known(provider, TenantFactory(customer=northwind, default_domain="northwindlabs.onmicrosoft.com"))
+    agreement = AgreementFactory(customer=northwind)
+    e3, e5, visio = (ProductFactory(part_number=p) for p in ("Q5Y-00003", "AAA-00005", "VIS-00001"))
+    order = OrderFactory(agreement=agreement, ordered_on=date(2026, 11, 25))
+    e3_sub = bound(OrderLineFactory(order=order, product=e3, quantity=10, line_number=1), main, processor, supervisor)
+    e5_sub = bound(OrderLineFactory(order=order, product=e5, quantity=5, line_number=2), main, processor, supervisor)
+    labs_agreement = AgreementFactory(customer=northwind)
+    labs_sub = bound(
+        OrderLineFactory(order=OrderFactory(agreement=labs_agreement), product=visio, quantity=3, line_number=1),
+        labs,
+        processor,
+        supervisor,
+    )
+    fabrikam = known(provider, TenantFactory(default_domain="fabrikam.onmicrosoft.com"))
+    legacy = SubscriptionFactory(tenant=fabrikam, quantity=7, term_end=date(2027, 3, 31))
+    provider.add_subscription(
+        fabrikam.tenant_id, offer_id=legacy.product.part_number, quantity=7, end=date(2027, 3, 31),
+        sub_id=legacy.provider_subscription_id,
+    )  # fmt: skip
+    old_order = OrderFactory(agreement=agreement, ordered_on=date(2026, 11, 1), suggested_tenant_domain="")
+    unbound = OrderLineFactory(order=old_order, product=e3, quantity=4, line_number=1, kind=OrderLine.Kind.ADDITIONAL)
+    return {
+        "main": main, "labs": labs, "fabrikam": fabrikam, "e3": e3_sub, "e5": e5_sub, "labs_sub": labs_sub,
+        "legacy": legacy, "unbound": unbound,
+    }  # fmt: skip
+
+
+def held(server, subscription) -> dict:
+    return server.state.subscriptions[subscription.provider_subscription_id]
+
+
+def reconcile(*args) -> list[dict]:
+    out = StringIO()
+    call_command("reconcile_provider", "--format", "json", *args, stdout=out)
+    return json.loads(out.getvalue())
+
+
+def as_set(rows: list[dict]) -> set[tuple]:
+    return {(r["kind"], r["tenant_id"], r["subscription_id"], r["offer_id"], r["ours"], r["provider"]) for r in rows}
+
+
+def test_each_kind_of_drift_is_found_exactly_once(desk, provider):
+    main, labs, fabrikam = (str(desk[name].tenant_id) for name in ("main", "labs", "fabrikam"))
+    e3, e5, labs_sub = desk["e3"], desk["e5"], desk["labs_sub"]
+    with provider.lock:
+        held(provider, e3).update(quantity=8, commitmentEndDate="2028-01-31")
+        held(provider, e5)["status"] = "suspended"
+        del provider.state.subscriptions[labs_sub.provider_subscription_id]
+        provider.state.tenants.pop(fabrikam)
+    stranger = provider.add_subscription(desk["main"].tenant_id, offer_id="PRJ-00001", quantity=2, end=date(2027, 1, 1))
+    found = reconcile()
+    assert as_set(found) == {
+        ("quantity", main, e3.provider_subscription_id, "Q5Y-00003", 10, 8),
+        ("term_end", main, e3.provider_subscription_id, "Q5Y-00003", e3.term_end.isoformat(), "2028-01-31"),
+        ("status", main, e5.provider_subscription_id, "AAA-00005", "active", "suspended"),
+        ("missing_at_provider", labs, labs_sub.provider_subscription_id, "VIS-00001", 3, None),
+        ("unknown_at_provider", main, stranger, "PRJ-00001", None, 2),
+        ("tenant_unknown", fabrikam, None, None, None, None),
+        ("unbound_seats", main, None, "Q5Y-00003", 4, None),
+    }
+    assert len(found) == 7
+
+
+def test_a_subscription_whose_bindings_do_not_add_up_is_a_drift(desk, provider):
+    legacy = desk["legacy"]
+    found = reconcile("--tenant", str(desk["fabrikam"].tenant_id))
+    assert as_set(found) == {
+        ("seats_vs_orders", str(desk["fabrikam"].tenant_id), legacy.provider_subscription_id,
+         legacy.product.part_number, 7, 0),
+    }  # fmt: skip
+
+
+def test_a_second_unchanged_run_adds_nothing_and_a_fixed_drift_closes_itself(desk, provider):
+    e3 = desk["e3"]
+    with provider.lock:
+        held(provider, e3)["quantity"] = 8
+    first = reconcile()
+    second = reconcile()
+    assert as_set(first) == as_set(second)
+    run = ReconciliationRun.objects.order_by("-pk").first()
+    assert run.new_count == 0 and run.closed_count == 0
+    assert Drift.objects.filter(kind=Kind.QUANTITY).count() == 1
+    with provider.lock:
+        held(provider, e3)["quantity"] = 10
+    out = StringIO()
+    call_command("reconcile_provider", stdout=out)
+    assert out.getvalue().strip().endswith("3 tenant(s) checked, 2 drift(s) open (0 new, 1 resolved by themselves)")
+    gone = Drift.objects.get(kind=Kind.QUANTITY)
+    assert gone.status == Drift.Status.CLOSED and gone.closed_at is not None
+
+
+def test_a_run_for_some_tenants_checks_and_prints_only_those(desk, provider):
+    with provider.lock:
+        held(provider, desk["e3"])["quantity"] = 8
+        held(provider, desk["labs_sub"])["quantity"] = 1
+    found = reconcile("--tenant", str(desk["labs"].tenant_id))
+    assert {(r["kind"], r["tenant_id"]) for r in found} == {("quantity", str(desk["labs"].tenant_id))}
+    assert not Drift.objects.filter(tenant=desk["main"]).exists()
+
+
+def test_accepting_the_providers_value_changes_our_subscription_with_the_reason(desk, provider, supervisor, processor):
+    with provider.lock:
+        held(provider, desk["e3"])["quantity"] = 8
+    reconcile()
+    drift = Drift.objects.get(kind=Kind.QUANTITY)
+    with pytest.raises(ValidationError, match="Only a supervisor"):
+        settle.drift_accept(drift=drift, acting_user=processor, reason="customer lowered it")
+    settle.drift_accept(drift=drift, acting_user=supervisor, reason="Customer lowered it in the portal")
+    subscription = Subscription.objects.get(pk=desk["e3"].pk)
+    assert subscription.quantity == 8
+    last = subscription.history.latest("history_date")
+    assert last.history_user == supervisor and "Customer lowered it in the portal" in last.history_change_reason
+    drift.refresh_from_db()
+    assert (drift.status, drift.resolved_by) == (Drift.Status.ACCEPTED, supervisor)
+    assert reconcile() and not Drift.objects.filter(kind=Kind.QUANTITY, status=Drift.Status.OPEN).exists()
+
+
+def test_pushing_ours_goes_through_a_supervisor_and_the_worker(
+    desk, provider, supervisor, make_user, django_capture_on_commit_callbacks
+):
+    from config.celery import app
+
+    with provider.lock:
+        held(provider, desk["e3"])["commitmentEndDate"] = "2030-01-01"
+    reconcile()
+    drift = Drift.objects.get(kind=Kind.TERM_END)
+    correction = settle.drift_push(drift=drift, acting_user=supervisor, reason="The portal change was a mistake")
+    assert correction.status == ProviderCorrection.Status.AWAITING_APPROVAL
+    with pytest.raises(ValidationError, match="another supervisor must approve"):
+        settle.correction_approve(correction=correction, acting_user=supervisor)
+    second = make_user("second-boss", "Supervisor")
+    provider.inject(Fault("error", method="PATCH", status=503, times=1))
+    app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            settle.correction_approve(correction=correction, acting_user=second)
+    finally:
+        app.conf.task_always_eager = False
+    correction.refresh_from_db()
+    assert correction.status == ProviderCorrection.Status.DONE and correction.attempts == 2
+    assert held(provider, desk["e3"])["commitmentEndDate"] == desk["e3"].term_end.isoformat()
+    patches = [c for c in provider.state.calls if c["method"] == "PATCH"]
+    assert len({c["request_id"] for c in patches}) == 1  # the retry was the same request
+    drift.refresh_from_db()
+    assert drift.status == Drift.Status.PUSHED
+
+
+def test_explaining_settles_a_drift_that_has_no_value_to_take(desk, provider, processor):
+    reconcile()
+    drift = Drift.objects.get(kind=Kind.UNBOUND_SEATS)
+    with pytest.raises(ValidationError, match="Only a quantity, term end or status"):
+        settle.drift_push(drift=drift, acting_user=processor, reason="x")
+    settle.drift_explain(drift=drift, acting_user=processor, reason="Customer pays the remaining seats in January")
+    drift.refresh_from_db()
+    assert (drift.status, drift.resolution_reason) == (
+        Drift.Status.EXPLAINED,
+        "Customer pays the remaining seats in January",
+    )
+
+
+@override_settings(RECONCILE_UNBOUND_DAYS=31)
+def test_unbound_seats_wait_the_configured_days(desk, provider):
+    assert Kind.UNBOUND_SEATS not in {row["kind"] for row in reconcile()}
+
+
+def test_a_run_that_stops_is_resumed_by_the_next(desk, provider, monkeypatch):
+    monkeypatch.setattr(runs, "CHUNK", 1)
+    monkeypatch.setattr(runs, "READ_ATTEMPTS", 1)
+    provider.inject(Fault("error", method="GET", path_contains=str(desk["labs"].tenant_id), status=503, times=1))
+    with pytest.raises(CommandError, match="could not complete"):
+        reconcile()
+    stopped = ReconciliationRun.objects.get()
+    assert stopped.status == ReconciliationRun.Status.FAILED and stopped.tenants_done >= 1
+    calls = len(provider.state.calls)
+    reconcile()
+    resumed = ReconciliationRun.objects.order_by("-pk").first()
+    assert resumed.status == ReconciliationRun.Status.DONE and resumed.tenants_done == 3
+    # Only the tenants the stopped run had not finished were read again.
+    assert len(provider.state.calls) - calls == 3 - stopped.tenants_done
+
+
+# --- in the desk -------------------------------------------------------------------------------------
+
+
+def test_the_landing_page_counts_open_drift_and_the_list_shows_both_values(desk, provider, client, processor):
+    from django.urls import reverse
+
+    with provider.lock:
+        held(provider, desk["e3"])["quantity"] = 8
+    reconcile()
+    client.force_login(processor)
+    items = {item.label: item for item in client.get(reverse("admin:index")).context["attention"]}
+    drift_item = next(item for label, item in items.items() if label.startswith("Drift"))
+    assert drift_item.count == Drift.objects.filter(status=Drift.Status.OPEN).count() == 3
+    listing = client.get(drift_item.url)
+    rows = {(d.kind, str(d.ours), str(d.provider)) for d in listing.context["cl"].result_list}
+    assert ("quantity", "10", "8") in rows
+    page = client.get(reverse("admin:redemption_drift_settle", args=[Drift.objects.get(kind=Kind.QUANTITY).pk]))
+    assert "Accept the provider" not in page.text  # a supervisor's decision
+    assert "Push ours to the provider" in page.text and "Mark explained" in page.text
+
+
+def test_a_supervisor_starts_a_run_from_the_desk_and_an_order_processor_cannot(
+    desk, provider, client, processor, supervisor, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    start = reverse("admin:redemption_reconciliationrun_start")
+    client.force_login(processor)
+    assert client.post(start).status_code == 403
+    client.force_login(supervisor)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = client.post(start)
+    run = ReconciliationRun.objects.get()
+    assert (run.trigger, run.started_by, run.status) == ("desk", supervisor, "pending")
+    assert response.url == reverse("admin:redemption_reconciliationrun_change", args=[run.pk])
+    assert len(queued) == 1
+    runs.reconciliation_run(run=run)
+    page = client.get(response.url).text
+    assert "3 of 3 tenants checked" in page
+
+
+@pytest.mark.django_db(transaction=True)
+@requires_postgres
+@requires_redis
+def test_a_pushed_correction_reaches_the_provider_through_a_real_worker(broker, make_user, django_user_model):
+    """On PostgreSQL with a Celery worker on Redis: approve a push, the worker sends it, the drift is settled."""
+    server = ProviderServer(token=TOKEN).start()
+    worker = None
+    try:
+        tenant = known(server, TenantFactory(default_domain="contoso.onmicrosoft.com"))
+        subscription = SubscriptionFactory(tenant=tenant, quantity=12, term_end=date(2027, 6, 30))
+        server.add_subscription(
+            tenant.tenant_id, offer_id=subscription.product.part_number, quantity=9, end=date(2027, 6, 30),
+            sub_id=subscription.provider_subscription_id,
+        )  # fmt: skip
+        with override_settings(PROVIDER_BACKEND="http", PROVIDER_URL=server.url, PROVIDER_TOKEN=TOKEN):
+            reconcile("--tenant", str(tenant.tenant_id))
+        drift = Drift.objects.get(kind=Kind.QUANTITY)
+        first, second = make_user("boss-one", "Supervisor"), make_user("boss-two", "Supervisor")
+        correction = settle.drift_push(drift=drift, acting_user=first, reason="Twelve were bought and paid")
+        settle.correction_approve(correction=correction, acting_user=second)
+        worker = Worker(broker_url=broker, provider_url=server.url, token=TOKEN, concurrency=1).start()
+        assert wait_for(lambda: Drift.objects.get(pk=drift.pk).status == Drift.Status.PUSHED, timeout=60)
+        assert held(server, subscription)["quantity"] == 12
+        assert ProviderCorrection.objects.get().status == ProviderCorrection.Status.DONE
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()

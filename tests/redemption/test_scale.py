@@ -1,0 +1,161 @@
+"""Several workers, one provider budget: real Celery workers on Redis, PostgreSQL, a provider over HTTP."""
+
+import time
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+
+from redemption.gateway import budget_get
+from redemption.models import SeatAllocation
+from redemption.tasks import allocation_bind_task
+from redemption.testing.provider_server import Fault, ProviderServer
+from tests.conftest import requires_postgres, requires_redis
+from tests.factories import AgreementFactory, OrderFactory, OrderLineFactory, SeatAllocationFactory, TenantFactory
+from tests.redemption.worker import Worker, wait_for
+
+pytestmark = [requires_postgres, requires_redis, pytest.mark.django_db(transaction=True)]
+Status = SeatAllocation.Status
+TOKEN = "scale-token"
+
+
+@pytest.fixture
+def provider(broker):
+    server = ProviderServer(token=TOKEN).start()
+    with override_settings(PROVIDER_BACKEND="http", PROVIDER_URL=server.url, PROVIDER_TOKEN=TOKEN, PROVIDER_TIMEOUT=5):
+        budget_get().reset()
+        yield server
+    server.stop()
+
+
+@pytest.fixture
+def workers(broker, provider):
+    started = []
+
+    def start(concurrency: int = 1, name: str = "", **env):
+        worker = Worker(
+            broker_url=broker, provider_url=provider.url, token=TOKEN, concurrency=concurrency, name=name, **env
+        ).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def new_seats(provider, count: int, *, order=None, tenant=None) -> list[int]:
+    """Queue `count` new-seat allocations on tenants the provider knows (one order unless given)."""
+    order = order or OrderFactory()
+    ids = []
+    for _ in range(count):
+        line = OrderLineFactory(order=order, quantity=1)
+        allocation = SeatAllocationFactory(
+            order_line=line,
+            tenant=tenant or TenantFactory(customer=order.agreement.customer),
+            status=Status.QUEUED,
+            quantity=1,
+        )
+        provider.add_tenant(
+            allocation.tenant.tenant_id, allocation.tenant.default_domain, allocation.tenant.display_name
+        )
+        ids.append(allocation.pk)
+    return ids
+
+
+def enqueue(ids: list[int]) -> None:
+    for allocation_id in ids:
+        allocation_bind_task.delay(allocation_id)
+
+
+def all_bound(ids: list[int]) -> bool:
+    return SeatAllocation.objects.filter(pk__in=ids, status=Status.BOUND).count() == len(ids)
+
+
+def busiest_second(calls: list[dict]) -> int:
+    """Return the most calls that arrived within any one second."""
+    arrived = sorted(call["at"] for call in calls)
+    most, first = 0, 0
+    for last, at in enumerate(arrived):
+        while at - arrived[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def other_backends() -> tuple[int, int]:
+    """Return the PostgreSQL sessions on the test database besides this one, and the advisory locks held."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        (sessions,) = cursor.fetchone()
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        (locks,) = cursor.fetchone()
+    return sessions, locks
+
+
+def test_two_worker_processes_share_one_budget_and_keep_the_provider_under_its_limit(provider, workers):
+    provider.rate_limit_set(10, burst=2)
+    ids = new_seats(provider, 30)
+    workers(concurrency=2, PROVIDER_RATE_LIMIT="10")
+    started = time.monotonic()
+    enqueue(ids)
+    assert wait_for(lambda: all_bound(ids), timeout=60)
+    # 30 calls at 10/s: about three seconds, however many processes ask at once.
+    assert time.monotonic() - started > 2.5
+    calls = provider.state.calls
+    assert [call["status"] for call in calls].count(429) == 0
+    assert len(calls) == 30 and busiest_second(calls) <= 11
+
+
+def test_a_429_pauses_the_other_workers_calls_too(provider, workers):
+    provider.latency = 0.05
+    ids = new_seats(provider, 12)
+    workers(name="host-a")
+    workers(name="host-b")
+    provider.inject(Fault("throttle", retry_after=2))
+    enqueue(ids)
+    assert wait_for(lambda: all_bound(ids), timeout=60)
+    calls = provider.state.calls
+    throttled = next(call for call in calls if call["status"] == 429)
+    # A call already on its way when the 429 was answered may land just after it; none is sent during
+    # the pause, by either worker, and both carry on after it.
+    during = [call for call in calls if throttled["at"] + 0.2 < call["at"] < throttled["at"] + 1.95]
+    assert during == []
+    assert len([call for call in calls if call["at"] > throttled["at"]]) == 12
+    assert SeatAllocation.objects.filter(pk__in=ids, attempts=1).count() == 12
+
+
+@pytest.mark.parametrize("pause", [1.6, 4.0], ids=["sleeps", "defers"])
+def test_waiting_for_a_slot_holds_no_database_connection_or_lock(provider, workers, pause):
+    first, second = new_seats(provider, 2)
+    workers(concurrency=1)
+    enqueue([first])
+    assert wait_for(lambda: all_bound([first]))
+    # The worker keeps its connection between tasks (CONN_MAX_AGE).
+    assert other_backends()[0] >= 1
+    budget_get().pause(seconds=pause)
+    enqueue([second])
+    time.sleep(0.6)
+    seen = []
+    while budget_get().paused_for() > 0.2:
+        seen.append(other_backends())
+        time.sleep(0.1)
+    assert seen and set(seen) == {(0, 0)}
+    assert wait_for(lambda: all_bound([second]), timeout=30)
+    assert SeatAllocation.objects.get(pk=second).attempts == 1
+
+
+def test_a_small_order_is_not_queued_behind_a_huge_one(provider, workers):
+    tenant = TenantFactory()
+    huge = new_seats(provider, 40, order=OrderFactory(agreement=AgreementFactory(customer=tenant.customer)))
+    small = new_seats(provider, 2)
+    enqueue(huge)
+    enqueue(small)
+    workers(concurrency=1)
+    assert wait_for(lambda: all_bound(huge + small), timeout=90)
+    done = list(SeatAllocation.objects.filter(pk__in=huge + small).order_by("bound_at").values_list("pk", flat=True))
+    # Oldest first within a lane: the huge order's first ten, then the small order, then the rest.
+    assert max(done.index(pk) for pk in small) < 15
+    assert done[:10] == huge[:10]
