@@ -202,6 +202,16 @@ def batch_summary(rows: list[dict]) -> dict:
     return {"total": len(rows), "counts": counts, "finished": counts["queued"] == 0}
 
 
+def progress_bars(summary: dict, width: int = 1000) -> list[dict]:
+    """The progress bar's segments as drawn before the page's script takes over (x and width of each)."""
+    bars, x = [], 0.0
+    for bucket in ("bound", "failed", "waiting", "queued"):
+        share = width * summary["counts"][bucket] / summary["total"] if summary["total"] else 0
+        bars.append({"bucket": bucket, "x": round(x, 1), "width": round(share, 1)})
+        x += share
+    return bars
+
+
 def batch_view(admin_site, request: HttpRequest, pk: int) -> HttpResponse:
     """The batch's bindings with a progress bar; the page follows them by itself."""
     batch = _batch(request, pk)
@@ -211,7 +221,8 @@ def batch_view(admin_site, request: HttpRequest, pk: int) -> HttpResponse:
         "title": f"Bindings requested together (batch {batch.pk})",
         "batch": batch,
         "rows": rows,
-        "summary": batch_summary(rows),
+        "summary": (summary := batch_summary(rows)),
+        "bars": progress_bars(summary),
         "status_url": reverse("admin:desk_batch_status", args=[batch.pk]),
     }
     return TemplateResponse(request, "admin/desk/batch.html", context)

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from licensing.models import Agreement, Order, OrderLine
 from redemption import services
@@ -86,7 +86,11 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
         except ValidationError as exc:
             errors.extend(_errors(exc))
         preview = services.allocation_preview(order_line=line, tenant=chosen, quantity=max(1, line.seats_left))
-    record_url = reverse("admin:redemption_tenant_record", args=[agreement.customer_id]) + f"?next={request.path}"
+    record = {"next": request.path}
+    suggested = line.order.suggested_tenant_domain
+    if suggested and not any(t.default_domain == suggested for t in tenants):
+        record["domain"] = suggested
+    record_url = reverse("admin:redemption_tenant_record", args=[agreement.customer_id]) + "?" + urlencode(record)
     return TemplateResponse(
         request,
         "admin/redemption/bind_line.html",
@@ -187,7 +191,7 @@ def bind_pending_view(
 
 
 def tenant_record_view(model_admin: ModelAdmin, request: HttpRequest, customer_id: int) -> HttpResponse:
-    """Record a new tenant for a customer, then go back to the binding."""
+    """Record a customer's tenant by its default domain: the provider says who it is, a person confirms."""
     if not request.user.has_perm("tenants.add_tenant"):
         raise PermissionDenied
     customer = get_object_or_404(Customer, pk=customer_id)
@@ -195,22 +199,28 @@ def tenant_record_view(model_admin: ModelAdmin, request: HttpRequest, customer_i
     next_url = request.GET.get("next") or request.POST.get("next") or ""
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         next_url = ""
+    domain = (request.POST.get("domain") or request.GET.get("domain") or "").strip()
     if request.method == "POST":
         try:
             tenant = services.tenant_record(
                 customer=customer,
-                tenant_id=request.POST.get("tenant_id", "").strip(),
-                default_domain=request.POST.get("default_domain", ""),
-                display_name=request.POST.get("display_name", ""),
+                domain=domain,
+                confirm_domain=request.POST.get("confirm_domain", ""),
                 acting_user=request.user,
             )
         except ValidationError as exc:
             errors.extend(_errors(exc))
         else:
-            model_admin.message_user(request, f"Tenant {tenant} recorded for {customer}.")
+            model_admin.message_user(request, f"Tenant {tenant} ({tenant.display_name}) recorded for {customer}.")
             if next_url:
                 return HttpResponseRedirect(f"{next_url}?tenant={tenant.pk}")
             return HttpResponseRedirect(reverse("admin:tenants_tenant_change", args=[tenant.pk]))
+    identity = None
+    if domain:
+        try:
+            identity = services.tenant_lookup(domain=domain)
+        except ValidationError as exc:
+            errors.extend(message for message in _errors(exc) if message not in errors)
     return TemplateResponse(
         request,
         "admin/redemption/tenant_record.html",
@@ -220,7 +230,8 @@ def tenant_record_view(model_admin: ModelAdmin, request: HttpRequest, customer_i
             f"Record a tenant of {customer}",
             customer=customer,
             errors=errors,
-            form=request.POST,
+            domain=domain,
+            identity=identity,
             next_url=next_url,
         ),
     )

@@ -156,24 +156,46 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
 
     @admin.action(description="Reject the selected bindings (one reason for all)", permissions=["supervisor"])
     def reject_selected(self, request, queryset):
+        return self._decide_many(
+            request,
+            queryset,
+            "reject_selected",
+            "Reject",
+            "rejected",
+            lambda a, reason: services.allocation_reject(allocation=a, acting_user=request.user, reason=reason),
+            reason_required=True,
+        )
+
+    @admin.action(description="Approve the selected bindings (one reason for all)", permissions=["supervisor"])
+    def approve_selected(self, request, queryset):
+        return self._decide_many(
+            request,
+            queryset,
+            "approve_selected",
+            "Approve",
+            "approved",
+            lambda a, reason: services.allocation_approve(allocation=a, acting_user=request.user, reason=reason),
+            reason_required=False,
+        )
+
+    def _decide_many(self, request, queryset, action, label, done, call, *, reason_required):
+        """Confirm a decision on the selected bindings with one reason, then make it for each."""
         selected = list(queryset.select_related("order_line__order", "tenant")[:500])
         reason = request.POST.get("reason", "").strip()
-        if "apply" in request.POST and reason:
-            self._each(
-                request,
-                selected,
-                "rejected",
-                lambda a: services.allocation_reject(allocation=a, acting_user=request.user, reason=reason),
-            )
+        if "apply" in request.POST and (reason or not reason_required):
+            self._each(request, selected, done, lambda allocation: call(allocation, reason))
             return None
         return TemplateResponse(
             request,
-            "admin/redemption/allocation_reject_many.html",
+            "admin/redemption/allocation_decide_many.html",
             {
                 **self.admin_site.each_context(request),
-                "title": f"Reject {len(selected)} binding(s)?",
+                "title": f"{label} {len(selected)} binding(s)?",
                 "opts": self.model._meta,
                 "allocations": selected,
+                "action": action,
+                "label": label,
+                "reason_required": reason_required,
                 "missing_reason": "apply" in request.POST,
                 "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
             },
@@ -192,12 +214,6 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
     def status_link(self, obj: SeatAllocation):
         url = reverse("admin:redemption_seatallocation_status", args=[obj.pk])
         return format_html('<a href="{}">{}</a>', url, obj.pk)
-
-    @admin.action(description="Approve the selected bindings", permissions=["supervisor"])
-    def approve_selected(self, request, queryset):
-        self._each(
-            request, queryset, "approved", lambda a: services.allocation_approve(allocation=a, acting_user=request.user)
-        )
 
     @admin.action(description="Retry the selected failed bindings", permissions=["request"])
     def retry_selected(self, request, queryset):

@@ -21,7 +21,7 @@ from redemption.gateway import ProviderError, ProviderNotFound, gateway_get
 from redemption.gateway.base import TenantIdentity
 from redemption.models import PlanAction, SeatAllocation, Subscription
 from tenants.models import VERIFIED_FIELDS, Customer, Tenant
-from tenants.validators import normalize_domain
+from tenants.validators import normalize_domain, validate_default_domain
 
 logger = logging.getLogger(__name__)
 Status = SeatAllocation.Status
@@ -218,17 +218,42 @@ def _identity_confirm(tenant: Tenant, identity: TenantIdentity, acting_user, why
     )
 
 
-def tenant_record(*, customer: Customer, tenant_id, default_domain: str, display_name: str = "", acting_user) -> Tenant:
-    """Record a new tenant of a customer; its identity is checked with the provider before any binding."""
+def tenant_lookup(*, domain: str) -> TenantIdentity:
+    """Ask the provider which tenant has this default domain; refuse with a message a person can act on."""
+    domain = normalize_domain(domain)
+    validate_default_domain(domain)
+    try:
+        return gateway_get().tenant_for_domain(domain=domain)
+    except ProviderNotFound as exc:
+        raise ValidationError(
+            f"The provider knows no tenant with the default domain {domain}: check the domain with the customer. "
+            "Nothing was recorded.",
+            code="tenant_unknown",
+        ) from exc
+    except ProviderError as exc:
+        raise ValidationError(exc.message, code="provider_unavailable") from exc
+
+
+def tenant_record(*, customer: Customer, domain: str, confirm_domain: str, acting_user) -> Tenant:
+    """Record a customer's tenant by its default domain, as the provider reports it, confirmed by typing it."""
+    identity = tenant_lookup(domain=domain)
+    if normalize_domain(confirm_domain or "") != identity.domain:
+        raise ValidationError(
+            f"Type the tenant's default domain ({identity.domain}) to confirm it is the customer's tenant.",
+            code="confirm_domain_mismatch",
+        )
     tenant = Tenant(
-        tenant_id=tenant_id,
-        default_domain=normalize_domain(default_domain),
-        display_name=display_name.strip(),
+        tenant_id=identity.tenant_id,
+        default_domain=identity.domain,
+        display_name=identity.company_name,
         customer=customer,
     )
     tenant.full_clean()
     with transaction.atomic():
-        save_with_history(tenant, acting_user=acting_user, reason=f"Recorded for {customer.name}")
+        save_with_history(
+            tenant, acting_user=acting_user, reason=f"Recorded for {customer.name} as the provider reports it"
+        )
+        _identity_confirm(tenant, identity, acting_user, "Identity confirmed when recorded")
     return tenant
 
 
@@ -428,8 +453,8 @@ def _locked(allocation: SeatAllocation) -> SeatAllocation:
     )
 
 
-def allocation_approve(*, allocation: SeatAllocation, acting_user) -> SeatAllocation:
-    """Approve a binding waiting for a supervisor (rule 5) and queue it."""
+def allocation_approve(*, allocation: SeatAllocation, acting_user, reason: str = "") -> SeatAllocation:
+    """Approve a binding waiting for a supervisor (rule 5) and queue it; a reason given goes in its history."""
     if not _is_supervisor(acting_user):
         raise ValidationError("Only a supervisor can approve a binding.", code="not_supervisor")
     with transaction.atomic():
@@ -443,12 +468,8 @@ def allocation_approve(*, allocation: SeatAllocation, acting_user) -> SeatAlloca
             )
         allocation.transition_to(Status.QUEUED)
         allocation.approved_by = acting_user
-        save_with_history(
-            allocation,
-            acting_user=acting_user,
-            reason="Approved and queued for binding",
-            fields=["status", "approved_by"],
-        )
+        why = f"Approved: {reason.strip()}" if (reason or "").strip() else "Approved and queued for binding"
+        save_with_history(allocation, acting_user=acting_user, reason=why, fields=["status", "approved_by"])
         allocation_enqueue(allocation.pk)
     return allocation
 

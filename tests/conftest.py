@@ -10,6 +10,7 @@ from django.contrib.auth.models import Group
 from django.db import connections
 from django.test import Client
 
+from config.celery import app as celery_app
 from redemption.roles import roles_sync
 from tests import clock
 
@@ -122,6 +123,16 @@ class StaffClient(Client):
 @pytest.fixture
 def client() -> StaffClient:
     return StaffClient()
+
+
+@pytest.fixture
+def eager_celery():
+    """Run enqueued tasks in-process, as soon as the transaction commits."""
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager = False
+    celery_app.conf.task_eager_propagates = False
 
 
 @pytest.fixture

@@ -84,6 +84,9 @@ class ProvisioningGateway(Protocol):
     def customer_identity(self, *, tenant_id: uuid.UUID) -> TenantIdentity:
         """Return the tenant as the provider reports it (retried inline, then ProviderUnavailable)."""
 
+    def tenant_for_domain(self, *, domain: str) -> TenantIdentity:
+        """Return the tenant whose default domain this is (retried inline, then ProviderUnavailable)."""
+
     def order_create(self, *, tenant_id: uuid.UUID, request_id: uuid.UUID, order: OrderRequest) -> ProviderSubscription:
         """Order new seats: the provider creates one subscription."""
 

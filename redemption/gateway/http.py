@@ -6,6 +6,7 @@ import random
 import time
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import httpx
 
@@ -178,6 +179,17 @@ class HttpGateway:
             )
         except (KeyError, ValueError) as exc:
             raise ProviderFinal(f"The provider's answer about tenant {tenant_id} is malformed: {exc}") from exc
+
+    def tenant_for_domain(self, *, domain: str) -> TenantIdentity:
+        data = self._read_inline(f"/v1/domains/{quote(domain, safe='')}")
+        try:
+            return TenantIdentity(
+                tenant_id=uuid.UUID(str(data["tenantId"])),
+                domain=str(data.get("domain", domain)).strip().lower(),
+                company_name=str(data.get("companyName", "")),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ProviderFinal(f"The provider's answer about domain {domain} is malformed: {exc}") from exc
 
     def order_create(self, *, tenant_id: uuid.UUID, request_id: uuid.UUID, order: OrderRequest) -> ProviderSubscription:
         data = self._call("POST", f"/v1/customers/{tenant_id}/orders", request_id=request_id, json=order_body(order))

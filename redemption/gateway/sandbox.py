@@ -32,6 +32,33 @@ def sandbox_tenant_add(*, tenant_id: uuid.UUID, domain: str, company_name: str) 
     return tenant
 
 
+# Tenants the sandbox makes up for domains of imported order sheets get stable IDs in this namespace.
+SANDBOX_TENANTS = uuid.UUID("3b0c2f4e-7d1a-4f6e-9a2b-5c8d0e1f2a3b")
+
+
+def sandbox_tenant_for_imported_domain(domain: str) -> SandboxTenant | None:
+    """Make the sandbox know a tenant for a *.onmicrosoft.com domain an imported order sheet named.
+
+    So the demo's net-new flow works for a customer imported a minute ago; any other domain stays
+    unknown, as it would be at the provider.
+    """
+    from licensing.models import Order
+
+    order = (
+        Order.objects.filter(suggested_tenant_domain=domain)
+        .select_related("agreement__customer")
+        .order_by("pk")
+        .first()
+    )
+    if order is None or not domain.endswith(".onmicrosoft.com"):
+        return None
+    tenant, _ = SandboxTenant.objects.get_or_create(
+        tenant_id=uuid.uuid5(SANDBOX_TENANTS, domain),
+        defaults={"domain": domain, "company_name": order.agreement.customer.name},
+    )
+    return tenant
+
+
 class SandboxGateway:
     """Answer like the provider would, optionally slowly or unreliably (SANDBOX_LATENCY_MS, SANDBOX_FAILURE_RATE)."""
 
@@ -54,6 +81,21 @@ class SandboxGateway:
             raise ProviderTransient(f"Sandbox: injected failure {when} the call was applied (connection dropped).")
 
     def customer_identity(self, *, tenant_id: uuid.UUID) -> TenantIdentity:
+        self._read_wait()
+        tenant = SandboxTenant.objects.filter(tenant_id=tenant_id).first()
+        if tenant is None:
+            raise ProviderNotFound(f"Provider answered 404: no customer with tenant ID {tenant_id}.")
+        return TenantIdentity(tenant_id=tenant.tenant_id, domain=tenant.domain, company_name=tenant.company_name)
+
+    def tenant_for_domain(self, *, domain: str) -> TenantIdentity:
+        self._read_wait()
+        tenant = SandboxTenant.objects.filter(domain=domain).first() or sandbox_tenant_for_imported_domain(domain)
+        if tenant is None:
+            raise ProviderNotFound(f"Provider answered 404: no tenant has the default domain {domain}.")
+        return TenantIdentity(tenant_id=tenant.tenant_id, domain=tenant.domain, company_name=tenant.company_name)
+
+    def _read_wait(self) -> None:
+        """Wait for a read a person waits for: retried inline, then ProviderUnavailable."""
         deadline = time.monotonic() + INLINE_READ_BUDGET_SECONDS
         delay = 0.5
         while True:
@@ -68,10 +110,6 @@ class SandboxGateway:
                     raise ProviderUnavailable(f"{UNAVAILABLE_MESSAGE} ({exc.message})") from exc
                 time.sleep(delay)
                 delay *= 2
-        tenant = SandboxTenant.objects.filter(tenant_id=tenant_id).first()
-        if tenant is None:
-            raise ProviderNotFound(f"Provider answered 404: no customer with tenant ID {tenant_id}.")
-        return TenantIdentity(tenant_id=tenant.tenant_id, domain=tenant.domain, company_name=tenant.company_name)
 
     def _write(self, request_id: uuid.UUID, apply) -> dict:
         """Apply a write once per MS-RequestId; a repeat gets the first answer."""

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from config.history import save_with_history
 from config.queueing import enqueue_on_commit
-from redemption.gateway import ProviderError, ProviderTransient, gateway_get, request_id_for
+from redemption.gateway import ProviderError, ProviderTransient, budget_get, gateway_get, request_id_for
 from redemption.models import Drift, ProviderCorrection, Subscription
 from redemption.statements import slot_unlock, subscription_lock
 
@@ -148,6 +148,9 @@ def correction_apply(*, correction_id: int, last_attempt: bool = False) -> Corre
     correction = Correction.objects.select_related("subscription__tenant", "drift").get(pk=correction_id)
     if correction.status != Correction.Status.QUEUED:
         return correction
+    budget = budget_get()
+    # The call's slot is waited for before the subscription's lock, as a binding does.
+    budget.prepay()
     key = subscription_lock(subscription_id=correction.subscription_id)
     try:
         Correction.objects.filter(pk=correction.pk).update(attempts=correction.attempts + 1)
@@ -179,6 +182,7 @@ def correction_apply(*, correction_id: int, last_attempt: bool = False) -> Corre
             if drift.status == Drift.Status.OPEN:
                 _settle(drift, Drift.Status.PUSHED, correction.approved_by, correction.reason)
     finally:
+        budget.prepaid_drop()
         if key is not None:
             slot_unlock(key)
     return Correction.objects.get(pk=correction.pk)

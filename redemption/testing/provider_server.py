@@ -19,8 +19,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 CUSTOMER_RE = re.compile(r"^/v1/customers/(?P<tenant>[^/]+)$")
+DOMAIN_RE = re.compile(r"^/v1/domains/(?P<domain>[^/]+)$")
 ORDERS_RE = re.compile(r"^/v1/customers/(?P<tenant>[^/]+)/orders$")
 SUBSCRIPTIONS_RE = re.compile(r"^/v1/customers/(?P<tenant>[^/]+)/subscriptions$")
 SUBSCRIPTION_RE = re.compile(r"^/v1/customers/(?P<tenant>[^/]+)/subscriptions/(?P<sub>[^/]+)$")
@@ -160,6 +162,15 @@ class ProviderServer:
                 if tenant is None:
                     return 404, {"code": 404, "description": f"No customer with tenant ID {match['tenant']}."}
                 return 200, {"id": match["tenant"], "companyProfile": {"tenantId": match["tenant"], **tenant}}
+            if match := DOMAIN_RE.match(path):
+                if method != "GET":
+                    return 405, {"code": 405, "description": "Method not allowed."}
+                domain = unquote(match["domain"]).lower()
+                found = next((tid for tid, t in self.state.tenants.items() if t["domain"] == domain), None)
+                if found is None:
+                    return 404, {"code": 404, "description": f"No tenant has the default domain {domain}."}
+                tenant = self.state.tenants[found]
+                return 200, {"tenantId": found, "domain": domain, "companyName": tenant["companyName"]}
             if match := ORDERS_RE.match(path):
                 if method != "POST":
                     return 405, {"code": 405, "description": "Method not allowed."}

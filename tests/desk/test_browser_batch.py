@@ -6,7 +6,6 @@ import pytest
 from redemption.models import SeatAllocation
 from tests.browser import admin_login, chromium_page, requires_chromium
 from tests.conftest import requires_postgres, requires_redis
-from tests.desk.test_batch import three_orders  # noqa: F401 - the fixture
 from tests.redemption.worker import Worker
 
 pytestmark = [
@@ -23,7 +22,7 @@ def test_a_clerk_binds_three_orders_on_one_screen_and_the_batch_page_follows_the
     live_server,
     make_user,
     three_orders,
-    broker,  # noqa: F811
+    broker,
 ):
     make_user("desk", "Order processor", password=PASSWORD)
     two, three = three_orders["orders"][1], three_orders["orders"][2]

@@ -4,7 +4,6 @@ from datetime import date, timedelta
 
 import pytest
 
-from config.celery import app as celery_app
 from licensing.models import OrderLine
 from redemption.gateway.sandbox import sandbox_tenant_add
 from redemption.models import SandboxSubscription
@@ -35,16 +34,6 @@ def provider_subscription(subscription):
         commitment_end=subscription.term_end,
     )
     return subscription
-
-
-@pytest.fixture
-def eager_celery():
-    """Run enqueued tasks in-process, as soon as the transaction commits."""
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager = False
-    celery_app.conf.task_eager_propagates = False
 
 
 @pytest.fixture

@@ -97,11 +97,35 @@ def test_work_queue_lists_unbound_lines_with_a_bind_button(client, new_line, pro
     assert reverse("admin:licensing_orderline_bind", args=[new_line.pk]) in page
 
 
-def test_a_new_tenant_is_recorded_for_the_customer(client, customer, processor):
+def test_a_new_tenant_is_recorded_by_its_domain_as_the_provider_reports_it(client, customer, processor):
+    from redemption.gateway.sandbox import sandbox_tenant_add
+
+    sandbox_tenant_add(
+        tenant_id="3f1c0f5e-9e7e-4b52-8f6a-1a2b3c4d5e6f", domain="newco.onmicrosoft.com", company_name="NewCo"
+    )
     client.force_login(processor)
     url = reverse("admin:redemption_tenant_record", args=[customer.pk])
-    client.post(url, {"tenant_id": "3f1c0f5e-9e7e-4b52-8f6a-1a2b3c4d5e6f", "default_domain": "NewCo.onmicrosoft.com"})
-    assert customer.tenants.get().default_domain == "newco.onmicrosoft.com"
+    looked_up = client.get(url, {"domain": " NewCo.onmicrosoft.com"}).content.decode()
+    assert "3f1c0f5e-9e7e-4b52-8f6a-1a2b3c4d5e6f" in looked_up and "NewCo" in looked_up
+    refused = client.post(url, {"domain": "newco.onmicrosoft.com", "confirm_domain": "newc0.onmicrosoft.com"})
+    assert "Type the tenant&#x27;s default domain" in refused.content.decode()
+    assert not customer.tenants.exists()
+    client.post(url, {"domain": "newco.onmicrosoft.com", "confirm_domain": "NEWCO.onmicrosoft.com"})
+    tenant = customer.tenants.get()
+    assert (str(tenant.tenant_id), tenant.default_domain, tenant.display_name) == (
+        "3f1c0f5e-9e7e-4b52-8f6a-1a2b3c4d5e6f",
+        "newco.onmicrosoft.com",
+        "NewCo",
+    )
+    assert tenant.verified_by == processor
+
+
+def test_a_tenant_the_provider_does_not_know_is_not_recorded(client, customer, processor):
+    client.force_login(processor)
+    url = reverse("admin:redemption_tenant_record", args=[customer.pk])
+    page = client.post(url, {"domain": "ghost.onmicrosoft.com", "confirm_domain": "ghost.onmicrosoft.com"})
+    assert "The provider knows no tenant with the default domain ghost.onmicrosoft.com" in page.content.decode()
+    assert not customer.tenants.exists()
 
 
 def test_a_supervisor_rejects_several_bindings_with_one_reason(client, new_line, tenant, processor, supervisor):
@@ -141,3 +165,29 @@ def test_the_work_queue_shows_customer_order_date_age_and_the_proposed_tenant(cl
     text = page.content.decode()
     assert "Northwind Traders" in text and "northwind.onmicrosoft.com (suggested)" in text
     assert "10 of 10" in text and "2026-11-01" in text
+
+
+def test_a_supervisor_approves_several_bindings_with_one_reason(
+    client, new_line, tenant, processor, supervisor, django_capture_on_commit_callbacks
+):
+    from redemption import services
+
+    waiting = [
+        services.allocation_request(
+            order_line=new_line, tenant=tenant, quantity=2, confirm_domain=tenant.default_domain, acting_user=processor
+        )
+        for _ in range(2)
+    ]
+    client.force_login(supervisor)
+    approvals = reverse("admin:redemption_seatallocation_changelist")
+    chosen = {"action": "approve_selected", "_selected_action": [a.pk for a in waiting]}
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        client.post(approvals, {**chosen, "apply": "1", "reason": "Tenant checked with the customer"})
+    assert len(queued) == 2
+    for allocation in waiting:
+        allocation.refresh_from_db()
+        assert (allocation.status, allocation.approved_by) == ("queued", supervisor)
+        assert (
+            allocation.history.latest("history_date").history_change_reason
+            == "Approved: Tenant checked with the customer"
+        )

@@ -54,12 +54,15 @@ def test_processor_binds_new_seats_by_typing_the_domain_and_a_supervisor_approve
         page.check(f"#result_list input.action-select[value='{allocation_id}']")
         page.select_option("select[name=action]", "approve_selected")
         page.click("button[name=index]")
+        page.wait_for_selector("#decide-many")
+        page.fill("#id_reason", "Tenant confirmed with the customer by phone")
+        page.click("#decide-many input[type=submit]")
         page.wait_for_selector("ul.messagelist >> text=1 binding(s) approved.")
 
         page.goto(live_server.url + reverse("admin:redemption_seatallocation_status", args=[allocation_id]))
         page.wait_for_selector("#allocation-status[data-status='bound']")
         history = page.inner_text("#allocation-history")
-        assert "Approved and queued for binding" in history
+        assert "Approved: Tenant confirmed with the customer by phone" in history
         assert "chief" in history and "desk" in history
 
     allocation = SeatAllocation.objects.select_related("subscription").get(pk=allocation_id)

@@ -147,3 +147,10 @@ def test_subscriptions_are_listed_with_the_friendly_name_of_the_order_that_creat
     listed = {s.id: s for s in client.subscription_list(tenant_id=TENANT)}
     assert listed[created.id].friendly_name == "O365 E3"
     assert client.subscription_get(tenant_id=TENANT, subscription_id=created.id).friendly_name == "O365 E3"
+
+
+def test_a_tenant_is_found_by_its_default_domain(client):
+    identity = client.tenant_for_domain(domain="northwind.onmicrosoft.com")
+    assert (identity.tenant_id, identity.company_name) == (TENANT, "Northwind Traders")
+    with pytest.raises(ProviderNotFound):
+        client.tenant_for_domain(domain="nobody.onmicrosoft.com")

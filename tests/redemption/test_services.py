@@ -337,8 +337,19 @@ def test_tenant_verify_records_the_provider_identity(tenant, processor):
 def test_tenant_record_refuses_a_domain_that_is_not_a_default_domain(customer, processor):
     with pytest.raises(ValidationError, match="not a default tenant domain"):
         services.tenant_record(
-            customer=customer,
-            tenant_id="8c0c3a5e-3a0b-4a4c-9f9a-0e7d8b6f1a21",
-            default_domain="northwind.com",
-            acting_user=processor,
+            customer=customer, domain="northwind.com", confirm_domain="northwind.com", acting_user=processor
         )
+
+
+def test_the_sandbox_knows_the_tenants_an_imported_sheet_suggests_and_nothing_else(new_line):
+    from redemption.gateway.sandbox import SandboxGateway
+
+    new_line.order.suggested_tenant_domain = "contosoimported.onmicrosoft.com"
+    new_line.order.save()
+    first = SandboxGateway().tenant_for_domain(domain="contosoimported.onmicrosoft.com")
+    again = SandboxGateway().tenant_for_domain(domain="contosoimported.onmicrosoft.com")
+    assert first == again and first.company_name == "Northwind Traders"
+    from redemption.gateway import ProviderNotFound
+
+    with pytest.raises(ProviderNotFound):
+        SandboxGateway().tenant_for_domain(domain="neverimported.onmicrosoft.com")

@@ -21,7 +21,7 @@ class Command(BaseCommand):
             self.stdout.write("No authenticator app is needed for them here (DEMO_SKIP_2FA).")
         else:
             self.stdout.write("admin and supervisor set up an authenticator app at their first sign-in.")
-        for customer, domain, tenant_id in sandbox_only_tenants():
+        for customer, domain, _ in sandbox_only_tenants():
             self.stdout.write(
-                f"The sandbox provider knows {domain} (tenant ID {tenant_id}) of {customer}: record it to bind."
+                f"The sandbox provider knows {domain} of {customer}: record it by that domain to bind its seats."
             )
