@@ -288,7 +288,6 @@ class ProviderServer:
                     "correlation_id": self.headers.get("MS-CorrelationId", ""),
                     "authorization": self.headers.get("Authorization", ""),
                     "at": arrived,
-                    "wall": time.time(),  # the system clock, as Redis's TIME reads it
                     "status": None,
                 }
                 with server.lock:
