@@ -154,14 +154,29 @@ def bindings_by_hour(now: datetime | None = None) -> BarChart:
     bound = {timezone.localtime(hour): n for hour, n in bound.items()}
     failed = {timezone.localtime(hour): n for hour, n in failed.items()}
     allocations = "admin:redemption_seatallocation_changelist"
+    failures = ",".join(sorted(SeatAllocation.FAILURES))
+
+    def hour_of(field: str, hour: datetime, **query) -> str:
+        # Each bar opens the allocations of its own hour.
+        return _url(
+            allocations,
+            **query,
+            **{f"{field}__gte": hour.isoformat(), f"{field}__lt": (hour + timedelta(hours=1)).isoformat()},
+        )
+
     chart = BarChart("Bindings per hour, last 48 hours", [f"{h:%H:00}" for h in hours])
     chart.series = [
-        Series("bound", COLOURS[4], [bound.get(h, 0) for h in hours], [_url(allocations, status__exact="bound")] * 48),
+        Series(
+            "bound",
+            COLOURS[4],
+            [bound.get(h, 0) for h in hours],
+            [hour_of("bound_at", h, status__exact="bound") for h in hours],
+        ),
         Series(
             "failed",
             COLOURS[3],
             [failed.get(h, 0) for h in hours],
-            [_url(allocations, status__in=",".join(sorted(SeatAllocation.FAILURES)))] * 48,
+            [hour_of("updated_at", h, status__in=failures) for h in hours],
         ),
     ]
     return chart

@@ -222,6 +222,8 @@ def demo_data_load(*, today: date | None = None, with_logins: bool = True) -> De
             },
         )
         result.count("order lines", created)
+        # Seats hang on these rows now: what they were bought under is fixed (config.guards).
+        requested_at = timezone.make_aware(datetime.combine(ordered_on, time(9)))
         if created:
             SeatAllocation.objects.create(
                 order_line=line,
@@ -231,9 +233,8 @@ def demo_data_load(*, today: date | None = None, with_logins: bool = True) -> De
                 subscription=subscription,
                 requested_by=clerk,
                 attempts=1,
+                bound_at=requested_at + timedelta(minutes=5),
             )
-        # Seats hang on these rows now: what they were bought under is fixed (config.guards).
-        requested_at = timezone.make_aware(datetime.combine(ordered_on, time(9)))
         for model, pk in ((OrderLine, line.pk), (Order, order.pk), (Agreement, agreement.pk), (Tenant, tenant.pk)):
             model.objects.filter(pk=pk, seats_requested_at=None).update(seats_requested_at=requested_at)
 

@@ -5,12 +5,14 @@ from datetime import date
 import pytest
 
 from licensing.models import OrderLine
+from redemption.models import SeatAllocation
 from tests.factories import (
     AgreementFactory,
     CustomerFactory,
     OrderFactory,
     OrderLineFactory,
     ProductFactory,
+    SeatAllocationFactory,
     SubscriptionFactory,
     TenantFactory,
 )
@@ -45,3 +47,16 @@ def three_orders():
         OrderLineFactory(order=three, product=e5, kind=OrderLine.Kind.NEW, quantity=4, line_number=1),
     ]
     return {"lines": lines, "orders": (one, two, three), "northwind": northwind, "litware": litware}
+
+
+def bound_at(when) -> SeatAllocation:
+    """An allocation the worker bound at `when` (claimed, then bound with its subscription)."""
+    allocation = SeatAllocationFactory(status=SeatAllocation.Status.QUEUED)
+    line = allocation.order_line
+    subscription = SubscriptionFactory(
+        agreement=line.order.agreement, product=line.product, tenant=allocation.tenant, quantity=allocation.quantity
+    )
+    rows = SeatAllocation.objects.filter(pk=allocation.pk)
+    rows.update(status=SeatAllocation.Status.BINDING)
+    rows.update(status=SeatAllocation.Status.BOUND, subscription=subscription, bound_at=when)
+    return allocation

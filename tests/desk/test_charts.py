@@ -10,6 +10,7 @@ from django.urls import reverse
 from desk import charts
 from redemption.demo import demo_data_load
 from redemption.models import SeatAllocation
+from tests.desk.conftest import bound_at
 from tests.factories import SeatAllocationFactory
 
 pytestmark = pytest.mark.django_db
@@ -44,6 +45,16 @@ def test_bindings_per_hour_show_bound_and_failed_of_the_last_48_hours(desk, time
     chart = charts.bindings_by_hour()
     assert len(chart.categories) == 48
     assert {series.label: sum(series.values) for series in chart.series} == {"bound": 1, "failed": 1}
+
+
+def test_each_hours_bar_opens_the_allocations_of_that_hour(desk, client, superuser):
+    for hours_ago in (3, 3, 5):
+        bound_at(DAY - timedelta(hours=hours_ago))
+    SeatAllocationFactory(status=SeatAllocation.Status.FAILED, last_error="403")
+    client.force_login(superuser)
+    for series in charts.bindings_by_hour().series:
+        for value, url in zip(series.values, series.urls, strict=True):
+            assert client.get(url).context["cl"].result_count == value, url
 
 
 def test_open_work_by_age_links_to_the_work_queue_of_that_age(desk, client, superuser):
