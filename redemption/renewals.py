@@ -41,6 +41,7 @@ from redemption.models import (
     SeatAllocation,
     Subscription,
 )
+from redemption.statements import bulk_batch_rows
 
 logger = logging.getLogger(__name__)
 
@@ -462,7 +463,9 @@ def _send_anniversary_reminders(
         reminder.status, reminder.run_on, reminder.claim_token = AnniversaryReminder.Status.SENDING, today, token
         reminder.claimed_at = now
     if due:
-        AnniversaryReminder.objects.bulk_create(due, ignore_conflicts=True)
+        AnniversaryReminder.objects.bulk_create(
+            due, ignore_conflicts=True, batch_size=bulk_batch_rows(AnniversaryReminder)
+        )
     AnniversaryReminder.objects.filter(
         current_offset_q(today=today, offsets=offsets, field_name="deadline"),
         status=AnniversaryReminder.Status.FAILED,

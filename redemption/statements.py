@@ -16,6 +16,14 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Model
 
+# PostgreSQL binds at most 65,535 parameters per statement (DB_SERVER_SIDE_BINDING sends them apart).
+MAX_BOUND_PARAMETERS = 65_535
+
+
+def bulk_batch_rows(model: type[Model]) -> int:
+    """Rows per multi-row INSERT of the model: as many as fit one statement's parameters, however many rows."""
+    return MAX_BOUND_PARAMETERS // len(model._meta.concrete_fields)
+
 
 @dataclass(frozen=True)
 class Ref:

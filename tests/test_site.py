@@ -152,3 +152,24 @@ def test_demo_logins_are_never_created_with_debug_off(capsys, settings, django_u
     call_command("seed_demo")
     assert "no demo logins" in capsys.readouterr().out
     assert not django_user_model.objects.filter(is_active=True).exists()
+
+
+PG_URL = "postgres://postgres@127.0.0.1:5432/o365_settings_check"
+
+
+@pytest.mark.parametrize(("setting", "bound_by_server"), [(None, "True"), ("off", "None")])
+def test_postgresql_binds_parameters_on_the_server_unless_turned_off(setting, bound_by_server):
+    env = {"DATABASE_URL": PG_URL, **({"DB_SERVER_SIDE_BINDING": setting} if setting else {})}
+    shown = (
+        "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS'].get('server_side_binding'))"
+    )
+    result = _manage("shell", "-c", shown, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == bound_by_server
+
+
+def test_an_import_batch_too_big_to_bind_in_one_statement_is_refused_at_start():
+    result = _manage("check", env={"DATABASE_URL": PG_URL, "IMPORT_BATCH_SIZE": "5000"})
+    assert result.returncode != 0
+    assert "IMPORT_BATCH_SIZE=5000: with DB_SERVER_SIDE_BINDING on, a batch is 1 to 3000 rows." in result.stderr
+    assert _manage("check", env={"DATABASE_URL": PG_URL, "IMPORT_BATCH_SIZE": "3000"}).returncode == 0

@@ -24,6 +24,7 @@ from redemption.gateway import ProviderNotFound, ProviderThrottled, ProviderTran
 from redemption.models import Drift, ReconciliationRun, SeatAllocation, Subscription
 from redemption.reconciliation import compare
 from redemption.reconciliation.compare import Finding
+from redemption.statements import bulk_batch_rows
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ def _upsert(run: Run, findings: list[Finding]) -> None:
                 last_seen_at=now,
             )
         )
-    Drift.objects.bulk_create(created)
+    Drift.objects.bulk_create(created, batch_size=bulk_batch_rows(Drift))
     run.new_count += len(created)
 
 

@@ -42,10 +42,38 @@ class Fault:
     message: str = "Injected failure"
 
 
+class Subscriptions(dict):
+    """Subscriptions by ID (each item names its tenant), indexed by tenant as a provider looks them up.
+
+    Tests change the state behind the application's back (set, delete): the index follows both.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_tenant: dict[str, dict[str, dict]] = {}
+
+    def __setitem__(self, sub_id: str, item: dict) -> None:
+        self.pop(sub_id, None)
+        super().__setitem__(sub_id, item)
+        self.by_tenant.setdefault(item["tenant"], {})[sub_id] = item
+
+    def __delitem__(self, sub_id: str) -> None:
+        self.pop(sub_id)
+
+    def pop(self, sub_id: str, *default):
+        item = super().pop(sub_id, *default)
+        if isinstance(item, dict):
+            self.by_tenant.get(item["tenant"], {}).pop(sub_id, None)
+        return item
+
+    def of_tenant(self, tenant: str) -> list[dict]:
+        return list(self.by_tenant.get(tenant, {}).values())
+
+
 @dataclass
 class ProviderState:
     tenants: dict[str, dict] = field(default_factory=dict)
-    subscriptions: dict[str, dict] = field(default_factory=dict)  # id -> item + tenant
+    subscriptions: Subscriptions = field(default_factory=Subscriptions)  # id -> item + tenant
     answers: dict[str, tuple[int, dict]] = field(default_factory=dict)  # MS-RequestId -> first answer
     calls: list[dict] = field(default_factory=list)  # each with "at" (monotonic) and "status" once answered
     applied_writes: int = 0
@@ -131,7 +159,7 @@ class ProviderServer:
 
     def subscriptions_of(self, tenant_id) -> list[dict]:
         with self.lock:
-            return [dict(s) for s in self.state.subscriptions.values() if s["tenant"] == str(tenant_id)]
+            return [dict(s) for s in self.state.subscriptions.of_tenant(str(tenant_id))]
 
     def total_quantity(self) -> int:
         with self.lock:
@@ -178,7 +206,7 @@ class ProviderServer:
             if match := SUBSCRIPTIONS_RE.match(path):
                 if match["tenant"] not in self.state.tenants:
                     return 404, {"code": 404, "description": f"No customer with tenant ID {match['tenant']}."}
-                items = [self._item(s) for s in self.state.subscriptions.values() if s["tenant"] == match["tenant"]]
+                items = [self._item(s) for s in self.state.subscriptions.of_tenant(match["tenant"])]
                 return 200, {"totalCount": len(items), "items": items}
             if match := SUBSCRIPTION_RE.match(path):
                 sub = self.state.subscriptions.get(match["sub"])

@@ -104,17 +104,18 @@ class Command(BaseCommand):
         user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench-password-1")
         customers = max(rows // 10, 10)
         started = time.perf_counter()
+        params = {
+            "rows": rows,
+            "customers": customers,
+            "partners": max(customers // 100, 1),
+            "products_per_agreement": 10,
+            "user": user.pk,
+        }
         with connection.cursor() as cursor:
-            cursor.execute(
-                FILL_SQL,
-                {
-                    "rows": rows,
-                    "customers": customers,
-                    "partners": max(customers // 100, 1),
-                    "products_per_agreement": 10,
-                    "user": user.pk,
-                },
-            )
+            # One statement at a time: with server-side binding (DB_SERVER_SIDE_BINDING) PostgreSQL
+            # takes one command per parameterised query.
+            for statement in filter(str.strip, FILL_SQL.split(";\n")):
+                cursor.execute(statement, params)
         self.stdout.write(
             f"filled {rows:,} orders, order lines and allocations, {customers * 10:,} subscriptions "
             f"in {time.perf_counter() - started:.1f} s"
