@@ -379,6 +379,17 @@ class ProviderServer:
         return Handler
 
 
+def busiest_second(calls: list[dict]) -> int:
+    """Return the most calls that arrived within any one second."""
+    arrived = sorted(call["at"] for call in calls)
+    most, first = 0, 0
+    for last, at in enumerate(arrived):
+        while at - arrived[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")

@@ -9,7 +9,7 @@ from django.test import override_settings
 from redemption.gateway import budget_get
 from redemption.models import SeatAllocation
 from redemption.tasks import allocation_bind_task
-from redemption.testing.provider_server import Fault, ProviderServer
+from redemption.testing.provider_server import Fault, ProviderServer, busiest_second
 from tests.conftest import requires_postgres, requires_redis
 from tests.factories import AgreementFactory, OrderFactory, OrderLineFactory, SeatAllocationFactory, TenantFactory
 from tests.redemption.worker import Worker, wait_for
@@ -70,17 +70,6 @@ def enqueue(ids: list[int]) -> None:
 
 def all_bound(ids: list[int]) -> bool:
     return SeatAllocation.objects.filter(pk__in=ids, status=Status.BOUND).count() == len(ids)
-
-
-def busiest_second(calls: list[dict]) -> int:
-    """Return the most calls that arrived within any one second."""
-    arrived = sorted(call["at"] for call in calls)
-    most, first = 0, 0
-    for last, at in enumerate(arrived):
-        while at - arrived[first] >= 1.0:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def other_backends() -> tuple[int, int]:

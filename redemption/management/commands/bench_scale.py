@@ -24,7 +24,7 @@ from redemption.testing.bench import (
     workers_ready,
     workers_stop,
 )
-from redemption.testing.provider_server import ProviderServer
+from redemption.testing.provider_server import ProviderServer, busiest_second
 
 # Whose CPU the report shows per binding: the worker processes, their PostgreSQL sessions, this process
 # (the provider server's threads and the polling).
@@ -206,17 +206,6 @@ class Command(BaseCommand):
         self.stdout.write("\n".join(out))
         if missed:
             raise CommandError("Target missed: " + "; ".join(missed))
-
-
-def busiest_second(calls: list[dict]) -> int:
-    """Return the most calls that arrived within any one second."""
-    arrived = sorted(call["at"] for call in calls)
-    most, first = 0, 0
-    for last, at in enumerate(arrived):
-        while at - arrived[first] >= 1.0:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def sustained(calls: list[dict]) -> float:
