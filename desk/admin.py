@@ -118,6 +118,42 @@ class OrderWithBindingAdmin(OrderAdmin):
         ]
 
 
+class GroupByOrderFilter(admin.SimpleListFilter):
+    """Group the work queue by order: a heading row opens each order's lines (they are listed together)."""
+
+    title = "grouping"
+    parameter_name = "group"
+
+    def lookups(self, request, model_admin):
+        return [("order", "By order")]
+
+    def queryset(self, request, queryset):
+        return queryset
+
+
+def order_heads(lines) -> list[dict | None]:
+    """Per listed line, the heading of its order where a new order starts (None elsewhere)."""
+    counts: dict[int, int] = {}
+    for line in lines:
+        counts[line.order_id] = counts.get(line.order_id, 0) + 1
+    heads, previous = [], None
+    for line in lines:
+        order = line.order
+        heads.append(
+            None
+            if line.order_id == previous
+            else {
+                "order": order.license_number,
+                "url": reverse("admin:licensing_order_change", args=[order.pk]),
+                "customer": order.agreement.customer,
+                "ordered_on": order.ordered_on,
+                "lines": counts[line.order_id],
+            }
+        )
+        previous = line.order_id
+    return heads
+
+
 @admin.register(OrderLine)
 class WorkQueueAdmin(OrderLineAdmin):
     """The work queue: order lines with unbound seats, filterable by partner, program, kind and age."""
@@ -136,7 +172,12 @@ class WorkQueueAdmin(OrderLineAdmin):
         "proposed_tenant",
         "bind",
     ]
-    list_filter = [*OrderLineAdmin.list_filter, "order__agreement__partner", ("order__ordered_on", DateRangeFilter)]
+    list_filter = [
+        *OrderLineAdmin.list_filter,
+        "order__agreement__partner",
+        ("order__ordered_on", DateRangeFilter),
+        GroupByOrderFilter,
+    ]
     actions = [*(OrderLineAdmin.actions or []), "bind_selected_lines"]
     # Oldest order first; the lines of an order stay together (walks the order-date index).
     ordering = ["order__ordered_on", "order_id", "line_number"]
@@ -153,6 +194,20 @@ class WorkQueueAdmin(OrderLineAdmin):
             .get_queryset(request)
             .annotate(proposed_domain=Coalesce(Subquery(same_product), Subquery(any_product)))
         )
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        changelist.order_heads = []
+        if request.GET.get(GroupByOrderFilter.parameter_name) == "order":
+            # The page's lines, each order's together where the order first comes in the chosen sort.
+            lines = list(changelist.result_list)
+            first = {}
+            for index, line in enumerate(lines):
+                first.setdefault(line.order_id, index)
+            lines.sort(key=lambda line: first[line.order_id])
+            changelist.result_list = lines
+            changelist.order_heads = order_heads(lines)
+        return changelist
 
     @admin.display(description="ordered", ordering="order__ordered_on")
     def ordered_on(self, obj: OrderLine):

@@ -50,6 +50,7 @@ def _pages(batch_id: int) -> list[str]:
     return [
         *pages,
         reverse("admin:licensing_orderline_changelist") + "?unbound=yes",
+        reverse("admin:licensing_orderline_changelist") + "?unbound=yes&group=order",
         reverse("admin:order_story", args=[order.pk]),
         reverse("admin:licensing_order_bind", args=[order.pk]),
         reverse("admin:licensing_orderline_bind", args=[new_line.pk]),
