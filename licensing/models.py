@@ -96,12 +96,17 @@ class Agreement(GuardedRow, models.Model):
         return starts_on + relativedelta(years=PROGRAM_TERM_YEARS[Program(program)])
 
 
-class Product(models.Model):
+class Product(GuardedRow, models.Model):
+    # The part number is the offer the provider is sent for this product's seats.
+    fixed_fields = ("part_number",)
+    service_fields = ("seats_requested_at",)
+
     part_number = models.CharField(
         max_length=32, unique=True, error_messages={"unique": "A product with this part number already exists."}
     )
     description = models.CharField(max_length=255)
     term_months = models.PositiveSmallIntegerField(default=12)
+    seats_requested_at = seats_requested_field("this product")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -119,6 +124,12 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return f"{self.part_number} {self.description}"
+
+    def fixed_message(self, since) -> str:
+        return (
+            f"Seats of this product have been requested since {local_day(since)}: its part number, the offer "
+            "sent to the provider, is fixed."
+        )
 
 
 class Order(GuardedRow, models.Model):

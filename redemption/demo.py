@@ -235,7 +235,14 @@ def demo_data_load(*, today: date | None = None, with_logins: bool = True) -> De
                 attempts=1,
                 bound_at=requested_at + timedelta(minutes=5),
             )
-        for model, pk in ((OrderLine, line.pk), (Order, order.pk), (Agreement, agreement.pk), (Tenant, tenant.pk)):
+        rows = (
+            (OrderLine, line.pk),
+            (Order, order.pk),
+            (Agreement, agreement.pk),
+            (Tenant, tenant.pk),
+            (Product, product.pk),
+        )
+        for model, pk in rows:
             model.objects.filter(pk=pk, seats_requested_at=None).update(seats_requested_at=requested_at)
 
     for license_number, number, days_ago, suggested, lines in OPEN_ORDERS:

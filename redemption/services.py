@@ -349,7 +349,7 @@ def allocation_request(
         )
         if identity is not None:
             _identity_confirm(locked_tenant, identity, acting_user, f"Identity confirmed for binding seats of {line}")
-        _mark_seats_requested([locked_tenant, line.order, line.order.agreement], now, acting_user, line)
+        _mark_seats_requested([locked_tenant, line.order, line.order.agreement, line.product], now, acting_user, line)
         allocation = SeatAllocation(
             order_line=line,
             tenant=locked_tenant,
@@ -411,7 +411,7 @@ def allocations_request(*, asks: list[SeatsAsked], acting_user) -> list[SeatAllo
         ]
 
 
-def _mark_seats_requested(rows: list[Tenant | Order | Agreement], now, acting_user, line: OrderLine) -> None:
+def _mark_seats_requested(rows: list[Tenant | Order | Agreement | Product], now, acting_user, line: OrderLine) -> None:
     """Record the first time seats are requested against each row: from then on what they hang on is fixed."""
     for row in rows:
         if row.seats_requested_at is None:

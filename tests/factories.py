@@ -120,7 +120,7 @@ class SubscriptionFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def seats_requested(obj, create, extracted, **kwargs):
         if create:
-            mark_seats_requested(obj.agreement, obj.tenant)
+            mark_seats_requested(obj.agreement, obj.product, obj.tenant)
 
 
 class SeatAllocationFactory(factory.django.DjangoModelFactory):
@@ -137,4 +137,4 @@ class SeatAllocationFactory(factory.django.DjangoModelFactory):
     def seats_requested(obj, create, extracted, **kwargs):
         if create:
             line = obj.order_line
-            mark_seats_requested(line, line.order, line.order.agreement, obj.tenant)
+            mark_seats_requested(line, line.order, line.order.agreement, line.product, obj.tenant)

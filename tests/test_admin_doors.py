@@ -118,6 +118,7 @@ def guarded_state(desk: Desk) -> dict:
             .order_by("pk")
             .values("pk", "order_id", "product_id", "kind", "line_number", "quantity", "seats_allocated")
         ),
+        "product": Product.objects.filter(pk=desk.line.product_id).values("part_number", "seats_requested_at").get(),
         "subscriptions": list(Subscription.objects.order_by("pk").values()),
         "allocations": list(SeatAllocation.objects.order_by("pk").values()),
         "provider": list(SandboxSubscription.objects.order_by("id").values("id", "quantity", "status")),
@@ -151,6 +152,7 @@ def attacks(desk: Desk) -> dict[type, tuple[list, dict]]:
         SeatAllocation: ([desk.allocation, desk.added], {"status": Status.QUEUED, "quantity": "3", "tenant": ""}),
         Customer: ([desk.northwind], {"partner": desk.litware.partner.pk}),
         Partner: ([desk.northwind.partner], {"mpn_id": "0000000"}),
+        Product: ([desk.line.product], {"part_number": "AAA-99999"}),
     }
 
 

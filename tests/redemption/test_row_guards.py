@@ -32,9 +32,24 @@ def test_requesting_seats_fixes_what_they_hang_on(new_line, tenant, processor):
     )
     new_line.refresh_from_db()
     tenant.refresh_from_db()
-    for row in (new_line, new_line.order, new_line.order.agreement, tenant):
+    for row in (new_line, new_line.order, new_line.order.agreement, new_line.product, tenant):
+        row.refresh_from_db()
         assert row.seats_requested_at is not None, type(row).__name__
         assert row.fixed_reason()
+
+
+def test_a_product_whose_seats_were_requested_keeps_its_part_number(bound):
+    product = bound.order_line.product
+    product.refresh_from_db()
+    offer = product.part_number
+    product.part_number = "AAA-99999"
+    with pytest.raises(RowGuardError, match="its part number, the offer sent to the provider, is fixed"):
+        product.save()
+    product.refresh_from_db()
+    assert product.part_number == offer
+    # What is not sent to the provider may still be corrected.
+    product.description = "Office 365 E3 (annual)"
+    product.save()
 
 
 def test_identity_confirmation_has_its_history_row(new_line, tenant, processor):
@@ -116,6 +131,7 @@ def test_the_database_refuses_what_bypasses_the_orm(bound, tenant, new_line):
         lambda: type(tenant).objects.filter(pk=tenant.pk).update(seats_requested_at=None),
         lambda: OrderLine.objects.filter(pk=new_line.pk).update(order=OrderFactory()),
         lambda: OrderLine.objects.filter(pk=new_line.pk).update(product=ProductFactory()),
+        lambda: type(new_line.product).objects.filter(pk=new_line.product_id).update(part_number="AAA-99999"),
         lambda: SeatAllocation.objects.filter(pk=bound.pk).update(status=Status.QUEUED),
         lambda: SeatAllocation.objects.filter(pk=bound.pk).update(quantity=20),
         lambda: Subscription.objects.filter(pk=bound.subscription_id).update(tenant=TenantFactory()),
