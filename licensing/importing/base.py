@@ -32,10 +32,17 @@ class Rec:
         self.values = values
         self.new = new
         self.seen: dict[str, int] = {}
-        self.changes: set[str] = set()
+        # The names of stored values this file changes. A tuple, empty for most records: a file can name
+        # hundreds of thousands of them, and an empty set costs 216 bytes each.
+        self.changes: tuple[str, ...] = ()
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
+
+    def change(self, name: str) -> None:
+        """Note that the file changes this stored value."""
+        if name not in self.changes:
+            self.changes = (*self.changes, name)
 
 
 class Conflict(Exception):
@@ -201,7 +208,7 @@ class SheetImporter:
             return False
         rec.values[name] = value
         if rec.id is not None:
-            rec.changes.add(name)
+            rec.change(name)
             return True
         return False
 
@@ -219,7 +226,7 @@ class SheetImporter:
             return False
         rec.values[name] = target
         if rec.id is not None:
-            rec.changes.add(name)
+            rec.change(name)
             return True
         return False
 
@@ -358,7 +365,7 @@ class SheetImporter:
                 setattr(obj, attnames[name], value.id if isinstance(value, Rec) else value)
                 fields.add(attnames[name].removesuffix("_id"))
             obj.updated_at = self.now
-            rec.changes.clear()
+            rec.changes = ()
         bulk_update_with_history(
             objs,
             model,

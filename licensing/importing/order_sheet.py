@@ -330,7 +330,7 @@ class OrderSheetImporter(SheetImporter):
                 ):
                     agreement.values[name] = value
                     if agreement.id is not None:
-                        agreement.changes.add(name)
+                        agreement.change(name)
             changed |= self.state_ref(agreement, "partner", partner, number, "Reseller MPN ID")
             if p["Authorization Number"]:
                 changed |= self.state(
