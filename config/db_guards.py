@@ -83,3 +83,19 @@ def service_only(
   END IF;{moves}
   RETURN NEW;""",
     )
+
+
+def earliest(model, column: str, **match):
+    """Return a subquery of the earliest non-null `column` of `model` rows matching the outer row.
+
+    For migrations that mark rows already in use: `earliest(OrderLine, "seats_requested_at",
+    product_id="pk")` is the first time seats were requested on any line of the product.
+    """
+    from django.db.models import OuterRef, Subquery
+
+    return Subquery(
+        model.objects.filter(**{key: OuterRef(value) for key, value in match.items()})
+        .exclude(**{f"{column}__isnull": True})
+        .order_by(column)
+        .values(column)[:1]
+    )

@@ -1,19 +1,9 @@
 from django.db import migrations, models
-from django.db.models import OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
-from config.db_guards import fixed_once_in_use
+from config.db_guards import earliest, fixed_once_in_use
 
 GUARD = fixed_once_in_use("licensing_product", ["part_number"], label="product")
-
-
-def _earliest(model, column: str, **match):
-    return Subquery(
-        model.objects.filter(**{key: OuterRef(value) for key, value in match.items()})
-        .exclude(**{f"{column}__isnull": True})
-        .order_by(column)
-        .values(column)[:1]
-    )
 
 
 def mark_products_seats_depend_on(apps, schema_editor) -> None:
@@ -26,8 +16,8 @@ def mark_products_seats_depend_on(apps, schema_editor) -> None:
         models.Q(pk__in=in_use) | models.Q(pk__in=Subscription.objects.values("product_id"))
     ).update(
         seats_requested_at=Coalesce(
-            _earliest(OrderLine, "seats_requested_at", product_id="pk"),
-            _earliest(Subscription, "created_at", product_id="pk"),
+            earliest(OrderLine, "seats_requested_at", product_id="pk"),
+            earliest(Subscription, "created_at", product_id="pk"),
         )
     )
 

@@ -3,9 +3,8 @@
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
-from django.db.models import OuterRef, Subquery
 
-from config.db_guards import service_only
+from config.db_guards import earliest, service_only
 
 # The workflow as this migration installs it (SeatAllocation.TRANSITIONS at this point in time).
 TRANSITIONS = {
@@ -33,15 +32,6 @@ GUARDS = [
 ]
 
 
-def _earliest(model, column: str, **match):
-    return Subquery(
-        model.objects.filter(**{key: OuterRef(value) for key, value in match.items()})
-        .exclude(**{f"{column}__isnull": True})
-        .order_by(column)
-        .values(column)[:1]
-    )
-
-
 def mark_rows_seats_depend_on(apps, schema_editor) -> None:
     """Set seats_requested_at where allocations or subscriptions already exist (their earliest creation)."""
     SeatAllocation = apps.get_model("redemption", "SeatAllocation")
@@ -51,22 +41,22 @@ def mark_rows_seats_depend_on(apps, schema_editor) -> None:
     Agreement = apps.get_model("licensing", "Agreement")
     Tenant = apps.get_model("tenants", "Tenant")
     OrderLine.objects.filter(pk__in=SeatAllocation.objects.values("order_line_id")).update(
-        seats_requested_at=_earliest(SeatAllocation, "created_at", order_line_id="pk")
+        seats_requested_at=earliest(SeatAllocation, "created_at", order_line_id="pk")
     )
     Order.objects.filter(pk__in=OrderLine.objects.exclude(seats_requested_at=None).values("order_id")).update(
-        seats_requested_at=_earliest(OrderLine, "seats_requested_at", order_id="pk")
+        seats_requested_at=earliest(OrderLine, "seats_requested_at", order_id="pk")
     )
     Agreement.objects.filter(pk__in=Order.objects.exclude(seats_requested_at=None).values("agreement_id")).update(
-        seats_requested_at=_earliest(Order, "seats_requested_at", agreement_id="pk")
+        seats_requested_at=earliest(Order, "seats_requested_at", agreement_id="pk")
     )
     Agreement.objects.filter(seats_requested_at=None, pk__in=Subscription.objects.values("agreement_id")).update(
-        seats_requested_at=_earliest(Subscription, "created_at", agreement_id="pk")
+        seats_requested_at=earliest(Subscription, "created_at", agreement_id="pk")
     )
     Tenant.objects.filter(pk__in=SeatAllocation.objects.values("tenant_id")).update(
-        seats_requested_at=_earliest(SeatAllocation, "created_at", tenant_id="pk")
+        seats_requested_at=earliest(SeatAllocation, "created_at", tenant_id="pk")
     )
     Tenant.objects.filter(seats_requested_at=None, pk__in=Subscription.objects.values("tenant_id")).update(
-        seats_requested_at=_earliest(Subscription, "created_at", tenant_id="pk")
+        seats_requested_at=earliest(Subscription, "created_at", tenant_id="pk")
     )
 
 
