@@ -42,13 +42,12 @@ class Guard:
     statuses: list[str]
 
     def sql(self) -> tuple[str, list]:
-        table = _qn(self.model._meta.db_table)
-        marks = ", ".join(["%s"] * len(self.statuses))
-        return (
-            f"EXISTS (SELECT 1 FROM {table} WHERE {_qn(self.model._meta.pk.column)} = %s "
-            f"AND {_qn('status')} IN ({marks}))",
-            [self.pk, *self.statuses],
-        )
+        return _guard_sql(self.model, len(self.statuses)), [self.pk, *self.statuses]
+
+    @property
+    def shape(self) -> tuple[type[Model], int]:
+        """What the guard's SQL text depends on (its row and statuses are parameters)."""
+        return self.model, len(self.statuses)
 
     def holds(self) -> bool:
         return self.model.objects.filter(pk=self.pk, status__in=self.statuses).exists()
@@ -72,6 +71,13 @@ def _qn(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
+def _guard_sql(model: type[Model], statuses: int) -> str:
+    return (
+        f"EXISTS (SELECT 1 FROM {_qn(model._meta.db_table)} WHERE {_qn(model._meta.pk.column)} = %s "
+        f"AND {_qn('status')} IN ({', '.join(['%s'] * statuses)}))"
+    )
+
+
 @lru_cache(maxsize=256)
 def _placeholder(model: type[Model], name: str) -> tuple[str, str]:
     """Return the quoted column of a field and its typed placeholder (the SQL is the same every time)."""
@@ -80,57 +86,85 @@ def _placeholder(model: type[Model], name: str) -> tuple[str, str]:
     return _qn(model_field.column), f"CAST(%s AS {model_field.db_type(connection)})"
 
 
-def _value_sql(model: type[Model], name: str, value: Any) -> tuple[str, list]:
+def _value_sql(model: type[Model], name: str, value: Any) -> str:
     if isinstance(value, Ref):
-        return f"(SELECT {_qn(value.column)} FROM {_qn(value.alias)})", []
-    model_field = model._meta.get_field(name)
-    return _placeholder(model, name)[1], [model_field.get_db_prep_save(value, connection)]
+        return f"(SELECT {_qn(value.column)} FROM {_qn(value.alias)})"
+    return _placeholder(model, name)[1]
+
+
+@lru_cache(maxsize=64)
+def _has_updated_at(model: type[Model]) -> bool:
+    return any(f.name == "updated_at" for f in model._meta.concrete_fields)
+
+
+@lru_cache(maxsize=256)
+def _row_template(
+    model: type[Model],
+    names: tuple[str, ...],
+    refs: tuple[Ref | None, ...],
+    statuses: int,
+    guard: tuple[type[Model], int] | None,
+) -> str:
+    """Return the INSERT (names empty: every column) or UPDATE of a change's shape; its values are parameters.
+
+    The text depends only on which columns are written, which of them read a row written earlier,
+    and how many statuses are allowed: built once per shape, not once per binding.
+    """
+    table = _qn(model._meta.db_table)
+    guard_sql = _guard_sql(*guard) if guard else ""
+    if not names:
+        columns, placeholders = [], []
+        for model_field, ref in zip(_insert_fields(model), refs, strict=True):
+            columns.append(_qn(model_field.column))
+            placeholders.append(_value_sql(model, model_field.name, ref))
+        where = f" WHERE {guard_sql}" if guard else ""
+        return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(placeholders)}{where} RETURNING *"
+    assignments = [
+        f"{_placeholder(model, name)[0]} = {_value_sql(model, name, ref)}"
+        for name, ref in zip(names, refs, strict=True)
+    ]
+    conditions = [f"{_qn(model._meta.pk.column)} = %s"]
+    if statuses:
+        conditions.append(f"{_qn('status')} IN ({', '.join(['%s'] * statuses)})")
+    if guard:
+        conditions.append(guard_sql)
+    return f"UPDATE {table} SET {', '.join(assignments)} WHERE {' AND '.join(conditions)} RETURNING *"
+
+
+@lru_cache(maxsize=64)
+def _insert_fields(model: type[Model]) -> tuple:
+    return tuple(f for f in model._meta.concrete_fields if not f.primary_key)
 
 
 def _row_sql(change: Change, now: datetime) -> tuple[str, list]:
     model = change.model
-    table = _qn(model._meta.db_table)
     params: list = []
     if change.pk is None:
         instance = model(**{k: v for k, v in change.values.items() if not isinstance(v, Ref)})
-        columns, placeholders = [], []
-        for model_field in model._meta.concrete_fields:
-            if model_field.primary_key:
-                continue
+        refs = []
+        for model_field in _insert_fields(model):
             value = change.values.get(model_field.name)
+            if isinstance(value, Ref):
+                refs.append(value)
+                continue
+            refs.append(None)
+            params.append(model_field.get_db_prep_save(model_field.pre_save(instance, True), connection))
+        names: tuple[str, ...] = ()
+    else:
+        values = dict(change.values)
+        if _has_updated_at(model):
+            values["updated_at"] = now
+        names = tuple(values)
+        refs = [value if isinstance(value, Ref) else None for value in values.values()]
+        for name, value in values.items():
             if not isinstance(value, Ref):
-                value = model_field.pre_save(instance, True)
-            sql, args = _value_sql(model, model_field.name, value)
-            columns.append(_qn(model_field.column))
-            placeholders.append(sql)
-            params.extend(args)
-        where = ""
-        if change.guard:
-            sql, args = change.guard.sql()
-            where = f" WHERE {sql}"
-            params.extend(args)
-        return (
-            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(placeholders)}{where} RETURNING *",
-            params,
-        )
-    values = dict(change.values)
-    if any(f.name == "updated_at" for f in model._meta.concrete_fields):
-        values["updated_at"] = now
-    assignments = []
-    for name, value in values.items():
-        sql, args = _value_sql(model, name, value)
-        assignments.append(f"{_placeholder(model, name)[0]} = {sql}")
-        params.extend(args)
-    conditions = [f"{_qn(model._meta.pk.column)} = %s"]
-    params.append(change.pk)
-    if change.statuses:
-        conditions.append(f"{_qn('status')} IN ({', '.join(['%s'] * len(change.statuses))})")
+                params.append(model._meta.get_field(name).get_db_prep_save(value, connection))
+        params.append(change.pk)
         params.extend(change.statuses)
     if change.guard:
-        sql, args = change.guard.sql()
-        conditions.append(sql)
-        params.extend(args)
-    return f"UPDATE {table} SET {', '.join(assignments)} WHERE {' AND '.join(conditions)} RETURNING *", params
+        params.extend(change.guard.sql()[1])
+    guard = change.guard.shape if change.guard else None
+    return _row_template(model, names, tuple(refs), len(change.statuses), guard), params
 
 
 @lru_cache(maxsize=64)
