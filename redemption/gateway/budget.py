@@ -6,6 +6,11 @@ arrival time" moves 1/PROVIDER_RATE_LIMIT on per call; PROVIDER_RATE_BURST calls
 quiet spell) and sleeps until its slot comes. Callers queue in the order they asked and none polls, so
 the calls go out evenly at the full rate. A 429's Retry-After moves every slot past the pause.
 
+The provider does not publish its rate and changes it without notice: a 429 while the calls keep to
+PROVIDER_RATE_LIMIT says its rate is lower now. The schedule then goes at RATE_CUT of the rate it was
+going at (once per pause: the answers to calls already on their way do not cut it again), and wins back
+RATE_RECOVERY of the configured rate each second, up to the configured rate, until the next 429.
+
 With Redis as the broker the schedule is one hash in Redis, reserved by a Lua script: atomic, one round
 trip, on Redis's clock for every host. Otherwise it is one row in the database, on the database's clock,
 reserved under the row's lock (one statement on PostgreSQL, one write transaction on SQLite): the
@@ -16,6 +21,7 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 
 from django.conf import settings
@@ -33,17 +39,32 @@ WAIT_MAX_SECONDS = 2.0
 RELEASE_CONNECTION_AFTER_SECONDS = 1.0
 # A provider asking for a longer pause than this is paused for this long, then asked again.
 PAUSE_CAP_SECONDS = 600.0
+# After a 429 at the rate it keeps, the schedule goes at this share of that rate...
+RATE_CUT = 0.8
+# ...and wins back this share of PROVIDER_RATE_LIMIT each second (40/s: from 24 to 30 in 30 s)...
+RATE_RECOVERY = 0.005
+# ...never going slower than this share of it.
+RATE_FLOOR = 0.05
 REDIS_KEY = "redemption:provider-budget"
 ROW_NAME = "provider"
 
-# Reserve: KEYS[1] the schedule; ARGV interval (s per call, 0: no rate), burst, max_wait (s).
-# Return {1 if reserved else 0, seconds until the slot}. Times are strings: Lua would round them.
+# Reserve: KEYS[1] the schedule; ARGV interval (s per call, 0: no rate), burst, max_wait (s), recovery
+# (calls/s won back per second after a cut). Return {1 if reserved else 0, seconds until the slot}.
+# Times and rates are strings: Lua would round them.
 RESERVE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval, burst, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local held = redis.call('HMGET', KEYS[1], 'tat', 'paused_until')
+local recovery = tonumber(ARGV[4])
+local held = redis.call('HMGET', KEYS[1], 'tat', 'paused_until', 'cut_rate', 'cut_at')
 local tat, paused = tonumber(held[1]) or 0, tonumber(held[2]) or 0
+local cut, cut_at = tonumber(held[3]) or 0, tonumber(held[4]) or 0
+if interval > 0 and cut > 0 then
+  local rate = cut + recovery * (now - cut_at)
+  if rate * interval < 1 then
+    interval = 1 / rate
+  end
+end
 local slot = math.max(now, paused)
 if interval > 0 then
   slot = math.max(slot, tat - (burst - 1) * interval)
@@ -56,11 +77,21 @@ if interval > 0 then
 end
 return {1, string.format('%.6f', slot - now)}
 """
-# Pause: ARGV seconds. No slot before now + seconds (a longer pause already set stays).
+# Pause: ARGV seconds, then the configured rate (0: none), recovery, cut and floor (see RATE_CUT). No
+# slot before now + seconds (a longer pause already set stays); the first 429 of a pause cuts the rate.
 PAUSE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local paused = tonumber(redis.call('HGET', KEYS[1], 'paused_until')) or 0
+local held = redis.call('HMGET', KEYS[1], 'paused_until', 'cut_rate', 'cut_at')
+local paused, cut, cut_at = tonumber(held[1]) or 0, tonumber(held[2]) or 0, tonumber(held[3]) or 0
+local rate, recovery = tonumber(ARGV[2]), tonumber(ARGV[3])
+if rate > 0 and now >= paused and now - cut_at >= 1 then
+  if cut > 0 then
+    rate = math.min(rate, cut + recovery * (now - cut_at))
+  end
+  local lowered = math.max(tonumber(ARGV[5]), rate * tonumber(ARGV[4]))
+  redis.call('HSET', KEYS[1], 'cut_rate', string.format('%.6f', lowered), 'cut_at', string.format('%.6f', now))
+end
 local until_ = math.max(paused, now + tonumber(ARGV[1]))
 redis.call('HSET', KEYS[1], 'paused_until', string.format('%.6f', until_))
 return string.format('%.6f', until_ - now)
@@ -73,8 +104,27 @@ return string.format('%.6f', math.max(0, paused - now))
 """
 
 
+@dataclass(frozen=True)
+class RateCut:
+    """What a 429 does to the rate: the configured rate (0: none, nothing to cut), recovery and floor, calls/s."""
+
+    rate: float = 0.0
+    recovery: float = 0.0
+    floor: float = 0.0
+
+    def lowered(self, *, now: float, paused_until: float, cut_rate: float, cut_at: float) -> float | None:
+        """Return the rate to go at from now on, or None to keep it (no rate, or a cut already made for this pause).
+
+        The same rule as the Redis script and the database statements, for the schedule kept in a process.
+        """
+        if not self.rate or now < paused_until or now - cut_at < 1:
+            return None
+        going = min(self.rate, cut_rate + self.recovery * (now - cut_at)) if cut_rate > 0 else self.rate
+        return max(self.floor, going * RATE_CUT)
+
+
 class RedisSchedule:
-    """The schedule as a Redis hash (tat, paused_until), changed only by Lua scripts."""
+    """The schedule as a Redis hash (tat, paused_until, cut_rate, cut_at), changed only by Lua scripts."""
 
     def __init__(self, url: str) -> None:
         import redis
@@ -86,12 +136,13 @@ class RedisSchedule:
         self._pause = self.client.register_script(PAUSE_LUA)
         self._paused_for = self.client.register_script(PAUSED_FOR_LUA)
 
-    def reserve(self, *, interval: float, burst: int, max_wait: float) -> tuple[bool, float]:
-        reserved, wait = self._reserve(keys=[REDIS_KEY], args=[interval, burst, max_wait])
+    def reserve(self, *, interval: float, burst: int, max_wait: float, recovery: float = 0.0) -> tuple[bool, float]:
+        reserved, wait = self._reserve(keys=[REDIS_KEY], args=[interval, burst, max_wait, recovery])
         return bool(reserved), float(wait)
 
-    def pause(self, *, seconds: float) -> float:
-        return float(self._pause(keys=[REDIS_KEY], args=[seconds]))
+    def pause(self, *, seconds: float, cut: RateCut | None = None) -> float:
+        cut = cut or RateCut()
+        return float(self._pause(keys=[REDIS_KEY], args=[seconds, cut.rate, cut.recovery, RATE_CUT, cut.floor]))
 
     def paused_for(self) -> float:
         return float(self._paused_for(keys=[REDIS_KEY]))
@@ -143,61 +194,83 @@ class DatabaseSchedule:
     def _ensure_row(self) -> None:
         with self._cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {self._table()} (name, tat, paused_until) VALUES (%s, 0, 0) "
+                f"INSERT INTO {self._table()} (name, tat, paused_until, cut_rate, cut_at) VALUES (%s, 0, 0, 0, 0) "
                 "ON CONFLICT (name) DO NOTHING",
                 [ROW_NAME],
             )
 
-    def reserve(self, *, interval: float, burst: int, max_wait: float) -> tuple[bool, float]:
+    def reserve(self, *, interval: float, burst: int, max_wait: float, recovery: float = 0.0) -> tuple[bool, float]:
         if not interval:
             # Without a rate there is nothing to write: only a pause holds calls back.
             wait = self.paused_for()
             return wait <= max_wait, wait
         for _ in range(2):
-            found = self._reserve_once(interval=interval, burst=burst, max_wait=max_wait)
+            found = self._reserve_once(interval=interval, burst=burst, max_wait=max_wait, recovery=recovery)
             if found is not None:
                 return found
             self._ensure_row()
         raise RuntimeError("The provider call budget's row could not be created.")
 
-    def _reserve_once(self, *, interval: float, burst: int, max_wait: float) -> tuple[bool, float] | None:
+    def _reserve_once(
+        self, *, interval: float, burst: int, max_wait: float, recovery: float
+    ) -> tuple[bool, float] | None:
         table, now = self._table(), self._now_sql()
-        tau = (burst - 1) * interval
         with self._cursor() as cursor:
             if connection.vendor == "postgresql":
-                # Read under the row's lock and move the schedule on, in one statement.
+                # Read under the row's lock and move the schedule on, in one statement. The step between
+                # slots is the configured interval, or longer while a 429's cut has not been won back.
                 cursor.execute(
-                    f"WITH held AS (SELECT tat, paused_until, {now} AS now FROM {table} WHERE name = %s FOR UPDATE), "
-                    f"slot AS (SELECT tat, GREATEST(now, tat - %s, paused_until) - now AS wait FROM held), "
-                    f"moved AS (UPDATE {table} b SET tat = GREATEST(slot.tat, held.now + slot.wait) + %s "
-                    "FROM slot, held WHERE b.name = %s AND slot.wait <= %s) "
+                    f"WITH held AS (SELECT tat, paused_until, cut_rate, cut_at, {now} AS now FROM {table} "
+                    "WHERE name = %s FOR UPDATE), "
+                    "rated AS (SELECT *, CASE WHEN cut_rate > 0 AND (cut_rate + %s * (now - cut_at)) * %s < 1 "
+                    "THEN 1 / (cut_rate + %s * (now - cut_at)) ELSE %s END AS step FROM held), "
+                    "slot AS (SELECT tat, now, step, GREATEST(now, tat - %s * step, paused_until) - now AS wait "
+                    "FROM rated), "
+                    f"moved AS (UPDATE {table} b SET tat = GREATEST(slot.tat, slot.now + slot.wait) + slot.step "
+                    "FROM slot WHERE b.name = %s AND slot.wait <= %s) "
                     "SELECT wait FROM slot",
-                    [ROW_NAME, tau, interval, ROW_NAME, max_wait],
+                    [ROW_NAME, recovery, interval, recovery, interval, burst - 1, ROW_NAME, max_wait],
                 )
                 row = cursor.fetchone()
                 if row is None:
                     return None
                 return row[0] <= max_wait, max(0.0, row[0])
-            cursor.execute(f"SELECT tat, paused_until, {now} FROM {table} WHERE name = %s", [ROW_NAME])
+            cursor.execute(
+                f"SELECT tat, paused_until, cut_rate, cut_at, {now} FROM {table} WHERE name = %s", [ROW_NAME]
+            )
             row = cursor.fetchone()
             if row is None:
                 return None
-            tat, paused, at = row
-            wait = max(at, tat - tau, paused) - at
+            tat, paused, cut_rate, cut_at, at = row
+            if cut_rate > 0:
+                interval = max(interval, 1 / (cut_rate + recovery * (at - cut_at)))
+            wait = max(at, tat - (burst - 1) * interval, paused) - at
             if wait > max_wait:
                 return False, wait
             cursor.execute(f"UPDATE {table} SET tat = %s WHERE name = %s", [max(tat, at + wait) + interval, ROW_NAME])
             return True, wait
 
-    def pause(self, *, seconds: float) -> float:
+    def pause(self, *, seconds: float, cut: RateCut | None = None) -> float:
+        cut = cut or RateCut()
         table, now = self._table(), self._now_sql()
-        greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
+        greatest, least = ("GREATEST", "LEAST") if connection.vendor == "postgresql" else ("MAX", "MIN")
+        # RateCut.lowered, in SQL: the first 429 of a pause, a second or more after the last cut, cuts the
+        # rate the schedule was going at. SET reads the row as it was before this statement.
+        cuts = f"%s > 0 AND {now} >= paused_until AND {now} - cut_at >= 1"
+        going = f"CASE WHEN cut_rate > 0 THEN {least}(%s, cut_rate + %s * ({now} - cut_at)) ELSE %s END"
         for _ in range(2):
             with self._cursor() as cursor:
                 cursor.execute(
-                    f"UPDATE {table} SET paused_until = {greatest}(paused_until, {now} + %s) WHERE name = %s "
-                    f"RETURNING paused_until - {now}",
-                    [seconds, ROW_NAME],
+                    f"UPDATE {table} SET paused_until = {greatest}(paused_until, {now} + %s), "
+                    f"cut_rate = CASE WHEN {cuts} THEN {greatest}(%s, %s * {going}) ELSE cut_rate END, "
+                    f"cut_at = CASE WHEN {cuts} THEN {now} ELSE cut_at END "
+                    f"WHERE name = %s RETURNING paused_until - {now}",
+                    [
+                        seconds,
+                        *(cut.rate, cut.floor, RATE_CUT, cut.rate, cut.recovery, cut.rate),
+                        cut.rate,
+                        ROW_NAME,
+                    ],
                 )
                 row = cursor.fetchone()
             if row is not None:
@@ -225,10 +298,14 @@ class LocalSchedule:
         self.lock = threading.Lock()
         self.tat = 0.0
         self.paused_until = 0.0
+        self.cut_rate = 0.0
+        self.cut_at = 0.0
 
-    def reserve(self, *, interval: float, burst: int, max_wait: float) -> tuple[bool, float]:
+    def reserve(self, *, interval: float, burst: int, max_wait: float, recovery: float = 0.0) -> tuple[bool, float]:
         with self.lock:
             now = time.monotonic()
+            if interval > 0 and self.cut_rate > 0:
+                interval = max(interval, 1 / (self.cut_rate + recovery * (now - self.cut_at)))
             slot = max(now, self.paused_until, self.tat - (burst - 1) * interval if interval > 0 else now)
             if slot - now > max_wait:
                 return False, slot - now
@@ -236,9 +313,14 @@ class LocalSchedule:
                 self.tat = max(self.tat, slot) + interval
             return True, slot - now
 
-    def pause(self, *, seconds: float) -> float:
+    def pause(self, *, seconds: float, cut: RateCut | None = None) -> float:
         with self.lock:
             now = time.monotonic()
+            lowered = (cut or RateCut()).lowered(
+                now=now, paused_until=self.paused_until, cut_rate=self.cut_rate, cut_at=self.cut_at
+            )
+            if lowered is not None:
+                self.cut_rate, self.cut_at = lowered, now
             self.paused_until = max(self.paused_until, now + seconds)
             return self.paused_until - now
 
@@ -248,7 +330,7 @@ class LocalSchedule:
 
     def reset(self) -> None:
         with self.lock:
-            self.tat = self.paused_until = 0.0
+            self.tat = self.paused_until = self.cut_rate = self.cut_at = 0.0
 
 
 class BudgetHeldBack(ProviderThrottled):
@@ -262,13 +344,18 @@ class CallBudget:
         self.rate = rate
         self.burst = burst
         self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.cut = RateCut(
+            rate=max(0.0, rate), recovery=RATE_RECOVERY * max(0.0, rate), floor=RATE_FLOOR * max(0.0, rate)
+        )
         self.schedule = schedule
         self._local = threading.local()
 
     def _reserve(self, max_wait: float) -> float:
         """Reserve a slot within max_wait seconds and return the wait; raise BudgetHeldBack if none is."""
         try:
-            reserved, wait = self.schedule.reserve(interval=self.interval, burst=self.burst, max_wait=max_wait)
+            reserved, wait = self.schedule.reserve(
+                interval=self.interval, burst=self.burst, max_wait=max_wait, recovery=self.cut.recovery
+            )
         except self.schedule.errors as exc:
             raise ProviderTransient(f"The provider call budget cannot be reached ({exc.__class__.__name__}).") from exc
         if not reserved:
@@ -305,10 +392,13 @@ class CallBudget:
         self._local.prepaid = 0
 
     def pause(self, *, seconds: float) -> None:
-        """Hold every caller's provider calls for `seconds` (a 429's Retry-After), on every host."""
+        """Hold every caller's provider calls for `seconds` (a 429's Retry-After), on every host.
+
+        With a rate, the provider has just refused a call made within it: the rate is cut (RATE_CUT).
+        """
         seconds = min(PAUSE_CAP_SECONDS, max(0.0, seconds))
         try:
-            self.schedule.pause(seconds=seconds)
+            self.schedule.pause(seconds=seconds, cut=self.cut)
         except self.schedule.errors as exc:
             logger.warning("provider throttling pause of %.0fs not shared: %s", seconds, exc)
 

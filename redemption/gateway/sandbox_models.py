@@ -70,6 +70,9 @@ class CallBudget(models.Model):
     # Seconds since the epoch on the database's clock: the next free slot, and no call before paused_until.
     tat = models.FloatField(default=0)
     paused_until = models.FloatField(default=0)
+    # After a 429 at the configured rate: the rate gone at from cut_at on (calls/s; 0: none), won back over time.
+    cut_rate = models.FloatField(default=0)
+    cut_at = models.FloatField(default=0)
 
     class Meta:
         app_label = "redemption"

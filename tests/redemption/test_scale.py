@@ -98,6 +98,20 @@ def test_two_worker_processes_share_one_budget_and_keep_the_provider_under_its_l
     assert len(calls) == 30 and busiest_second(calls) <= 11
 
 
+def test_two_hosts_learn_a_provider_rate_lower_than_configured_from_its_429s(provider, workers):
+    # The provider takes 10 calls/s; the installation was told 15. Each refusal cuts the shared rate
+    # (15, 12, 9.6/s) once, whichever host received it; then the calls go through.
+    provider.rate_limit_set(10, burst=2)
+    ids = new_seats(provider, 50)
+    workers(name="host-a", PROVIDER_RATE_LIMIT="15")
+    workers(name="host-b", PROVIDER_RATE_LIMIT="15")
+    enqueue(ids)
+    assert wait_for(lambda: all_bound(ids), timeout=120)
+    statuses = [call["status"] for call in sorted(provider.state.calls, key=lambda call: call["at"])]
+    assert statuses.count(429) <= 4 and 429 not in statuses[-20:], statuses
+    assert statuses.count(201) == 50
+
+
 def test_a_429_pauses_the_other_workers_calls_too(provider, workers, broker):
     import redis
 
