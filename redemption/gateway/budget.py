@@ -6,10 +6,11 @@ arrival time" moves 1/PROVIDER_RATE_LIMIT on per call; PROVIDER_RATE_BURST calls
 quiet spell) and sleeps until its slot comes. Callers queue in the order they asked and none polls, so
 the calls go out evenly at the full rate. A 429's Retry-After moves every slot past the pause.
 
-The provider does not publish its rate and changes it without notice: a 429 while the calls keep to
-PROVIDER_RATE_LIMIT says its rate is lower now. The schedule then goes at RATE_CUT of the rate it was
-going at (once per pause: the answers to calls already on their way do not cut it again), and wins back
-RATE_RECOVERY of the configured rate each second, up to the configured rate, until the next 429.
+The provider does not publish its rate and changes it without notice. A lone 429 (a call that went out
+a little late and bunched with the next) only pauses; 429s that come again soon after a pause, while the
+calls keep to PROVIDER_RATE_LIMIT, say the provider's rate is lower now. The schedule then goes at
+RATE_CUT of the rate it was going at (once per pause: the answers to calls already on their way do not
+cut it again), and wins back RATE_RECOVERY of the configured rate each second, up to the configured rate.
 
 With Redis as the broker the schedule is one hash in Redis, reserved by a Lua script: atomic, one round
 trip, on Redis's clock for every host. Otherwise it is one row in the database, on the database's clock,
@@ -39,7 +40,9 @@ WAIT_MAX_SECONDS = 2.0
 RELEASE_CONNECTION_AFTER_SECONDS = 1.0
 # A provider asking for a longer pause than this is paused for this long, then asked again.
 PAUSE_CAP_SECONDS = 600.0
-# After a 429 at the rate it keeps, the schedule goes at this share of that rate...
+# A 429 less than this long after the last pause ended (not a lone one) cuts the rate...
+RATE_CUT_WITHIN_SECONDS = 10.0
+# ...to this share of the rate the schedule was going at...
 RATE_CUT = 0.8
 # ...and wins back this share of PROVIDER_RATE_LIMIT each second (40/s: from 24 to 30 in 30 s)...
 RATE_RECOVERY = 0.005
@@ -77,15 +80,16 @@ if interval > 0 then
 end
 return {1, string.format('%.6f', slot - now)}
 """
-# Pause: ARGV seconds, then the configured rate (0: none), recovery, cut and floor (see RATE_CUT). No
-# slot before now + seconds (a longer pause already set stays); the first 429 of a pause cuts the rate.
+# Pause: ARGV seconds, then the configured rate (0: none), recovery, cut, floor and the seconds within
+# which a 429 after the last pause cuts the rate (see RATE_CUT). No slot before now + seconds (a longer
+# pause already set stays); the first 429 of a pause that comes soon after the last one cuts the rate.
 PAUSE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local held = redis.call('HMGET', KEYS[1], 'paused_until', 'cut_rate', 'cut_at')
 local paused, cut, cut_at = tonumber(held[1]) or 0, tonumber(held[2]) or 0, tonumber(held[3]) or 0
 local rate, recovery = tonumber(ARGV[2]), tonumber(ARGV[3])
-if rate > 0 and now >= paused and now - cut_at >= 1 then
+if rate > 0 and now >= paused and now - paused < tonumber(ARGV[6]) and now - cut_at >= 1 then
   if cut > 0 then
     rate = math.min(rate, cut + recovery * (now - cut_at))
   end
@@ -113,11 +117,11 @@ class RateCut:
     floor: float = 0.0
 
     def lowered(self, *, now: float, paused_until: float, cut_rate: float, cut_at: float) -> float | None:
-        """Return the rate to go at from now on, or None to keep it (no rate, or a cut already made for this pause).
+        """Return the rate to go at from now on, or None to keep it: no rate, a lone 429, or a cut already made.
 
         The same rule as the Redis script and the database statements, for the schedule kept in a process.
         """
-        if not self.rate or now < paused_until or now - cut_at < 1:
+        if not self.rate or not 0 <= now - paused_until < RATE_CUT_WITHIN_SECONDS or now - cut_at < 1:
             return None
         going = min(self.rate, cut_rate + self.recovery * (now - cut_at)) if cut_rate > 0 else self.rate
         return max(self.floor, going * RATE_CUT)
@@ -142,7 +146,8 @@ class RedisSchedule:
 
     def pause(self, *, seconds: float, cut: RateCut | None = None) -> float:
         cut = cut or RateCut()
-        return float(self._pause(keys=[REDIS_KEY], args=[seconds, cut.rate, cut.recovery, RATE_CUT, cut.floor]))
+        args = [seconds, cut.rate, cut.recovery, RATE_CUT, cut.floor, RATE_CUT_WITHIN_SECONDS]
+        return float(self._pause(keys=[REDIS_KEY], args=args))
 
     def paused_for(self) -> float:
         return float(self._paused_for(keys=[REDIS_KEY]))
@@ -254,9 +259,9 @@ class DatabaseSchedule:
         cut = cut or RateCut()
         table, now = self._table(), self._now_sql()
         greatest, least = ("GREATEST", "LEAST") if connection.vendor == "postgresql" else ("MAX", "MIN")
-        # RateCut.lowered, in SQL: the first 429 of a pause, a second or more after the last cut, cuts the
-        # rate the schedule was going at. SET reads the row as it was before this statement.
-        cuts = f"%s > 0 AND {now} >= paused_until AND {now} - cut_at >= 1"
+        # RateCut.lowered, in SQL: the first 429 of a pause soon after the last one, a second or more after
+        # the last cut, cuts the rate the schedule was going at. SET reads the row as it was before.
+        cuts = f"%s > 0 AND {now} >= paused_until AND {now} - paused_until < %s AND {now} - cut_at >= 1"
         going = f"CASE WHEN cut_rate > 0 THEN {least}(%s, cut_rate + %s * ({now} - cut_at)) ELSE %s END"
         for _ in range(2):
             with self._cursor() as cursor:
@@ -267,8 +272,8 @@ class DatabaseSchedule:
                     f"WHERE name = %s RETURNING paused_until - {now}",
                     [
                         seconds,
-                        *(cut.rate, cut.floor, RATE_CUT, cut.rate, cut.recovery, cut.rate),
-                        cut.rate,
+                        *(cut.rate, RATE_CUT_WITHIN_SECONDS, cut.floor, RATE_CUT, cut.rate, cut.recovery, cut.rate),
+                        *(cut.rate, RATE_CUT_WITHIN_SECONDS),
                         ROW_NAME,
                     ],
                 )

@@ -137,11 +137,14 @@ def step(schedule, *, rate: float, recovery: float = 0.0) -> float:
 
 
 @on_the_database
-def test_a_429_at_the_rate_cuts_it_once_per_pause_and_the_cut_is_won_back(schedule):
-    # Configured 20/s (50 ms apart); the provider refuses a call made at that rate.
+def test_429s_soon_after_a_pause_cut_the_rate_once_and_the_cut_is_won_back(schedule):
+    # Configured 20/s (50 ms apart).
     cut = RateCut(rate=20, recovery=10, floor=1)
+    # A lone 429 (a call that went out late and bunched with the next) only pauses.
     schedule.pause(seconds=0.0, cut=cut)
-    # 80% of 20/s: 62.5 ms apart.
+    assert 0.045 < step(schedule, rate=20) <= 0.0501
+    # Another soon after that pause: the provider's rate is lower now. 80% of 20/s: 62.5 ms apart.
+    schedule.pause(seconds=0.0, cut=cut)
     assert 0.058 < step(schedule, rate=20) <= 0.0626
     # The other answers of the same moment (calls already on their way) do not cut it again.
     schedule.pause(seconds=0.0, cut=cut)
@@ -152,7 +155,8 @@ def test_a_429_at_the_rate_cuts_it_once_per_pause_and_the_cut_is_won_back(schedu
 
 
 @on_the_database
-def test_without_a_rate_a_429_pauses_and_cuts_nothing(schedule):
+def test_without_a_rate_429s_pause_and_cut_nothing(schedule):
+    schedule.pause(seconds=0.0, cut=RateCut())
     schedule.pause(seconds=0.0, cut=RateCut())
     # A rate configured later starts from the configured pace.
     assert 0.045 < step(schedule, rate=20) <= 0.0501
@@ -210,8 +214,8 @@ def test_a_caller_that_cannot_wait_so_long_is_held_back_without_a_call(server):
 
 
 def test_a_provider_slower_than_the_configured_rate_is_learned_from_its_429s(server):
-    # Configured 15/s, the provider takes 10/s: each refusal cuts the budget's rate (15, 12, 9.6/s) until it
-    # is under the provider's; then the calls go through.
+    # Configured 15/s, the provider takes 10/s: the first refusal pauses, each one after cuts the budget's
+    # rate (15, 12, 9.6/s) until it is under the provider's; then the calls go through.
     server.rate_limit_set(10, burst=2)
     client = HttpGateway(
         base_url=server.url, token="secret", timeout=2, budget=CallBudget(rate=15, burst=1, schedule=LocalSchedule())
@@ -223,7 +227,7 @@ def test_a_provider_slower_than_the_configured_rate_is_learned_from_its_429s(ser
             answers.append(200)
         except ProviderThrottled:
             answers.append(429)
-    assert answers.count(429) <= 3 and 429 not in answers[-20:], answers
+    assert answers.count(429) <= 4 and 429 not in answers[-20:], answers
     # Without the cut the refusals go on to the end, one soon after every pause.
 
 

@@ -99,8 +99,8 @@ def test_two_worker_processes_share_one_budget_and_keep_the_provider_under_its_l
 
 
 def test_two_hosts_learn_a_provider_rate_lower_than_configured_from_its_429s(provider, workers):
-    # The provider takes 10 calls/s; the installation was told 15. Each refusal cuts the shared rate
-    # (15, 12, 9.6/s) once, whichever host received it; then the calls go through.
+    # The provider takes 10 calls/s; the installation was told 15. After the first refusal's pause, each
+    # refusal cuts the shared rate (15, 12, 9.6/s) once, whichever host received it; then the calls go through.
     provider.rate_limit_set(10, burst=2)
     ids = new_seats(provider, 50)
     workers(name="host-a", PROVIDER_RATE_LIMIT="15")
@@ -108,7 +108,7 @@ def test_two_hosts_learn_a_provider_rate_lower_than_configured_from_its_429s(pro
     enqueue(ids)
     assert wait_for(lambda: all_bound(ids), timeout=120)
     statuses = [call["status"] for call in sorted(provider.state.calls, key=lambda call: call["at"])]
-    assert statuses.count(429) <= 4 and 429 not in statuses[-20:], statuses
+    assert statuses.count(429) <= 6 and 429 not in statuses[-20:], statuses
     assert statuses.count(201) == 50
 
 
