@@ -128,7 +128,10 @@ def test_without_a_rate_calls_are_never_held_back_unless_paused(schedule):
 
 
 def step(schedule, *, rate: float, recovery: float = 0.0) -> float:
-    """Return the time between two slots reserved one after the other (the schedule's pace now)."""
+    """Return the time between two slots reserved one after the other (the schedule's pace now).
+
+    It reads a little short by the time the second reservation took to ask.
+    """
     interval = 1 / rate
     first, second = (
         schedule.reserve(interval=interval, burst=1, max_wait=60.0, recovery=recovery)[1] for _ in range(2)
@@ -142,16 +145,16 @@ def test_429s_soon_after_a_pause_cut_the_rate_once_and_the_cut_is_won_back(sched
     cut = RateCut(rate=20, recovery=10, floor=1)
     # A lone 429 (a call that went out late and bunched with the next) only pauses.
     schedule.pause(seconds=0.0, cut=cut)
-    assert 0.045 < step(schedule, rate=20) <= 0.0501
+    assert 0.04 < step(schedule, rate=20) <= 0.0501
     # Another soon after that pause: the provider's rate is lower now. 80% of 20/s: 62.5 ms apart.
     schedule.pause(seconds=0.0, cut=cut)
-    assert 0.058 < step(schedule, rate=20) <= 0.0626
+    assert 0.052 < step(schedule, rate=20) <= 0.0626
     # The other answers of the same moment (calls already on their way) do not cut it again.
     schedule.pause(seconds=0.0, cut=cut)
-    assert 0.058 < step(schedule, rate=20) <= 0.0626
+    assert 0.052 < step(schedule, rate=20) <= 0.0626
     # Won back at 10 calls/s each second: after 0.5 s it is past 20/s, and the configured rate holds.
     time.sleep(0.5)
-    assert 0.045 < step(schedule, rate=20, recovery=10) <= 0.0501
+    assert 0.04 < step(schedule, rate=20, recovery=10) <= 0.0501
 
 
 @on_the_database
@@ -159,7 +162,7 @@ def test_without_a_rate_429s_pause_and_cut_nothing(schedule):
     schedule.pause(seconds=0.0, cut=RateCut())
     schedule.pause(seconds=0.0, cut=RateCut())
     # A rate configured later starts from the configured pace.
-    assert 0.045 < step(schedule, rate=20) <= 0.0501
+    assert 0.04 < step(schedule, rate=20) <= 0.0501
 
 
 # --- the gateways take slots -----------------------------------------------------------------------
@@ -190,7 +193,10 @@ def test_http_calls_go_out_at_the_budgets_rate(server):
     for _ in range(6):
         client.subscription_list(tenant_id=TENANT)
     arrived = [call["at"] for call in server.state.calls]
-    assert min(b - a for a, b in itertools.pairwise(arrived)) > 0.045
+    # Slots 50 ms apart; each call arrives a little after its slot, by however long the caller took to
+    # wake up and send it (longer on a busy machine), without moving the slots after it.
+    assert arrived[-1] - arrived[0] > 5 * 0.05 - 0.005
+    assert min(b - a for a, b in itertools.pairwise(arrived)) > 0.035
 
 
 def test_a_429_pauses_every_caller_of_the_budget_not_only_the_one_throttled(server):
@@ -250,7 +256,7 @@ def test_the_provider_server_throttles_beyond_its_rate_with_retry_after(server):
 def test_bindings_through_the_database_budget_go_out_at_the_rate(monkeypatch):
     budget = budget_get()
     assert isinstance(budget.schedule, DatabaseSchedule)
-    allocations = [SeatAllocationFactory(status=Status.QUEUED, quantity=2) for _ in range(4)]
+    allocations = [SeatAllocationFactory(status=Status.QUEUED, quantity=2) for _ in range(5)]
     for allocation in allocations:
         known_to_provider(allocation.tenant)
     sent = []
@@ -263,8 +269,9 @@ def test_bindings_through_the_database_budget_go_out_at_the_rate(monkeypatch):
     monkeypatch.setattr(SandboxGateway, "order_create", timed)
     for allocation in allocations:
         assert binding.allocation_bind(allocation_id=allocation.pk).status == Status.BOUND
-    # 50 ms apart on average; each call leaves a few ms after its slot (the claim is written first), and
-    # that time varies from one binding to the next.
+    # 50 ms apart; each call leaves a few ms after its slot (the claim is written first), longer for the
+    # first binding of the connection (statements not yet prepared): measured from the second on.
+    sent = sent[1:]
     assert sent[-1] - sent[0] > 3 * 0.05 - 0.005
     assert min(b - a for a, b in itertools.pairwise(sent)) > 0.035
 
