@@ -288,6 +288,12 @@ class ProviderServer:
             def log_message(self, format, *args) -> None:  # quiet: tests read state, not logs
                 pass
 
+            def parse_request(self) -> bool:
+                # The request line has just been read: the latency counts from here, so the answer
+                # comes `latency` after the request did, this server's own reading included.
+                self.received = time.monotonic()
+                return super().parse_request()
+
             def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
                 self.logged["status"] = status
                 payload = json.dumps(body).encode()
@@ -329,7 +335,7 @@ class ProviderServer:
                         {"Retry-After": str(max(1, math.ceil(throttled_for)))},
                     )
                 if server.latency:
-                    time.sleep(server.latency)
+                    time.sleep(max(0.0, self.received + server.latency - time.monotonic()))
                 if self.headers.get("Authorization") != f"Bearer {server.token}":
                     return self._send(401, {"code": 401, "description": "Missing or wrong bearer token."})
                 try:
