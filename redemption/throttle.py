@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from django.conf import settings
 from django.db import connection
 
 from licensing.models import OrderLine
@@ -21,13 +20,14 @@ WAITING = [Status.QUEUED, Status.BINDING, Status.REVERSING]
 
 
 def queue_drain_seconds(*, waiting=None) -> float:
-    """Return how long the bindings waiting now take at the installation's rate (0 without a limit)."""
-    rate = settings.PROVIDER_RATE_LIMIT
+    """Return how long the bindings waiting now take at the rate the calls go at (0 without a limit)."""
+    budget = budget_get()
+    rate = budget.rate_now()
     if not rate:
         return 0.0
     if waiting is None:
         waiting = SeatAllocation.objects.filter(status__in=WAITING)
-    return waiting.count() / rate + budget_get().paused_for()
+    return waiting.count() / rate + budget.paused_for()
 
 
 # The landing page says "throttling" once the rate holds back more than this much work, or while paused.
@@ -37,14 +37,16 @@ THROTTLED_AFTER_SECONDS = 60.0
 @dataclass(frozen=True)
 class Throttling:
     waiting: int  # bindings and reversals not done yet
-    minutes: int  # about how long they take at the installation's rate, pause included
+    minutes: int  # about how long they take at the rate the calls go at, pause included
 
 
 def throttling_now() -> Throttling | None:
     """Return the work queued behind the provider's limit while calls are throttled, else None."""
     waiting = SeatAllocation.objects.filter(status__in=WAITING).count()
-    paused = budget_get().paused_for()
-    rate = settings.PROVIDER_RATE_LIMIT
+    budget = budget_get()
+    paused = budget.paused_for()
+    # The configured rate, or the lower one the provider's 429s have taught the budget.
+    rate = budget.rate_now()
     seconds = paused + (waiting / rate if rate else 0.0)
     if not paused and seconds < THROTTLED_AFTER_SECONDS:
         return None

@@ -106,6 +106,13 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local paused = tonumber(redis.call('HGET', KEYS[1], 'paused_until')) or 0
 return string.format('%.6f', math.max(0, paused - now))
 """
+# The cut in force: {cut_rate (0: none), seconds since it was made}, on Redis's clock.
+CUT_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local held = redis.call('HMGET', KEYS[1], 'cut_rate', 'cut_at')
+return {string.format('%.6f', tonumber(held[1]) or 0), string.format('%.6f', now - (tonumber(held[2]) or 0))}
+"""
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,7 @@ class RedisSchedule:
         self._reserve = self.client.register_script(RESERVE_LUA)
         self._pause = self.client.register_script(PAUSE_LUA)
         self._paused_for = self.client.register_script(PAUSED_FOR_LUA)
+        self._cut = self.client.register_script(CUT_LUA)
 
     def reserve(self, *, interval: float, burst: int, max_wait: float, recovery: float = 0.0) -> tuple[bool, float]:
         reserved, wait = self._reserve(keys=[REDIS_KEY], args=[interval, burst, max_wait, recovery])
@@ -151,6 +159,10 @@ class RedisSchedule:
 
     def paused_for(self) -> float:
         return float(self._paused_for(keys=[REDIS_KEY]))
+
+    def cut_held(self) -> tuple[float, float]:
+        cut_rate, age = self._cut(keys=[REDIS_KEY])
+        return float(cut_rate), float(age)
 
     def reset(self) -> None:
         self.client.delete(REDIS_KEY)
@@ -289,6 +301,14 @@ class DatabaseSchedule:
             row = cursor.fetchone()
         return max(0.0, row[0]) if row else 0.0
 
+    def cut_held(self) -> tuple[float, float]:
+        with self._cursor(write=False) as cursor:
+            cursor.execute(
+                f"SELECT cut_rate, {self._now_sql()} - cut_at FROM {self._table()} WHERE name = %s", [ROW_NAME]
+            )
+            row = cursor.fetchone()
+        return (row[0], row[1]) if row else (0.0, 0.0)
+
     def reset(self) -> None:
         with self._cursor() as cursor:
             cursor.execute(f"DELETE FROM {self._table()} WHERE name = %s", [ROW_NAME])
@@ -332,6 +352,10 @@ class LocalSchedule:
     def paused_for(self) -> float:
         with self.lock:
             return max(0.0, self.paused_until - time.monotonic())
+
+    def cut_held(self) -> tuple[float, float]:
+        with self.lock:
+            return self.cut_rate, time.monotonic() - self.cut_at
 
     def reset(self) -> None:
         with self.lock:
@@ -413,6 +437,21 @@ class CallBudget:
             return self.schedule.paused_for()
         except self.schedule.errors:
             return 0.0
+
+    def rate_now(self) -> float:
+        """Return the calls per second the schedule goes at now (0: no limit).
+
+        PROVIDER_RATE_LIMIT, or less while the cut made by the provider's 429s is being won back.
+        """
+        if not self.rate:
+            return 0.0
+        try:
+            cut_rate, age = self.schedule.cut_held()
+        except self.schedule.errors:
+            return self.rate
+        if cut_rate <= 0:
+            return self.rate
+        return min(self.rate, cut_rate + self.cut.recovery * max(0.0, age))
 
     def reset(self) -> None:
         """Forget every reservation and pause (tests and benchmarks start from a quiet provider)."""

@@ -165,6 +165,20 @@ def test_without_a_rate_429s_pause_and_cut_nothing(schedule):
     assert 0.04 < step(schedule, rate=20) <= 0.0501
 
 
+@on_the_database
+def test_the_budget_tells_the_rate_it_goes_at_after_a_cut_and_while_it_is_won_back(schedule):
+    budget = CallBudget(rate=20, burst=1, schedule=schedule)
+    assert budget.rate_now() == 20
+    budget.cut = RateCut(rate=20, recovery=10, floor=1)
+    budget.pause(seconds=0.0)
+    assert budget.rate_now() == 20  # a lone 429 cuts nothing
+    budget.pause(seconds=0.0)
+    assert 16 <= budget.rate_now() < 17  # 80%, and 10 calls/s won back each second since
+    time.sleep(0.5)
+    assert budget.rate_now() == 20  # won back, never above the configured rate
+    assert CallBudget(rate=0, burst=1, schedule=schedule).rate_now() == 0
+
+
 # --- the gateways take slots -----------------------------------------------------------------------
 
 
@@ -341,6 +355,17 @@ def test_the_landing_page_says_how_much_work_waits_while_throttled(client, super
     finally:
         budget.reset()
     assert items["provider throttling: about 2 minutes of work queued"].count == 3
+    with override_settings(PROVIDER_RATE_LIMIT=0.02):
+        # The provider refused calls made at 0.02/s twice in a row: the budget goes at 80% of it now.
+        budget = budget_get()
+        budget.pause(seconds=0)
+        budget.pause(seconds=0)
+        try:
+            items = {item.label: item for item in client.get(reverse("admin:index")).context["attention"]}
+        finally:
+            budget.reset()
+    # 3 bindings at one call every 62.5 s: about 4 minutes, not 3.
+    assert items["provider throttling: about 4 minutes of work queued"].count == 3
 
 
 @pytest.mark.django_db
@@ -353,6 +378,24 @@ def test_the_sweep_leaves_a_long_queue_to_the_rate_instead_of_sending_it_again(t
     assert binding.allocation_sweep() == []
     time_machine.move_to(start + timedelta(seconds=500))
     assert sorted(binding.allocation_sweep()) == sorted(a.pk for a in allocations)
+
+
+@pytest.mark.django_db
+@override_settings(PROVIDER_RATE_LIMIT=0.1, BINDING_STALE_SECONDS=120)
+def test_the_sweep_waits_on_the_rate_the_provider_taught_the_budget(time_machine):
+    allocations = _queued(30)
+    start = timezone.now()
+    budget = budget_get()
+    # Two 429s in a row at 0.1/s: the budget goes at 0.08/s, and 30 bindings take 375 s.
+    budget.pause(seconds=0)
+    budget.pause(seconds=0)
+    try:
+        time_machine.move_to(start + timedelta(seconds=450))
+        assert binding.allocation_sweep() == []
+        time_machine.move_to(start + timedelta(seconds=600))
+        assert sorted(binding.allocation_sweep()) == sorted(a.pk for a in allocations)
+    finally:
+        budget.reset()
 
 
 @pytest.mark.django_db
