@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from datetime import date
 from typing import Any
 
+from django.db import reset_queries
 from django.db.models.functions import Lower
 from django.utils import timezone
 from simple_history.utils import bulk_update_with_history
@@ -114,6 +115,9 @@ class SheetImporter:
         ]
         for batch in self._batches(sheet.rows):
             self.process_batch(batch)
+            # With DEBUG on, Django keeps the SQL of the connection's last 9,000 queries, and a batch's
+            # statements carry thousands of values each: kept, they would grow with the file.
+            reset_queries()
             if self.progress:
                 self.progress(self.report.rows_total)
         if self.report.rows_total == 0:

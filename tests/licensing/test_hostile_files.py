@@ -139,6 +139,25 @@ def test_a_workbook_with_too_many_rows_is_refused_with_bounded_memory_and_output
     assert len(run["output"] + run["errors"]) < OUTPUT_BYTES
 
 
+def test_with_debug_on_an_import_keeps_the_sql_of_its_last_batch_only(import_orders, settings):
+    from django.db import connection, reset_queries
+
+    settings.DEBUG = True
+    settings.IMPORT_BATCH_SIZE = 10
+    reset_queries()
+    rows = [order_row(**{"License Number": str(61000000 + n), "Agreement Number": f"V{4000000 + n}",
+                         "Customer": f"Customer {n}"}) for n in range(60)]  # fmt: skip
+
+    report = import_orders(csv_bytes(rows))
+
+    assert report.ok and report.new == 60
+    # Six batches of statements carrying their rows' values: Django would keep them all until the request
+    # ends, however long the file. None of them is held after the import.
+    held = [query["sql"] for query in connection.queries]
+    assert not [sql for sql in held if "61000000" in sql or "61000059" in sql]
+    assert len(held) < 20
+
+
 # --- one cell, one row, one part: each limit checked while reading -------------------------------------
 
 
