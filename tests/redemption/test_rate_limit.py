@@ -338,32 +338,31 @@ def _queued(count: int, **fields) -> list[SeatAllocation]:
     return [SeatAllocationFactory(status=Status.QUEUED, **fields) for _ in range(count)]
 
 
+def _attention(client, *, pauses: tuple[float, ...] = ()) -> dict:
+    """Return the landing page's attention items by label, after the 429 pauses given (forgotten after)."""
+    budget = budget_get()
+    for seconds in pauses:
+        budget.pause(seconds=seconds)
+    try:
+        return {item.label: item for item in client.get(reverse("admin:index")).context["attention"]}
+    finally:
+        budget.reset()
+
+
 @pytest.mark.django_db
 def test_the_landing_page_says_how_much_work_waits_while_throttled(client, superuser):
     client.force_login(superuser)
     _queued(3)
-    labels = [item.label for item in client.get(reverse("admin:index")).context["attention"]]
-    assert not any(label.startswith("provider throttling") for label in labels)
+    assert not any(label.startswith("provider throttling") for label in _attention(client))
     with override_settings(PROVIDER_RATE_LIMIT=0.02):
-        items = {item.label: item for item in client.get(reverse("admin:index")).context["attention"]}
+        items = _attention(client)
     # 3 bindings at one call every 50 s: about 3 minutes.
     assert items["provider throttling: about 3 minutes of work queued"].count == 3
-    budget = budget_get()
-    budget.pause(seconds=100)
-    try:
-        items = {item.label: item for item in client.get(reverse("admin:index")).context["attention"]}
-    finally:
-        budget.reset()
+    items = _attention(client, pauses=(100,))
     assert items["provider throttling: about 2 minutes of work queued"].count == 3
     with override_settings(PROVIDER_RATE_LIMIT=0.02):
         # The provider refused calls made at 0.02/s twice in a row: the budget goes at 80% of it now.
-        budget = budget_get()
-        budget.pause(seconds=0)
-        budget.pause(seconds=0)
-        try:
-            items = {item.label: item for item in client.get(reverse("admin:index")).context["attention"]}
-        finally:
-            budget.reset()
+        items = _attention(client, pauses=(0, 0))
     # 3 bindings at one call every 62.5 s: about 4 minutes, not 3.
     assert items["provider throttling: about 4 minutes of work queued"].count == 3
 
