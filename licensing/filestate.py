@@ -1,8 +1,9 @@
 """What earlier rows of a sheet said, kept in a temporary table so that memory stays flat in the file size.
 
 A sheet's later rows are checked against its earlier ones (the same order stated twice, the same line
-twice with different content). Keeping every order met in memory grows with the file; here each
-batch reads back the state of the orders it meets and writes it again when it is done, one query each.
+twice with different content, a customer's email or an agreement's customer stated differently).
+Keeping every record met in memory grows with the file; here each batch reads back the state of the
+records it meets and writes it again when it is done, one query each.
 The table lives in the import's transaction and connection, and is dropped with it.
 """
 

@@ -2,9 +2,10 @@
 
 Rows are read as a stream and handled in batches: every lookup is one query per batch, every write
 one bulk statement per model per batch, with its history written in bulk too. What earlier rows said
-is remembered, so a dry run sees exactly what the real run would do without writing: partners,
-customers, agreements and products in memory (a sheet names few of them, however long it is), orders
-and their lines, which grow with the file, in a temporary table between batches (licensing.filestate).
+is remembered, so a dry run sees exactly what the real run would do without writing: each batch
+holds the records its rows name, and between batches what the file said of partners, customers,
+agreements, products, orders, their lines and tenant domains waits in a temporary table
+(licensing.filestate), so memory stays flat however many of them a file names.
 """
 
 from licensing.importing.agreements import AgreementsImporter

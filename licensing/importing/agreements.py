@@ -24,6 +24,13 @@ class AgreementsImporter(SheetImporter):
     columns = AGREEMENTS_COLUMNS
 
     def process_batch(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
+        self.restore_records(
+            {
+                "partner": {p["Reseller MPN ID"] for _, p in parsed},
+                "customer": {cells.name_key(p["Customer"]) for _, p in parsed},
+                "agreement": {p["Agreement Number"] for _, p in parsed},
+            }
+        )
         self.load_partners({p["Reseller MPN ID"] for _, p in parsed})
         self.load_customers({cells.name_key(p["Customer"]) for _, p in parsed})
         self.load_agreements({p["Agreement Number"] for _, p in parsed})
@@ -39,6 +46,7 @@ class AgreementsImporter(SheetImporter):
             agreements.append(recs[2])
         if self.writing:
             self.write_parents(distinct_records(partners), distinct_records(customers), distinct_records(agreements))
+        self.spill_records()
 
     def _row(self, number: int, p: dict[str, Any]) -> tuple[str, tuple[Rec, Rec, Rec]]:
         customer_key = cells.name_key(p["Customer"])

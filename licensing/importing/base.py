@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from typing import Any
 
-from django.db import reset_queries
+from django.db import DatabaseError, reset_queries
 from django.db.models.functions import Lower
 from django.utils import timezone
 from simple_history.utils import bulk_update_with_history
@@ -14,6 +15,7 @@ from simple_history.utils import bulk_update_with_history
 from licensing import cells
 from licensing.bulk import insert_with_history
 from licensing.cells import CellError, Column, RowError
+from licensing.filestate import FileState
 from licensing.importing.columns import MAX_LENGTHS, MAX_VALUES, PARSERS
 from licensing.importing.report import ImportReport
 from licensing.models import Agreement, Program
@@ -83,11 +85,14 @@ class SheetImporter:
         self.progress = progress
         self.report = ImportReport(kind=self.kind, dry_run=dry_run, row_outcomes={} if keep_row_outcomes else None)
         self.now = timezone.now()
+        # The records the current batch meets, by kind and key. Between batches, what the file said of
+        # them waits in the file state (licensing.filestate): memory stays flat however many a file names.
         self.partners: dict[str, Rec] = {}
         self.customers: dict[str, Rec] = {}
         self.agreements: dict[str, Rec] = {}
         self.products: dict[str, Rec] = {}
         self.orders: dict[str, Rec] = {}
+        self.file_state = FileState()
         self.positions: dict[str, int] = {}
         # Per column, once per file rather than per cell: label, index, required, parser, longest, largest.
         self.plan: list[tuple[str, int | None, bool, Callable[[Any], Any], int | None, int | None]] = []
@@ -95,6 +100,18 @@ class SheetImporter:
     # --- the run -------------------------------------------------------------------------------
 
     def run(self, sheet: Sheet) -> ImportReport:
+        self.file_state.open()
+        try:
+            report = self._run(sheet)
+        except Exception:
+            # After a database error the transaction is rolled back, and the table with it.
+            with contextlib.suppress(DatabaseError):
+                self.file_state.close()
+            raise
+        self.file_state.close()
+        return report
+
+    def _run(self, sheet: Sheet) -> ImportReport:
         self.report.file_name = sheet.file_name
         self.positions, header_errors = cells.map_header(sheet.header, self.columns)
         if header_errors:
@@ -233,6 +250,67 @@ class SheetImporter:
             rec.change(name)
             return True
         return False
+
+    # --- what earlier batches said, kept in the file state ------------------------------------
+
+    def _record_maps(self) -> dict[str, dict[str, Rec]]:
+        # In the order their references point: agreements to customers and partners, customers to partners.
+        return {
+            "agreement": self.agreements,
+            "customer": self.customers,
+            "partner": self.partners,
+            "product": self.products,
+        }
+
+    def restore_records(self, wanted: dict[str, Iterable[str]]) -> None:
+        """Bring back what earlier batches said of these records, and of the records they refer to."""
+        maps = self._record_maps()
+        pending = {kind: set(wanted.get(kind, ())) for kind in maps}
+        restored: list[Rec] = []
+        for kind, held in maps.items():
+            keys = pending[kind] - held.keys()
+            for stored_key, state in self.file_state.load(f"{kind}:{key}" for key in keys).items():
+                rec = Rec(state["id"], state["values"], new=state["new"])
+                rec.seen = state["seen"]
+                rec.changes = tuple(state["changes"])
+                held[stored_key.split(":", 1)[1]] = rec
+                restored.append(rec)
+                for value in rec.values.values():
+                    if isinstance(value, dict) and "ref" in value:
+                        pending[value["ref"][0]].add(value["ref"][1])
+        for rec in restored:
+            for name, value in rec.values.items():
+                if isinstance(value, dict) and "ref" in value:
+                    rec.values[name] = maps[value["ref"][0]][value["ref"][1]]
+                elif isinstance(value, dict):
+                    rec.values[name] = date.fromisoformat(value["date"])
+
+    def spill_records(self) -> None:
+        """Keep what this batch's rows said of their records in the file state, and forget them here."""
+        maps = self._record_maps()
+        refs = {id(rec): [kind, key] for kind, held in maps.items() for key, rec in held.items()}
+        referred = {id(v) for held in maps.values() for rec in held.values() for v in rec.values.values()}
+        states = {}
+        for kind, held in maps.items():
+            for key, rec in held.items():
+                if not (rec.new or rec.seen or id(rec) in referred):
+                    continue  # read from the database and not stated by the file: read again when met
+                values = {}
+                for name, value in rec.values.items():
+                    if isinstance(value, Rec):
+                        value = {"ref": refs[id(value)]}
+                    elif isinstance(value, date):
+                        value = {"date": value.isoformat()}
+                    values[name] = value
+                states[f"{kind}:{key}"] = {
+                    "id": rec.id,
+                    "new": rec.new,
+                    "seen": rec.seen,
+                    "changes": list(rec.changes),
+                    "values": values,
+                }
+            held.clear()
+        self.file_state.save(states)
 
     # --- lookups, one query per batch per model ------------------------------------------------
 

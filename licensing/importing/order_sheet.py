@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 from datetime import date
 from typing import Any
 
-from django.db import DatabaseError
 from simple_history.utils import bulk_update_with_history
 
 from licensing import cells
 from licensing.bulk import insert_with_history
-from licensing.filestate import FileState
 from licensing.importing.base import (
     NEW,
     UNCHANGED,
@@ -23,9 +20,7 @@ from licensing.importing.base import (
     same_ref,
 )
 from licensing.importing.columns import ORDER_LEVEL, ORDER_SHEET_COLUMNS
-from licensing.importing.report import ImportReport
 from licensing.models import Agreement, Order, OrderLine, Product
-from licensing.sheets import Sheet
 from tenants.models import Tenant
 
 
@@ -44,23 +39,9 @@ class OrderSheetImporter(SheetImporter):
         self.tenants: dict[str, tuple[str, str] | None] = {}
         # Tenant domains we do not hold yet -> (customer key, customer name, first row) naming them.
         self.tenant_claims: dict[str, tuple[str, str, int]] = {}
-        # Orders outnumber every other record of a sheet: between batches they wait in the database.
-        self.file_state = FileState()
-
-    def run(self, sheet: Sheet) -> ImportReport:
-        self.file_state.open()
-        try:
-            report = super().run(sheet)
-        except Exception:
-            # After a database error the transaction is rolled back, and the table with it.
-            with contextlib.suppress(DatabaseError):
-                self.file_state.close()
-            raise
-        self.file_state.close()
-        return report
 
     def process_batch(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
-        self._restore({p["License Number"] for _, p in parsed})
+        self._restore(parsed)
         self._fill_order_level(parsed)
 
         self.load_partners({p["Reseller MPN ID"] for _, p in parsed})
@@ -119,26 +100,55 @@ class OrderSheetImporter(SheetImporter):
             self._write_lines(new_lines, changed_lines)
         self._spill()
 
-    def _restore(self, licenses: set[str]) -> None:
-        """Bring back what earlier batches of the file said about these orders and their lines."""
-        for license_number, state in self.file_state.load(licenses).items():
+    def _restore(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
+        """Bring back what earlier batches of the file said about the batch's orders, lines and records."""
+        licenses = {p["License Number"] for _, p in parsed}
+        loaded = self.file_state.load(f"order:{license_number}" for license_number in licenses)
+        orders = {key.split(":", 1)[1]: state for key, state in loaded.items()}
+        domains = {p["Tenant Domain"] for _, p in parsed if p["Tenant Domain"]}
+        for key, claim in self.file_state.load(f"tenant:{d}" for d in domains).items():
+            self.tenant_claims[key.split(":", 1)[1]] = tuple(claim)
+        # Rows name their order's agreement, which may not be among the batch's (a blank order-level cell).
+        stated = {
+            number
+            for state in orders.values()
+            if state["order"]
+            for number in (state["order"]["agreement"], state["order"]["file"].get("Agreement Number"))
+            if number
+        }
+        self.restore_records(
+            {
+                "partner": {p["Reseller MPN ID"] for _, p in parsed},
+                "customer": {cells.name_key(p["Customer"]) for _, p in parsed if p["Customer"]},
+                "agreement": {p["Agreement Number"] for _, p in parsed if p["Agreement Number"]} | stated,
+                "product": {p["Part Number"] for _, p in parsed},
+            }
+        )
+        # An agreement the file named only by restating what the database holds was not kept: read it again.
+        self.load_agreements(stated)
+        for license_number, state in orders.items():
             self.lines_seen[license_number] = {int(line): (seen[0], seen[1]) for line, seen in state["lines"].items()}
             if state["order"] is not None:
                 self.orders[license_number] = self._order_from_state(license_number, state["order"])
 
     def _spill(self) -> None:
-        """Keep what this batch's rows said about their orders and lines in the file state, not in memory."""
-        states = {}
+        """Keep what this batch's rows said about their orders, lines and records in the file state, not in memory."""
+        states: dict[str, Any] = {}
         for license_number in self.lines_seen.keys() | self.orders.keys():
             order = self.orders.get(license_number)
             stated = order is not None and (order.new or order.seen)
-            states[license_number] = {
+            states[f"order:{license_number}"] = {
                 "order": self._order_state(order) if stated else None,
                 "lines": self.lines_seen.get(license_number, {}),
             }
+        states.update({f"tenant:{domain}": list(claim) for domain, claim in self.tenant_claims.items()})
         self.file_state.save(states)
         self.orders.clear()
         self.lines_seen.clear()
+        self.tenant_claims.clear()
+        # What the database says of tenant domains is read again by the batches that name them.
+        self.tenants.clear()
+        self.spill_records()
 
     @staticmethod
     def _order_state(rec: Rec) -> dict[str, Any]:

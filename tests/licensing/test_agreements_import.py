@@ -75,3 +75,27 @@ def test_bad_agreement_row_is_rejected(import_agreements, change, column):
 
     assert [(e.row, e.column) for e in report.errors] == [(3, column)]
     assert not Agreement.objects.exists()
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_an_agreement_stated_differently_far_apart_names_the_first_row(import_agreements, settings, dry_run):
+    settings.IMPORT_BATCH_SIZE = 2
+    other = {"Agreement Number": "V2000009", "Customer": "Tailspin", "Reseller MPN ID": "4400009", "Reseller": "Other"}
+    rows = [agreement_row(), agreement_row(**other), agreement_row(**{"End Date": "2029-01-31"})]
+
+    report = import_agreements(csv_bytes(rows), dry_run=dry_run)
+
+    assert [(e.row, e.column) for e in report.errors] == [(4, "End Date")]
+    assert "differs from row 2" in report.errors[0].message
+    assert not Agreement.objects.exists()
+
+
+def test_agreements_met_again_far_apart_are_written_once(import_agreements, settings):
+    settings.IMPORT_BATCH_SIZE = 2
+    other = {"Agreement Number": "V2000009", "Customer": "Tailspin", "Reseller MPN ID": "4400009", "Reseller": "Other"}
+    rows = [agreement_row(), agreement_row(**other), agreement_row()]
+
+    report = import_agreements(csv_bytes(rows))
+
+    assert report.errors == [] and (report.new, report.unchanged) == (2, 1)
+    assert Agreement.objects.get(number="V2000001").customer.name == "Northwind Traders"

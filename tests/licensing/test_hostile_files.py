@@ -120,6 +120,38 @@ def test_a_cell_padded_with_whitespace_is_refused_with_bounded_memory(tmp_path, 
     assert run["peak_mb"] < PEAK_MB, run
 
 
+def many_customers_sheet(path, count: int):
+    """Write an order sheet naming a customer, agreement, order and tenant domain of its own on every row."""
+    rows = [
+        order_row(
+            **{
+                "License Number": str(63000000 + n),
+                "Agreement Number": f"V{6000000 + n}",
+                "Customer": f"Customer {n}",
+                "Customer Email": f"it@c{n}.example",
+                "Tenant Domain": f"c{n}.onmicrosoft.com",
+            }
+        )
+        for n in range(count)
+    ]
+    path.write_bytes(csv_bytes(rows))
+    return path
+
+
+def test_a_sheet_naming_a_new_customer_on_every_row_is_checked_in_flat_memory(tmp_path, child_env):
+    # What the file says of its customers, agreements, orders and tenant domains waits in the database
+    # between batches, not in memory: three times the rows, about the same peak.
+    peaks = {}
+    for count in (15_000, 45_000):
+        run = dry_run_in_a_child(many_customers_sheet(tmp_path / f"{count}.csv", count), child_env)
+        assert run["returncode"] == 0, run
+        assert f"Dry run, nothing written: {count} rows: {count} new" in run["output"]
+        peaks[count] = run["peak_mb"]
+
+    assert peaks[45_000] - peaks[15_000] < 15, peaks
+    assert peaks[45_000] < PEAK_MB, peaks
+
+
 def test_a_workbook_with_too_many_rows_is_refused_with_bounded_memory_and_output(tmp_path, child_env):
     path = tmp_path / "many-rows.xlsx"
     # The row limit at a fifth of its default, so that the test takes seconds; every row is rejected.

@@ -387,3 +387,67 @@ def test_dry_run_of_a_long_file_reports_what_the_real_run_does(import_orders, sm
     assert (dry.new, dry.updated, dry.unchanged) == (real.new, real.updated, real.unchanged) == (7, 0, 1)
     assert (again.new, again.updated, again.unchanged) == (0, 0, 8)
     assert Order.objects.get(license_number="60000001").lines.count() == 3
+
+
+# --- customers, agreements, partners, products and tenant domains far apart --------------------------
+
+FABRIKAM = {
+    "License Number": "62000001",
+    "Agreement Number": "V5000001",
+    "Customer": "Fabrikam",
+    "Customer Email": "it@fabrikam.example",
+    "Reseller": "Alpine Reseller",
+    "Reseller MPN ID": "7700001",
+    "Part Number": "ZZZ-00001",
+    "Product": "O365 E5",
+    "Tenant Domain": "fabrikam.onmicrosoft.com",
+}
+TAILSPIN = {"Agreement Number": "V5000002", "Customer": "Tailspin", "Customer Email": "it@tailspin.example"}
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+@pytest.mark.parametrize(
+    ("later", "column", "message"),
+    [
+        ({"Customer Email": "other@fabrikam.example"}, "Customer Email", "differs from row 2"),
+        (
+            TAILSPIN | {"Agreement Number": "V5000001", "Tenant Domain": ""},
+            "Agreement Number",
+            "belongs to customer 'Fabrikam'",
+        ),
+        ({"Reseller": "Other Reseller"}, "Reseller MPN ID", "belongs to 'Alpine Reseller' (row 2 says)"),
+        ({"Product": "O365 E1"}, "Product", "differs from row 2"),
+        (TAILSPIN, "Tenant Domain", "is given for customer 'Fabrikam' on row 2"),
+    ],
+)
+def test_a_record_stated_differently_far_apart_names_the_first_row(
+    import_orders, small_batches, later, column, message, dry_run
+):
+    rows = far_apart(order_row(**FABRIKAM), order_row(**FABRIKAM | {"License Number": "62000002"} | later))
+
+    report = import_orders(csv_bytes(rows), dry_run=dry_run)
+
+    assert [(e.row, e.column) for e in report.errors] == [(4, column)]
+    assert message in report.errors[0].message
+    assert nothing_written()
+
+
+def test_records_met_again_far_apart_are_written_once_and_the_dry_run_says_so(import_orders, small_batches):
+    rows = far_apart(
+        order_row(**FABRIKAM),
+        order_row(**FABRIKAM | {"License Number": "62000002"}),
+        # The order's agreement and customer come from its first line, two batches back.
+        order_row(**FABRIKAM | {"Line": "2", "Agreement Number": "", "Customer": "", "Program": ""}),
+    )
+
+    dry = import_orders(csv_bytes(rows), dry_run=True)
+    real = import_orders(csv_bytes(rows))
+
+    assert dry.errors == real.errors == []
+    assert (dry.new, dry.updated, dry.unchanged) == (real.new, real.updated, real.unchanged) == (6, 0, 0)
+    assert Customer.objects.filter(name="Fabrikam").count() == 1
+    agreement = Agreement.objects.get(number="V5000001")
+    assert (agreement.customer.name, agreement.partner.mpn_id) == ("Fabrikam", "7700001")
+    assert agreement.orders.count() == 2
+    assert Order.objects.get(license_number="62000001").lines.count() == 2
+    assert Product.objects.get(part_number="ZZZ-00001").description == "O365 E5"
