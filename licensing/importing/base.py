@@ -23,6 +23,9 @@ from licensing.sheets import Sheet
 from tenants.models import Customer, Partner
 
 NEW, UPDATED, UNCHANGED = "new", "update", "skip"
+# Records (partners, customers, agreements, products) held in memory from one batch to the next. A
+# sheet names a few thousand at most; one that names more has them wait in the file state instead.
+RECORDS_HELD_MAX = 10_000
 
 
 class Rec:
@@ -85,14 +88,15 @@ class SheetImporter:
         self.progress = progress
         self.report = ImportReport(kind=self.kind, dry_run=dry_run, row_outcomes={} if keep_row_outcomes else None)
         self.now = timezone.now()
-        # The records the current batch meets, by kind and key. Between batches, what the file said of
-        # them waits in the file state (licensing.filestate): memory stays flat however many a file names.
+        # The records met so far, by kind and key. Beyond RECORDS_HELD_MAX, what the file said of them waits
+        # in the file state (licensing.filestate) between batches: memory stays flat however many a file names.
         self.partners: dict[str, Rec] = {}
         self.customers: dict[str, Rec] = {}
         self.agreements: dict[str, Rec] = {}
         self.products: dict[str, Rec] = {}
         self.orders: dict[str, Rec] = {}
         self.file_state = FileState()
+        self.records_spilled = False
         self.positions: dict[str, int] = {}
         # Per column, once per file rather than per cell: label, index, required, parser, longest, largest.
         self.plan: list[tuple[str, int | None, bool, Callable[[Any], Any], int | None, int | None]] = []
@@ -264,6 +268,8 @@ class SheetImporter:
 
     def restore_records(self, wanted: dict[str, Iterable[str]]) -> None:
         """Bring back what earlier batches said of these records, and of the records they refer to."""
+        if not self.records_spilled:
+            return  # every record met so far is still held
         maps = self._record_maps()
         pending = {kind: set(wanted.get(kind, ())) for kind in maps}
         restored: list[Rec] = []
@@ -285,9 +291,15 @@ class SheetImporter:
                 elif isinstance(value, dict):
                     rec.values[name] = date.fromisoformat(value["date"])
 
-    def spill_records(self) -> None:
-        """Keep what this batch's rows said of their records in the file state, and forget them here."""
+    def spill_records(self, *, also_held: int = 0) -> None:
+        """Once more records are held than RECORDS_HELD_MAX, keep what the file said of them in the file state.
+
+        `also_held`: what else the importer holds for the file and keeps with them (tenant domains).
+        """
         maps = self._record_maps()
+        if sum(len(held) for held in maps.values()) + also_held <= RECORDS_HELD_MAX:
+            return
+        self.records_spilled = True
         refs = {id(rec): [kind, key] for kind, held in maps.items() for key, rec in held.items()}
         referred = {id(v) for held in maps.values() for rec in held.values() for v in rec.values.values()}
         states = {}

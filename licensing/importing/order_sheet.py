@@ -105,9 +105,10 @@ class OrderSheetImporter(SheetImporter):
         licenses = {p["License Number"] for _, p in parsed}
         loaded = self.file_state.load(f"order:{license_number}" for license_number in licenses)
         orders = {key.split(":", 1)[1]: state for key, state in loaded.items()}
-        domains = {p["Tenant Domain"] for _, p in parsed if p["Tenant Domain"]}
-        for key, claim in self.file_state.load(f"tenant:{d}" for d in domains).items():
-            self.tenant_claims[key.split(":", 1)[1]] = tuple(claim)
+        if self.records_spilled:
+            domains = {p["Tenant Domain"] for _, p in parsed if p["Tenant Domain"]} - self.tenant_claims.keys()
+            for key, claim in self.file_state.load(f"tenant:{domain}" for domain in domains).items():
+                self.tenant_claims[key.split(":", 1)[1]] = tuple(claim)
         # Rows name their order's agreement, which may not be among the batch's (a blank order-level cell).
         stated = {
             number
@@ -141,14 +142,16 @@ class OrderSheetImporter(SheetImporter):
                 "order": self._order_state(order) if stated else None,
                 "lines": self.lines_seen.get(license_number, {}),
             }
-        states.update({f"tenant:{domain}": list(claim) for domain, claim in self.tenant_claims.items()})
+        self.spill_records(also_held=len(self.tenant_claims) + len(self.tenants))
+        if self.records_spilled:
+            # Tenant domains wait in the file state with the records, and what the database says of them is
+            # read again by the batches that name them.
+            states.update({f"tenant:{domain}": list(claim) for domain, claim in self.tenant_claims.items()})
+            self.tenant_claims.clear()
+            self.tenants.clear()
         self.file_state.save(states)
         self.orders.clear()
         self.lines_seen.clear()
-        self.tenant_claims.clear()
-        # What the database says of tenant domains is read again by the batches that name them.
-        self.tenants.clear()
-        self.spill_records()
 
     @staticmethod
     def _order_state(rec: Rec) -> dict[str, Any]:

@@ -2,6 +2,7 @@ from datetime import date
 
 import pytest
 
+from licensing.importing import base as importing_base
 from licensing.models import Agreement
 from tests.factories import AgreementFactory
 from tests.licensing.sheets import AGREEMENT_HEADER, agreement_row, csv_bytes, xlsx_bytes
@@ -77,9 +78,15 @@ def test_bad_agreement_row_is_rejected(import_agreements, change, column):
     assert not Agreement.objects.exists()
 
 
-@pytest.mark.parametrize("dry_run", [True, False])
-def test_an_agreement_stated_differently_far_apart_names_the_first_row(import_agreements, settings, dry_run):
+@pytest.fixture(params=[10_000, 0])
+def small_batches(request, settings, monkeypatch):
+    """Two rows per batch; records held in memory between batches, or waiting in the file state."""
     settings.IMPORT_BATCH_SIZE = 2
+    monkeypatch.setattr(importing_base, "RECORDS_HELD_MAX", request.param)
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_an_agreement_stated_differently_far_apart_names_the_first_row(import_agreements, small_batches, dry_run):
     other = {"Agreement Number": "V2000009", "Customer": "Tailspin", "Reseller MPN ID": "4400009", "Reseller": "Other"}
     rows = [agreement_row(), agreement_row(**other), agreement_row(**{"End Date": "2029-01-31"})]
 
@@ -90,8 +97,7 @@ def test_an_agreement_stated_differently_far_apart_names_the_first_row(import_ag
     assert not Agreement.objects.exists()
 
 
-def test_agreements_met_again_far_apart_are_written_once(import_agreements, settings):
-    settings.IMPORT_BATCH_SIZE = 2
+def test_agreements_met_again_far_apart_are_written_once(import_agreements, small_batches):
     other = {"Agreement Number": "V2000009", "Customer": "Tailspin", "Reseller MPN ID": "4400009", "Reseller": "Other"}
     rows = [agreement_row(), agreement_row(**other), agreement_row()]
 

@@ -5,6 +5,7 @@ from datetime import date
 import pytest
 from django.utils import timezone
 
+from licensing.importing import base as importing_base
 from licensing.models import Agreement, ImportJob, Order, OrderLine, Product
 from tenants.models import Customer, Partner
 from tests.factories import AgreementFactory, CustomerFactory, OrderLineFactory, PartnerFactory, TenantFactory
@@ -315,10 +316,16 @@ def test_header_only_sheet_is_refused(import_orders):
 # --- rows of one order far apart in a long file ----------------------------------------------------
 
 
-@pytest.fixture
-def small_batches(settings):
-    """Handle two rows per batch, so that the lines of one order are checked in different batches."""
+@pytest.fixture(params=["records held", "records spilled"])
+def small_batches(request, settings, monkeypatch):
+    """Handle two rows per batch, so that the lines of one order are checked in different batches.
+
+    Partners, customers, agreements, products and tenant domains stay in memory between batches, or (a file
+    naming more than RECORDS_HELD_MAX of them) wait in the file state like the orders: both ways are checked.
+    """
     settings.IMPORT_BATCH_SIZE = 2
+    if request.param == "records spilled":
+        monkeypatch.setattr(importing_base, "RECORDS_HELD_MAX", 0)
 
 
 def far_apart(*rows: dict) -> list[dict]:
