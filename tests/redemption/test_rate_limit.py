@@ -173,7 +173,8 @@ def test_the_budget_tells_the_rate_it_goes_at_after_a_cut_and_while_it_is_won_ba
     budget.pause(seconds=0.0)
     assert budget.rate_now() == 20  # a lone 429 cuts nothing
     budget.pause(seconds=0.0)
-    assert 16 <= budget.rate_now() < 17  # 80%, and 10 calls/s won back each second since
+    # 80%, and 10 calls/s won back each second since (up to 0.2 s of a slow machine's time allowed).
+    assert 16 <= budget.rate_now() < 18
     time.sleep(0.5)
     assert budget.rate_now() == 20  # won back, never above the configured rate
     assert CallBudget(rate=0, burst=1, schedule=schedule).rate_now() == 0
