@@ -24,16 +24,16 @@ class AgreementsImporter(SheetImporter):
     columns = AGREEMENTS_COLUMNS
 
     def process_batch(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
-        self.restore_records(
-            {
-                "partner": {p["Reseller MPN ID"] for _, p in parsed},
-                "customer": {cells.name_key(p["Customer"]) for _, p in parsed},
-                "agreement": {p["Agreement Number"] for _, p in parsed},
-            }
-        )
-        self.load_partners({p["Reseller MPN ID"] for _, p in parsed})
-        self.load_customers({cells.name_key(p["Customer"]) for _, p in parsed})
-        self.load_agreements({p["Agreement Number"] for _, p in parsed})
+        named = {
+            "partner": {p["Reseller MPN ID"] for _, p in parsed},
+            "customer": {cells.name_key(p["Customer"]) for _, p in parsed},
+            "agreement": {p["Agreement Number"] for _, p in parsed},
+        }
+        # What earlier batches said first, then what the database holds of the rest.
+        self.restore_records(named)
+        self.load_partners(named["partner"])
+        self.load_customers(named["customer"])
+        self.load_agreements(named["agreement"])
         partners, customers, agreements = [], [], []
         for number, p in parsed:
             try:
