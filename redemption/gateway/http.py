@@ -72,6 +72,22 @@ def provider_message(response: httpx.Response) -> str:
     return f"Provider answered {response.status_code}: {text}"
 
 
+def subscription_read(item: object, status: int = 200) -> ProviderSubscription:
+    """Read one subscription of an answer; a malformed one is an unknown outcome (ProviderTransient), not a crash.
+
+    A write answered this way may well have been applied: the worker looks it up before sending it again.
+    """
+    try:
+        if not isinstance(item, dict):
+            raise TypeError("not an object")
+        return subscription_from_item(item)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProviderTransient(
+            f"The provider answered {status} with a subscription that cannot be read "
+            f"({exc.__class__.__name__}: {exc}): {str(item)[:200]}"
+        ) from exc
+
+
 class HttpGateway:
     """Talk to the provider API over HTTP with a bearer token and per-call request IDs."""
 
@@ -198,10 +214,16 @@ class HttpGateway:
             # The order may well have been applied: an unknown outcome, which the worker looks up.
             raise ProviderTransient(f"The provider's answer to the order names no subscription: {str(data)[:300]}")
         item = items[0]
+        try:
+            quantity = int(item.get("quantity", order.quantity))
+        except (TypeError, ValueError) as exc:
+            raise ProviderTransient(
+                f"The provider answered 201 with an order that cannot be read: {str(data)[:300]}"
+            ) from exc
         return ProviderSubscription(
             id=str(item["subscriptionId"]),
             offer_id=str(item.get("offerId", order.offer_id)),
-            quantity=int(item.get("quantity", order.quantity)),
+            quantity=quantity,
             status="active",
             commitment_end=order.commitment_end,
             friendly_name=order.friendly_name,
@@ -209,11 +231,16 @@ class HttpGateway:
 
     def subscription_list(self, *, tenant_id: uuid.UUID) -> list[ProviderSubscription]:
         data = self._call("GET", f"/v1/customers/{tenant_id}/subscriptions", request_id=uuid.uuid4())
-        return [subscription_from_item(item) for item in data.get("items", [])]
+        items = data.get("items")
+        if not isinstance(items, list):
+            raise ProviderTransient(
+                f"The provider answered 200 with a subscription list that cannot be read: {str(data)[:300]}"
+            )
+        return [subscription_read(item) for item in items]
 
     def subscription_get(self, *, tenant_id: uuid.UUID, subscription_id: str) -> ProviderSubscription:
         data = self._call("GET", f"/v1/customers/{tenant_id}/subscriptions/{subscription_id}", request_id=uuid.uuid4())
-        return subscription_from_item(data)
+        return subscription_read(data)
 
     def subscription_patch(
         self, *, tenant_id: uuid.UUID, subscription_id: str, request_id: uuid.UUID, changes: dict
@@ -221,4 +248,4 @@ class HttpGateway:
         data = self._call(
             "PATCH", f"/v1/customers/{tenant_id}/subscriptions/{subscription_id}", request_id=request_id, json=changes
         )
-        return subscription_from_item(data)
+        return subscription_read(data)

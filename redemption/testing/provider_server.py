@@ -32,7 +32,9 @@ SUBSCRIPTION_RE = re.compile(r"^/v1/customers/(?P<tenant>[^/]+)/subscriptions/(?
 class Fault:
     """What to do to the next `times` calls matching `method` (and `path_contains`)."""
 
-    kind: str  # "throttle", "error", "delay", "drop_after_apply", "drop_before_apply", "final"
+    # "throttle", "error", "delay", "drop_after_apply", "drop_before_apply", "final",
+    # "garbled" (the call is applied, then answered 200 with `body` instead of what it did)
+    kind: str
     times: int = 1
     method: str = ""
     path_contains: str = ""
@@ -40,6 +42,7 @@ class Fault:
     status: int = 503
     seconds: float = 0.0
     message: str = "Injected failure"
+    body: object = None
 
 
 class Subscriptions(dict):
@@ -294,9 +297,10 @@ class ProviderServer:
                 self.received = time.monotonic()
                 return super().parse_request()
 
-            def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+            def _send(self, status: int, body: object, headers: dict | None = None) -> None:
                 self.logged["status"] = status
-                payload = json.dumps(body).encode()
+                # Bytes go as they are (a garbled answer need not be JSON).
+                payload = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -371,6 +375,8 @@ class ProviderServer:
                     time.sleep(fault.seconds)
                 if fault and fault.kind == "drop_after_apply":
                     return self._drop()
+                if fault and fault.kind == "garbled":
+                    return self._send(200, fault.body)
                 return self._send(status, answer)
 
             def do_GET(self) -> None:

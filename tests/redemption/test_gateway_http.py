@@ -154,3 +154,33 @@ def test_a_tenant_is_found_by_its_default_domain(client):
     assert (identity.tenant_id, identity.company_name) == (TENANT, "Northwind Traders")
     with pytest.raises(ProviderNotFound):
         client.tenant_for_domain(domain="nobody.onmicrosoft.com")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"quantity": 15},  # no id
+        {"id": "x", "quantity": "fifteen"},
+        {"id": "x", "quantity": 15, "commitmentEndDate": "next June"},
+        ["not", "an", "item"],
+        b"<html>Gateway OK</html>",
+    ],
+    ids=["no id", "quantity not a number", "date not a date", "not an object", "not JSON"],
+)
+def test_a_change_answered_with_a_malformed_subscription_is_an_unknown_outcome_not_a_crash(server, client, body):
+    sub_id = server.add_subscription(TENANT, offer_id="Q5Y-00003", quantity=10, end=date(2027, 6, 30))
+    server.inject(Fault("garbled", method="PATCH", body=body))
+    with pytest.raises(ProviderTransient, match="answered 200 with") as raised:
+        client.subscription_patch(
+            tenant_id=TENANT, subscription_id=sub_id, request_id=uuid.uuid4(), changes={"quantity": 15}
+        )
+    # The change went through: a transient error, so the worker looks it up before sending anything again.
+    assert [s["quantity"] for s in server.subscriptions_of(TENANT)] == [15]
+    assert len(str(raised.value)) < 500
+
+
+@pytest.mark.parametrize("body", [{"items": None}, {"items": {"id": "x"}}, {"items": [{"quantity": 1}]}])
+def test_a_malformed_subscription_list_is_transient(server, client, body):
+    server.inject(Fault("garbled", method="GET", path_contains="/subscriptions", body=body))
+    with pytest.raises(ProviderTransient, match="answered 200 with"):
+        client.subscription_list(tenant_id=TENANT)

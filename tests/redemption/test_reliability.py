@@ -254,3 +254,27 @@ def test_reversal_survives_transient_provider_errors_and_a_killed_worker(setup, 
     allocation.refresh_from_db()
     assert allocation.attempts >= 3
     assert allocation.order_line.seats_allocated == 0
+
+
+def test_a_change_applied_but_answered_with_garbage_is_looked_up_on_retry_not_left_binding(
+    setup, broker, http_provider
+):
+    http_provider.inject(Fault("garbled", method="PATCH", body={"quantity": "many"}))
+    allocation = request(setup, setup["line"](5), 5)
+    with pytest.raises(binding.BindingDeferred, match="cannot be read"):
+        binding.allocation_bind(allocation_id=allocation.pk)
+    allocation.refresh_from_db()
+    assert allocation.status == Status.QUEUED
+    assert "answered 200 with a subscription that cannot be read" in allocation.last_error
+    SeatAllocation.objects.filter(pk=allocation.pk).update(next_attempt_at=None)
+    assert binding.allocation_bind(allocation_id=allocation.pk).status == Status.BOUND
+    assert provider_quantity(http_provider, setup) == 15
+    # The retry read the subscription and found the quantity applied: only the plan's other step (the
+    # term end) went out, under its own request ID.
+    calls = http_provider.state.calls
+    assert [c["method"] for c in calls] == ["PATCH", "GET", "GET", "PATCH"]
+    assert calls[0]["request_id"] != calls[3]["request_id"]
+    allocation.refresh_from_db()
+    assert allocation.subscription.quantity == 15
+    held = http_provider.subscriptions_of(setup["tenant"].tenant_id)[0]
+    assert held["commitmentEndDate"] == allocation.target_term_end.isoformat()
