@@ -193,7 +193,7 @@ class HttpGateway:
                 domain=str(profile.get("domain", "")).strip().lower(),
                 company_name=str(profile.get("companyName", "")),
             )
-        except (KeyError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ProviderFinal(f"The provider's answer about tenant {tenant_id} is malformed: {exc}") from exc
 
     def tenant_for_domain(self, *, domain: str) -> TenantIdentity:
@@ -204,7 +204,7 @@ class HttpGateway:
                 domain=str(data.get("domain", domain)).strip().lower(),
                 company_name=str(data.get("companyName", "")),
             )
-        except (KeyError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ProviderFinal(f"The provider's answer about domain {domain} is malformed: {exc}") from exc
 
     def order_create(self, *, tenant_id: uuid.UUID, request_id: uuid.UUID, order: OrderRequest) -> ProviderSubscription:

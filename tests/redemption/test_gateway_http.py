@@ -184,3 +184,17 @@ def test_a_malformed_subscription_list_is_transient(server, client, body):
     server.inject(Fault("garbled", method="GET", path_contains="/subscriptions", body=body))
     with pytest.raises(ProviderTransient, match="answered 200 with"):
         client.subscription_list(tenant_id=TENANT)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"id": str(TENANT), "companyProfile": ["northwind"]}, {"companyProfile": {"domain": "x"}}, {"tenantId": 7}],
+    ids=["profile not an object", "no tenant id", "tenant id not a UUID"],
+)
+def test_an_identity_answer_that_cannot_be_read_is_a_clear_final_error(server, client, body):
+    server.inject(Fault("garbled", method="GET", body=body))
+    with pytest.raises(ProviderFinal, match="malformed"):
+        client.customer_identity(tenant_id=TENANT)
+    server.inject(Fault("garbled", method="GET", body=body))
+    with pytest.raises(ProviderFinal, match="malformed"):
+        client.tenant_for_domain(domain="northwind.onmicrosoft.com")
