@@ -85,7 +85,10 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
             identity = services.tenant_identity_resolve(tenant=chosen)
         except ValidationError as exc:
             errors.extend(_errors(exc))
-        preview = services.allocation_preview(order_line=line, tenant=chosen, quantity=max(1, line.seats_left))
+        try:
+            preview = services.allocation_preview(order_line=line, tenant=chosen, quantity=max(1, line.seats_left))
+        except ValidationError as exc:
+            errors.extend(_errors(exc))
     record = {"next": request.path}
     suggested = line.order.suggested_tenant_domain
     if suggested and not any(t.default_domain == suggested for t in tenants):
@@ -137,9 +140,15 @@ def _proposals(lines) -> list[dict]:
         row = {"line": line, "tenant": tenant, "quantity": line.seats_left, "preview": None, "explanation": ""}
         if line.kind != OrderLine.Kind.NEW and tenant is not None:
             key = (line.order.agreement_id, line.product_id, tenant.pk)
-            preview = services.allocation_preview(
-                order_line=line, tenant=tenant, quantity=line.seats_left, base=bases.get(key)
-            )
+            try:
+                preview = services.allocation_preview(
+                    order_line=line, tenant=tenant, quantity=line.seats_left, base=bases.get(key)
+                )
+            except ValidationError as exc:
+                # Not bound from here: the row says why.
+                row["refusal"] = " ".join(_errors(exc))
+                proposals.append(row)
+                continue
             if preview.subscription is not None:
                 base = copy.copy(preview.subscription)
                 base.quantity, base.term_end, base.status = preview.quantity, preview.term_end, preview.status

@@ -18,6 +18,7 @@ import random
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -146,8 +147,12 @@ def _bind_one(allocation: SeatAllocation) -> SeatAllocation | None:
     """Claim, plan and apply one allocation (read under the lock); the caller holds its subscription's lock."""
     # An earlier attempt (before a crash, a lost answer, a retry) may have reached the provider.
     sent_before = allocation.first_sent_at is not None
-    if not _claim(allocation):
-        return None
+    try:
+        if not _claim(allocation):
+            return None
+    except ValidationError as exc:
+        # The plan itself is refused (seats onto a subscription suspended at the provider): nothing was sent.
+        return _fail(allocation, " ".join(exc.messages), final=True)
     try:
         return _apply(allocation, look_up=sent_before)
     except ProviderFinal as exc:
@@ -492,6 +497,9 @@ def _reverse_one(allocation: SeatAllocation) -> SeatAllocation:
             ("reverse-quantity", {"quantity": allocation.previous_quantity}),
             ("reverse-term", {"commitmentEndDate": allocation.previous_term_end.isoformat()}),
         ]
+        if allocation.previous_status and allocation.previous_status != allocation.target_status:
+            # The binding reactivated the subscription (a renewal, or seats replacing reversed ones).
+            steps.append(("reverse-status", {"status": allocation.previous_status}))
     try:
         _patch_steps(gateway_get(), allocation, subscription, steps, look_up=True)
     except ProviderFinal as exc:

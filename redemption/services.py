@@ -43,6 +43,20 @@ def subscription_for(*, agreement: Agreement, product: Product, tenant: Tenant) 
     )
 
 
+def released_by_reversal(subscription: Subscription) -> bool:
+    """Whether the subscription is suspended because the binding that ordered it was reversed (rule 10).
+
+    Its seats then went back to their order line: the provider still counts them, nobody holds them.
+    """
+    return (
+        subscription.status == Subscription.Status.SUSPENDED
+        and SeatAllocation.objects.filter(
+            subscription=subscription, plan_action=PlanAction.ORDER, status=Status.REVERSED
+        ).exists()
+        and not SeatAllocation.objects.filter(subscription=subscription, status__in=SeatAllocation.AT_PROVIDER).exists()
+    )
+
+
 def agreement_tenant(*, agreement: Agreement, product: Product | None = None) -> Tenant | None:
     """Return the tenant the agreement's seats live on (rule 3): the product's, else the latest one."""
     live = Subscription.objects.filter(agreement=agreement).exclude(status=Subscription.Status.DEPROVISIONED)
@@ -124,6 +138,18 @@ def allocation_preview(
     if subscription is None:
         return Preview(PlanAction.ORDER, quantity, order_line.ends_on, "active", None, None, "", None)
     old_qty, old_end, old_status = subscription.quantity, subscription.term_end, subscription.status
+    if old_status == Subscription.Status.SUSPENDED and order_line.kind != OrderLine.Kind.RENEWAL:
+        if not released_by_reversal(subscription):
+            raise ValidationError(
+                f"The subscription of {product} on {tenant.default_domain} is suspended at the provider: seats "
+                "added to it could not be used. Settle it first (reconciliation), then bind these seats.",
+                code="subscription_suspended",
+            )
+        # Its seats went back when the binding that ordered it was reversed: nobody holds them. These
+        # seats take their place, and the subscription becomes active again, as a new order would be.
+        return Preview(
+            PlanAction.PATCH, quantity, order_line.ends_on, "active", old_qty, old_end, old_status, subscription
+        )
     if order_line.kind == OrderLine.Kind.RENEWAL:
         starts = old_end if old_end >= today else today
         return Preview(
@@ -304,6 +330,8 @@ def allocation_request(
                 f"{tenant.default_domain}: check which tenant the customer means.",
                 code="confirm_domain_mismatch",
             )
+    # Refuses seats that could not be used (a subscription suspended at the provider) before anything is asked.
+    allocation_preview(order_line=order_line, tenant=tenant, quantity=quantity)
     first_binding = not _tenant_has_bindings(tenant)
     identity = None
     if person_chooses or first_binding:
@@ -488,6 +516,9 @@ def allocation_reject(*, allocation: SeatAllocation, acting_user, reason: str) -
         raise ValidationError("Only a supervisor can reject a binding.", code="not_supervisor")
     if not reason:
         raise ValidationError("Say why the binding is rejected.", code="reason_required")
+    if allocation.status == Status.FAILED and allocation.first_sent_at is not None:
+        # Asked before any lock: its seats may not go back while the provider holds what it sent.
+        _refuse_if_applied(allocation)
     with transaction.atomic():
         allocation = _locked(allocation)
         if allocation.status not in (Status.AWAITING_APPROVAL, Status.FAILED):
@@ -505,6 +536,51 @@ def allocation_reject(*, allocation: SeatAllocation, acting_user, reason: str) -
             why=f"{allocation.quantity} seat(s) released: binding rejected",
         )
     return allocation
+
+
+def _refuse_if_applied(allocation: SeatAllocation) -> None:
+    """Refuse to give up a failed binding that reached the provider when the provider shows it went through.
+
+    A final error can come after the provider applied the call (its answer refused or lost): the seats
+    are then in use, and handing them back to the line would let them be bound a second time.
+    """
+    gateway, tenant = gateway_get(), allocation.tenant
+    retry = "Retry the binding instead: it looks the provider up and records what it finds."
+    try:
+        key = str(allocation.idempotency_key)
+        for item in gateway.subscription_list(tenant_id=tenant.tenant_id):
+            if key in (item.friendly_name or ""):
+                raise ValidationError(
+                    f"This binding's order went through at the provider as subscription {item.id} "
+                    f"({item.quantity} seats on {tenant.default_domain}): its seats are in use. {retry}",
+                    code="applied_at_provider",
+                )
+        if allocation.plan_action == PlanAction.PATCH and allocation.subscription_id:
+            try:
+                held = gateway.subscription_get(
+                    tenant_id=tenant.tenant_id, subscription_id=allocation.subscription.provider_subscription_id
+                )
+            except ProviderNotFound:
+                return  # no such subscription at the provider: the change cannot have gone through
+            if (
+                (held.quantity, held.commitment_end)
+                == (allocation.target_quantity, allocation.target_term_end)
+                != (
+                    allocation.previous_quantity,
+                    allocation.previous_term_end,
+                )
+            ):
+                raise ValidationError(
+                    f"The provider's subscription {held.id} shows this binding's change ({held.quantity} seats, "
+                    f"ending {held.commitment_end:%Y-%m-%d}): its seats are in use. {retry}",
+                    code="applied_at_provider",
+                )
+    except ProviderError as exc:
+        raise ValidationError(
+            f"Could not check with the provider whether this binding went through, so nothing was changed: "
+            f"{exc.message}",
+            code="provider_unavailable",
+        ) from exc
 
 
 def allocation_retry(*, allocation: SeatAllocation, acting_user) -> SeatAllocation:

@@ -242,3 +242,98 @@ def test_an_order_that_went_through_is_never_topped_up_on_another_subscription(
     assert refused.status == Status.FAILED
     assert "An earlier order of this binding went through at the provider" in refused.last_error
     assert sorted(SandboxSubscription.objects.values_list("quantity", flat=True)) == [10, 10]
+
+
+def _request_again(line, tenant, processor, supervisor) -> SeatAllocation:
+    line.refresh_from_db()
+    allocation = services.allocation_request(
+        order_line=line,
+        tenant=tenant,
+        quantity=line.quantity,
+        confirm_domain=tenant.default_domain,
+        acting_user=processor,
+    )
+    if allocation.status == Status.AWAITING_APPROVAL:
+        allocation = services.allocation_approve(allocation=allocation, acting_user=supervisor)
+    return allocation
+
+
+def test_new_seats_bound_again_after_their_reversal_reactivate_the_subscription_not_double_it(
+    queued_new_seats, new_line, tenant, processor, supervisor
+):
+    first = bind(queued_new_seats)
+    services.allocation_reverse(allocation=first, acting_user=supervisor, reason="Bound by mistake")
+    assert bind(first).status == Status.REVERSED
+    held = SandboxSubscription.objects.get()
+    assert (held.quantity, held.status) == (10, "suspended")
+
+    second = bind(_request_again(new_line, tenant, processor, supervisor))
+
+    assert second.status == Status.BOUND, second.last_error
+    ours, held = Subscription.objects.get(), SandboxSubscription.objects.get()
+    assert (ours.quantity, ours.status, ours.term_end) == (10, Subscription.Status.ACTIVE, new_line.ends_on)
+    assert (held.quantity, held.status, held.commitment_end) == (10, "active", new_line.ends_on)
+    # Undoing it again suspends the subscription again, at the provider too.
+    services.allocation_reverse(allocation=second, acting_user=supervisor, reason="Still the wrong order")
+    assert bind(second).status == Status.REVERSED
+    held.refresh_from_db()
+    assert (held.quantity, held.status) == (10, "suspended")
+    assert Subscription.objects.get().status == Subscription.Status.SUSPENDED
+
+
+def test_seats_are_not_added_to_a_subscription_suspended_at_the_provider(
+    agreement, product, tenant, bound_subscription, processor
+):
+    Subscription.objects.filter(pk=bound_subscription.pk).update(status=Subscription.Status.SUSPENDED)
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    with pytest.raises(ValidationError, match="is suspended at the provider"):
+        services.allocation_request(order_line=line, tenant=tenant, quantity=5, acting_user=processor)
+    line.refresh_from_db()
+    assert line.seats_allocated == 0 and not SeatAllocation.objects.filter(order_line=line).exists()
+
+
+def test_a_queued_binding_whose_subscription_was_suspended_meanwhile_fails_with_nothing_sent(added, supervisor):
+    # `added` was bound; queue 5 more, then the subscription is suspended before the worker runs.
+    line = line_of(added.order_line.order.agreement, added.order_line.product, OrderLine.Kind.ADDITIONAL, 3, 2)
+    queued = services.allocation_request(order_line=line, tenant=added.tenant, quantity=3, acting_user=supervisor)
+    Subscription.objects.filter(pk=added.subscription_id).update(status=Subscription.Status.SUSPENDED)
+    sent = SandboxRequest.objects.count()
+    failed = bind(queued)
+    assert (failed.status, failed.last_error_final) == (Status.FAILED, True)
+    assert "is suspended at the provider" in failed.last_error
+    assert SandboxRequest.objects.count() == sent
+
+
+def test_a_failed_binding_whose_order_went_through_cannot_be_given_up_only_retried(
+    queued_new_seats, new_line, tenant, processor, supervisor, monkeypatch
+):
+    with monkeypatch.context() as patched:
+        patched.setattr(SandboxGateway, "order_create", order_applied_then(ProviderFinal("Answer names nothing")))
+        failed = bind(queued_new_seats)
+    assert failed.status == Status.FAILED
+
+    with pytest.raises(ValidationError, match="went through at the provider"):
+        services.allocation_reject(allocation=failed, acting_user=supervisor, reason="Looks failed")
+    failed.refresh_from_db()
+    new_line.refresh_from_db()
+    assert failed.status == Status.FAILED and new_line.seats_left == 0
+    # Retrying records the order the provider holds: one subscription of 10 seats.
+    services.allocation_retry(allocation=failed, acting_user=processor)
+    assert bind(failed).status == Status.BOUND
+    assert list(SandboxSubscription.objects.values_list("quantity", flat=True)) == [10]
+
+
+def test_a_failed_binding_the_provider_refused_is_given_up_and_its_seats_go_back(
+    queued_new_seats, new_line, supervisor, monkeypatch
+):
+    with monkeypatch.context() as patched:
+        patched.setattr(
+            SandboxGateway, "order_create", lambda self, **kwargs: (_ for _ in ()).throw(ProviderFinal("No"))
+        )
+        failed = bind(queued_new_seats)
+    assert failed.status == Status.FAILED
+    assert services.allocation_reject(allocation=failed, acting_user=supervisor, reason="Refused").status == (
+        Status.REJECTED
+    )
+    new_line.refresh_from_db()
+    assert new_line.seats_left == 10 and not SandboxSubscription.objects.exists()
