@@ -10,6 +10,7 @@ from simple_history.models import HistoricalRecords
 
 from config.guards import ServiceOnlyRow
 from licensing.models import Agreement, OrderLine, Product
+from redemption.gateway.base import PROVIDER_ID_MAX_LENGTH
 from tenants.models import Tenant
 
 
@@ -32,7 +33,7 @@ class Subscription(ServiceOnlyRow, models.Model):
     term_end = models.DateField()
     provider_subscription_id = models.CharField(
         "provider subscription ID",
-        max_length=64,
+        max_length=PROVIDER_ID_MAX_LENGTH,
         null=True,
         blank=True,
         unique=True,

@@ -5,6 +5,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
 
+# The longest subscription ID the provider may give that we store whole (the contract sets no format).
+PROVIDER_ID_MAX_LENGTH = 255
+
 
 class ProviderError(Exception):
     """Something went wrong talking to the provider."""
@@ -107,11 +110,19 @@ def request_id_for(idempotency_key: uuid.UUID, step: str) -> uuid.UUID:
     return uuid.uuid5(idempotency_key, step)
 
 
+def provider_id(value) -> str:
+    """Return a subscription ID of the provider's as text; refuse one too long to be stored whole."""
+    text = str(value)
+    if not text or len(text) > PROVIDER_ID_MAX_LENGTH:
+        raise ValueError(f"a subscription ID must be 1 to {PROVIDER_ID_MAX_LENGTH} characters, not {len(text)}")
+    return text
+
+
 def subscription_from_item(item: dict) -> ProviderSubscription:
     """Build a ProviderSubscription from the provider's JSON item."""
     end = item.get("commitmentEndDate")
     return ProviderSubscription(
-        id=str(item["id"]),
+        id=provider_id(item["id"]),
         offer_id=str(item.get("offerId", "")),
         quantity=int(item.get("quantity", 0)),
         status=str(item.get("status", "")),

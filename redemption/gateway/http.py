@@ -1,8 +1,10 @@
 """The provisioning gateway over HTTP, exactly as DOMAIN.md's provider API describes it."""
 
 import email.utils
+import html
 import logging
 import random
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -22,12 +24,15 @@ from redemption.gateway.base import (
     ProviderUnavailable,
     TenantIdentity,
     order_body,
+    provider_id,
     subscription_from_item,
 )
 from redemption.gateway.budget import WAIT_MAX_SECONDS, BudgetHeldBack, CallBudget, budget_local
 
 logger = logging.getLogger(__name__)
 
+# The largest answer read: a provider's answers are a few kilobytes (a tenant's subscriptions, one item).
+ANSWER_MAX_BYTES = 5_000_000
 # Retry-After when a 429 forgets to say how long.
 DEFAULT_RETRY_AFTER = 5.0
 
@@ -68,8 +73,16 @@ def provider_message(response: httpx.Response) -> str:
                 text = candidate.strip()
                 break
     if not text:
-        text = response.text.strip()[:500] or response.reason_phrase
+        text = _readable(response.text)[:500] or response.reason_phrase
     return f"Provider answered {response.status_code}: {text}"
+
+
+def _readable(body: str) -> str:
+    """Return a body as a person reads it: an HTML error page's words, without its markup, styles or scripts."""
+    if "<" not in body:
+        return body.strip()
+    text = re.sub(r"(?is)<(style|script)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", " ", body)
+    return " ".join(html.unescape(text).split())
 
 
 def subscription_read(item: object, status: int = 200) -> ProviderSubscription:
@@ -123,34 +136,59 @@ class HttpGateway:
         self.budget.take(max_wait=max_wait)
         headers = {"MS-RequestId": str(request_id), "MS-CorrelationId": str(uuid.uuid4())}
         try:
-            response = self.client.request(
-                method, path, json=json, headers=headers, timeout=timeout if timeout is not None else self.timeout
-            )
+            answer = self._send(method, path, json=json, headers=headers, timeout=timeout or self.timeout)
         except httpx.TimeoutException as exc:
             raise ProviderTransient(f"The provider did not answer in time ({exc.__class__.__name__}).") from exc
         except httpx.TransportError as exc:
             raise ProviderTransient(
                 f"The connection to the provider failed ({exc.__class__.__name__}: {exc})."
             ) from exc
-        status = response.status_code
+        status = answer.status_code
         if status == 429:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            retry_after = retry_after_seconds(answer.headers.get("Retry-After"))
             # The provider throttles the partner, not this process: every caller waits.
             self.budget.pause(seconds=retry_after)
             raise ProviderThrottled("The provider is throttling requests.", retry_after)
         if status >= 500:
-            raise ProviderTransient(provider_message(response))
+            raise ProviderTransient(provider_message(answer))
         if status == 404:
-            raise ProviderNotFound(provider_message(response))
+            raise ProviderNotFound(provider_message(answer))
         if status >= 400:
-            raise ProviderFinal(provider_message(response), status)
+            raise ProviderFinal(provider_message(answer), status)
         try:
-            data = response.json()
+            data = answer.json()
         except ValueError as exc:
             raise ProviderTransient(f"The provider answered {status} with a body that is not JSON.") from exc
         if not isinstance(data, dict):
             raise ProviderTransient(f"The provider answered {status} with unexpected JSON.")
         return data
+
+    def _send(self, method: str, path: str, *, json: dict | None, headers: dict, timeout: float) -> httpx.Response:
+        """Make one call and read its whole answer within `timeout` seconds, and at most ANSWER_MAX_BYTES.
+
+        httpx's timeouts bound each read, not the call: an answer sent a little at a time would
+        otherwise hold a worker (and the subscription's lock) or a person waiting for as long as it lasts.
+        """
+        deadline = time.monotonic() + timeout
+        request = self.client.build_request(method, path, json=json, headers=headers, timeout=timeout)
+        response = self.client.send(request, stream=True)
+        try:
+            body = bytearray()
+            # Decoded (gzip and the like) as it comes: the limit is on what is held, however it was sent.
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > ANSWER_MAX_BYTES:
+                    raise ProviderTransient(
+                        f"The provider's answer is over {ANSWER_MAX_BYTES:,} bytes: it was not read."
+                    )
+                if time.monotonic() > deadline:
+                    raise ProviderTransient(
+                        f"The provider did not answer in time (its answer took over {timeout:g} s)."
+                    )
+        finally:
+            response.close()
+        headers = [(name, value) for name, value in response.headers.multi_items() if name != "content-encoding"]
+        return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=request)
 
     def _read_inline(self, path: str) -> dict:
         """GET while a person waits: retry within about ten seconds, honouring Retry-After."""
@@ -216,12 +254,13 @@ class HttpGateway:
         item = items[0]
         try:
             quantity = int(item.get("quantity", order.quantity))
+            subscription_id = provider_id(item["subscriptionId"])
         except (TypeError, ValueError) as exc:
             raise ProviderTransient(
                 f"The provider answered 201 with an order that cannot be read: {str(data)[:300]}"
             ) from exc
         return ProviderSubscription(
-            id=str(item["subscriptionId"]),
+            id=subscription_id,
             offer_id=str(item.get("offerId", order.offer_id)),
             quantity=quantity,
             status="active",
@@ -239,13 +278,18 @@ class HttpGateway:
         return [subscription_read(item) for item in items]
 
     def subscription_get(self, *, tenant_id: uuid.UUID, subscription_id: str) -> ProviderSubscription:
-        data = self._call("GET", f"/v1/customers/{tenant_id}/subscriptions/{subscription_id}", request_id=uuid.uuid4())
+        data = self._call(
+            "GET", f"/v1/customers/{tenant_id}/subscriptions/{quote(subscription_id, safe='')}", request_id=uuid.uuid4()
+        )
         return subscription_read(data)
 
     def subscription_patch(
         self, *, tenant_id: uuid.UUID, subscription_id: str, request_id: uuid.UUID, changes: dict
     ) -> ProviderSubscription:
         data = self._call(
-            "PATCH", f"/v1/customers/{tenant_id}/subscriptions/{subscription_id}", request_id=request_id, json=changes
+            "PATCH",
+            f"/v1/customers/{tenant_id}/subscriptions/{quote(subscription_id, safe='')}",
+            request_id=request_id,
+            json=changes,
         )
         return subscription_read(data)

@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from licensing.models import OrderLine
+from redemption.gateway.base import PROVIDER_ID_MAX_LENGTH
 from tenants.models import Tenant
 
 
@@ -102,7 +103,9 @@ class Drift(models.Model):
         "redemption.Subscription", null=True, blank=True, on_delete=models.PROTECT, related_name="drifts"
     )
     order_line = models.ForeignKey(OrderLine, null=True, blank=True, on_delete=models.PROTECT, related_name="drifts")
-    provider_subscription_id = models.CharField("provider subscription ID", max_length=64, null=True, blank=True)
+    provider_subscription_id = models.CharField(
+        "provider subscription ID", max_length=PROVIDER_ID_MAX_LENGTH, null=True, blank=True
+    )
     offer_id = models.CharField("offer", max_length=32, blank=True)
     ours = models.JSONField(null=True, blank=True, help_text="Our value, or none where we hold nothing.")
     provider = models.JSONField(null=True, blank=True, help_text="The other side's value.")

@@ -33,7 +33,8 @@ class Fault:
     """What to do to the next `times` calls matching `method` (and `path_contains`)."""
 
     # "throttle", "error", "delay", "drop_after_apply", "drop_before_apply", "final",
-    # "garbled" (the call is applied, then answered 200 with `body` instead of what it did)
+    # "garbled" (the call is applied, then answered 200 with `body` instead of what it did);
+    # "error" answers `status` with `body` when one is given; "trickle" sends the answer in pieces `seconds` apart
     kind: str
     times: int = 1
     method: str = ""
@@ -212,7 +213,7 @@ class ProviderServer:
                 items = [self._item(s) for s in self.state.subscriptions.of_tenant(match["tenant"])]
                 return 200, {"totalCount": len(items), "items": items}
             if match := SUBSCRIPTION_RE.match(path):
-                sub = self.state.subscriptions.get(match["sub"])
+                sub = self.state.subscriptions.get(unquote(match["sub"]))
                 if sub is None or sub["tenant"] != match["tenant"]:
                     return 404, {"code": 404, "description": f"No subscription {match['sub']}."}
                 if method == "GET":
@@ -297,7 +298,7 @@ class ProviderServer:
                 self.received = time.monotonic()
                 return super().parse_request()
 
-            def _send(self, status: int, body: object, headers: dict | None = None) -> None:
+            def _send(self, status: int, body: object, headers: dict | None = None, trickle: float = 0) -> None:
                 self.logged["status"] = status
                 # Bytes go as they are (a garbled answer need not be JSON).
                 payload = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -307,7 +308,18 @@ class ProviderServer:
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
                 self.end_headers()
-                self.wfile.write(payload)
+                if not trickle:
+                    self.wfile.write(payload)
+                    return
+                # The answer in eight pieces, `trickle` seconds apart (each read of the client is quick).
+                step = max(1, math.ceil(len(payload) / 8))
+                try:
+                    for start in range(0, len(payload), step):
+                        self.wfile.write(payload[start : start + step])
+                        self.wfile.flush()
+                        time.sleep(trickle)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up waiting
 
             def _drop(self) -> None:
                 # Close without a byte of answer: the client sees a broken connection.
@@ -356,7 +368,8 @@ class ProviderServer:
                         429, {"code": 429, "description": "Too many requests."}, {"Retry-After": str(fault.retry_after)}
                     )
                 if fault and fault.kind == "error":
-                    return self._send(fault.status, {"code": fault.status, "description": fault.message})
+                    error = {"code": fault.status, "description": fault.message}
+                    return self._send(fault.status, error if fault.body is None else fault.body)
                 if fault and fault.kind == "final":
                     return self._send(fault.status, {"code": fault.status, "description": fault.message})
                 if fault and fault.kind == "drop_before_apply":
@@ -377,6 +390,8 @@ class ProviderServer:
                     return self._drop()
                 if fault and fault.kind == "garbled":
                     return self._send(200, fault.body)
+                if fault and fault.kind == "trickle":
+                    return self._send(status, answer, trickle=fault.seconds)
                 return self._send(status, answer)
 
             def do_GET(self) -> None:

@@ -1,5 +1,6 @@
 """The HTTP client against a real local server that follows the provider API contract."""
 
+import time
 import uuid
 from datetime import date
 
@@ -164,8 +165,9 @@ def test_a_tenant_is_found_by_its_default_domain(client):
         {"id": "x", "quantity": 15, "commitmentEndDate": "next June"},
         ["not", "an", "item"],
         b"<html>Gateway OK</html>",
+        {"id": "x" * 256, "quantity": 15},
     ],
-    ids=["no id", "quantity not a number", "date not a date", "not an object", "not JSON"],
+    ids=["no id", "quantity not a number", "date not a date", "not an object", "not JSON", "id too long to store"],
 )
 def test_a_change_answered_with_a_malformed_subscription_is_an_unknown_outcome_not_a_crash(server, client, body):
     sub_id = server.add_subscription(TENANT, offer_id="Q5Y-00003", quantity=10, end=date(2027, 6, 30))
@@ -198,3 +200,39 @@ def test_an_identity_answer_that_cannot_be_read_is_a_clear_final_error(server, c
     server.inject(Fault("garbled", method="GET", body=body))
     with pytest.raises(ProviderFinal, match="malformed"):
         client.tenant_for_domain(domain="northwind.onmicrosoft.com")
+
+
+def test_a_subscription_id_is_sent_whole_however_long_and_whatever_it_holds(server, client):
+    odd = "sub+" + "/".join(uuid.uuid4().hex for _ in range(3)) + "==?#x"
+    server.add_subscription(TENANT, offer_id="Q5Y-00003", quantity=10, end=date(2027, 6, 30), sub_id=odd)
+    patched = client.subscription_patch(
+        tenant_id=TENANT, subscription_id=odd, request_id=uuid.uuid4(), changes={"quantity": 12}
+    )
+    assert patched.id == odd
+    assert client.subscription_get(tenant_id=TENANT, subscription_id=odd).quantity == 12
+
+
+def test_an_html_error_page_is_reported_by_its_words_not_its_markup(server, client):
+    page = (
+        b"<!DOCTYPE html>\n<html><head><title>Error</title><style>body { width: 35em; margin: 0 auto; "
+        + b"font-family: Tahoma, Verdana, Arial, sans-serif; }" * 10
+        + b"</style></head><body><h1>An error occurred.</h1><p>The service is currently unavailable.&nbsp;"
+        b"Please try again later.</p></body></html>"
+    )
+    server.inject(Fault("error", status=503, method="POST", body=page))
+    with pytest.raises(ProviderTransient) as raised:
+        client.order_create(tenant_id=TENANT, request_id=uuid.uuid4(), order=ORDER)
+    assert str(raised.value) == (
+        "Provider answered 503: Error An error occurred. The service is currently unavailable. Please try again later."
+    )
+
+
+def test_an_answer_sent_a_little_at_a_time_is_given_up_after_the_timeout_not_waited_for(server, client):
+    # Eight pieces 0.2 s apart: each read is quick, the answer takes 1.6 s against a timeout of 0.5 s.
+    server.inject(Fault("trickle", method="POST", seconds=0.2))
+    started = time.monotonic()
+    with pytest.raises(ProviderTransient, match="did not answer in time"):
+        client.order_create(tenant_id=TENANT, request_id=uuid.uuid4(), order=ORDER)
+    assert time.monotonic() - started < 1.2
+    # The order went through: an unknown outcome, which the worker looks up before sending it again.
+    assert len(server.subscriptions_of(TENANT)) == 1

@@ -278,3 +278,23 @@ def test_a_change_applied_but_answered_with_garbage_is_looked_up_on_retry_not_le
     assert allocation.subscription.quantity == 15
     held = http_provider.subscriptions_of(setup["tenant"].tenant_id)[0]
     assert held["commitmentEndDate"] == allocation.target_term_end.isoformat()
+
+
+def test_seats_are_added_to_a_subscription_whose_provider_id_is_long_and_not_url_safe(setup, broker, http_provider):
+    odd = "sub+" + "/".join(uuid.uuid4().hex for _ in range(3)) + "=="
+    tenant, agreement, product = setup["tenant"], setup["subscription"].agreement, ProductFactory()
+    held = SubscriptionFactory(
+        agreement=agreement, product=product, tenant=tenant, quantity=10, provider_subscription_id=odd
+    )
+    http_provider.add_subscription(
+        tenant.tenant_id, offer_id=product.part_number, quantity=10, end=held.term_end, sub_id=odd
+    )
+    line = OrderLineFactory(
+        order=OrderFactory(agreement=agreement), product=product, quantity=5, kind=OrderLine.Kind.ADDITIONAL
+    )
+
+    allocation = request(setup, line, 5)
+    assert binding.allocation_bind(allocation_id=allocation.pk).status == Status.BOUND
+    assert next(s for s in http_provider.subscriptions_of(tenant.tenant_id) if s["id"] == odd)["quantity"] == 15
+    held.refresh_from_db()
+    assert (held.provider_subscription_id, held.quantity) == (odd, 15)
