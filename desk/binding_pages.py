@@ -302,6 +302,10 @@ def allocation_decide_view(
     allocation = get_object_or_404(
         SeatAllocation.objects.select_related("tenant", "order_line__order"), pk=allocation_id
     )
+    if decision == "retry" and not (
+        request.user.has_perm("redemption.add_seatallocation") or request.user.has_perm("redemption.supervisor")
+    ):
+        raise PermissionDenied
     label, needs_reason = DECISIONS[decision]
     errors: list[str] = []
     if request.method == "POST":

@@ -31,6 +31,10 @@ def _is_supervisor(user) -> bool:
     return bool(user and user.is_active and user.has_perm("redemption.supervisor"))
 
 
+def _may_request(user) -> bool:
+    return bool(user and user.is_active and user.has_perm("redemption.add_seatallocation"))
+
+
 # --- the subscription a binding lands on, and what it will look like --------------------------------
 
 
@@ -596,6 +600,10 @@ def allocation_retry(*, allocation: SeatAllocation, acting_user) -> SeatAllocati
                 raise ValidationError("Only a supervisor can retry a reversal.", code="not_supervisor")
             target, why = Status.REVERSING, "Reversal retry requested"
         elif allocation.status == Status.FAILED:
+            if not _may_request(acting_user):
+                raise ValidationError(
+                    "Only someone who may request bindings can retry one.", code="not_allowed_to_request"
+                )
             target, why = Status.QUEUED, "Retry requested"
         else:
             raise ValidationError(

@@ -1,0 +1,114 @@
+"""The desk's own pages and actions ask the same permission as the service behind them.
+
+A viewer (a staff user with only view_ permissions) sees, and changes nothing through any door: the
+binding's pages, the allocation and tenant actions, the drift's page, the tenant add page.
+"""
+
+import uuid
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils import timezone
+
+from licensing.models import OrderLine
+from redemption import services
+from redemption.models import Drift, ReconciliationRun, SeatAllocation
+from tests import test_admin_doors
+from tests.conftest import StaffClient
+from tests.factories import OrderFactory, OrderLineFactory, SeatAllocationFactory
+from tests.test_admin_doors import Desk
+
+pytestmark = pytest.mark.django_db
+desk = test_admin_doors.desk  # Northwind's seats bound through the services, Litware beside it
+Status = SeatAllocation.Status
+
+
+@pytest.fixture
+def viewer(make_user):
+    """A staff user who may only look: every view_ permission of the back office, nothing else."""
+    user = make_user("viewer", role="Order processor")
+    user.groups.clear()
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label__in=["tenants", "licensing", "redemption", "desk"], codename__startswith="view_"
+        )
+    )
+    return user
+
+
+def login(user) -> StaffClient:
+    client = StaffClient()
+    client.force_login(user)
+    return client
+
+
+def failed_allocation(desk: Desk) -> SeatAllocation:
+    line = OrderLineFactory(
+        order=OrderFactory(agreement=desk.agreement),
+        product=desk.line.product,
+        quantity=3,
+        line_number=7,
+        kind=OrderLine.Kind.ADDITIONAL,
+        seats_allocated=3,
+    )
+    return SeatAllocationFactory(
+        order_line=line,
+        tenant=desk.tenant,
+        quantity=3,
+        status=Status.FAILED,
+        last_error="provider said no",
+        requested_by=desk.allocation.requested_by,
+    )
+
+
+def allocation_row(allocation: SeatAllocation) -> dict:
+    return SeatAllocation.objects.filter(pk=allocation.pk).values("status", "attempts", "plan_round").get()
+
+
+def open_drift(desk: Desk) -> Drift:
+    run = ReconciliationRun.objects.create(trigger=ReconciliationRun.Trigger.COMMAND)
+    now = timezone.now()
+    return Drift.objects.create(
+        key=f"drift-{uuid.uuid4()}",
+        kind=Drift.Kind.QUANTITY,
+        tenant=desk.tenant,
+        subscription=desk.subscription,
+        provider_subscription_id=desk.subscription.provider_subscription_id,
+        ours=15,
+        provider=20,
+        first_run=run,
+        last_run=run,
+        first_seen_at=now,
+        last_seen_at=now,
+    )
+
+
+# --- retrying a failed binding ---------------------------------------------------------------------
+
+
+def test_a_viewer_cannot_retry_a_failed_binding_from_its_page(desk, viewer):
+    failed = failed_allocation(desk)
+    before = allocation_row(failed)
+    client = login(viewer)
+    page = client.get(reverse("admin:redemption_seatallocation_status", args=[failed.pk]))
+    assert page.status_code == 200 and not page.context["can_retry"]
+    response = client.post(reverse("admin:redemption_seatallocation_decide", args=[failed.pk, "retry"]))
+    assert response.status_code == 403
+    assert allocation_row(failed) == before
+
+
+def test_retrying_a_failed_binding_needs_the_permission_to_request_one(desk, viewer, processor):
+    failed = failed_allocation(desk)
+    with pytest.raises(ValidationError, match="Only someone who may request bindings can retry one"):
+        services.allocation_retry(allocation=failed, acting_user=viewer)
+    assert allocation_row(failed)["status"] == Status.FAILED
+    assert services.allocation_retry(allocation=failed, acting_user=processor).status == Status.QUEUED
+
+
+def test_an_order_processor_still_retries_a_failed_binding_from_its_page(desk, processor):
+    failed = failed_allocation(desk)
+    response = login(processor).post(reverse("admin:redemption_seatallocation_decide", args=[failed.pk, "retry"]))
+    assert response.status_code == 302
+    assert allocation_row(failed)["status"] == Status.QUEUED
