@@ -248,6 +248,8 @@ def tenant_record_view(model_admin: ModelAdmin, request: HttpRequest, customer_i
 
 def allocation_status_view(model_admin: ModelAdmin, request: HttpRequest, allocation_id: int) -> HttpResponse:
     """One binding: its status (refreshing while it runs), the actions it allows, and its history."""
+    if not request.user.has_perm("redemption.view_seatallocation"):
+        raise PermissionDenied
     allocation = get_object_or_404(
         SeatAllocation.objects.select_related(
             "order_line__order__agreement", "order_line__product", "tenant", "subscription", "requested_by"

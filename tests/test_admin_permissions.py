@@ -112,3 +112,21 @@ def test_an_order_processor_still_retries_a_failed_binding_from_its_page(desk, p
     response = login(processor).post(reverse("admin:redemption_seatallocation_decide", args=[failed.pk, "retry"]))
     assert response.status_code == 302
     assert allocation_row(failed)["status"] == Status.QUEUED
+
+
+# --- a binding's status page -------------------------------------------------------------------------
+
+
+def test_a_bindings_page_is_refused_to_staff_who_may_not_view_bindings(desk, make_user):
+    nobody = make_user("nobody", None)
+    nobody.is_superuser = False
+    nobody.save()
+    response = login(nobody).get(reverse("admin:redemption_seatallocation_status", args=[desk.allocation.pk]))
+    assert response.status_code == 403
+    assert b"northwindtraders" not in response.content
+
+
+def test_a_viewer_sees_a_bindings_page(desk, viewer):
+    response = login(viewer).get(reverse("admin:redemption_seatallocation_status", args=[desk.allocation.pk]))
+    assert response.status_code == 200
+    assert "northwindtraders.onmicrosoft.com" in response.content.decode()
