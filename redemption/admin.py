@@ -48,7 +48,7 @@ class TenantWithSubscriptionsAdmin(TenantAdmin):
     inlines = [*TenantAdmin.inlines, SubscriptionInline]
     actions = [*(TenantAdmin.actions or []), "verify_identity"]
 
-    @admin.action(description="Verify identity with the provider")
+    @admin.action(description="Verify identity with the provider", permissions=["change"])
     def verify_identity(self, request, queryset):
         verified = 0
         for tenant in queryset.select_related("customer")[:50]:

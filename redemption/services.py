@@ -207,6 +207,8 @@ def _identity_mismatch(tenant: Tenant, identity: TenantIdentity) -> str:
 
 def tenant_verify(*, tenant: Tenant, acting_user) -> Tenant:
     """Resolve the tenant's identity through the provider and record it when it matches (rule 4)."""
+    if not (acting_user and acting_user.is_active and acting_user.has_perm("tenants.change_tenant")):
+        raise ValidationError("Only someone who may change tenants can verify a tenant's identity.", code="perm")
     identity = tenant_identity_resolve(tenant=tenant)
     mismatch = _identity_mismatch(tenant, identity)
     if mismatch:

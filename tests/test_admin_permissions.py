@@ -18,6 +18,7 @@ from redemption.models import Drift, ReconciliationRun, SeatAllocation
 from tests import test_admin_doors
 from tests.conftest import StaffClient
 from tests.factories import OrderFactory, OrderLineFactory, SeatAllocationFactory
+from tests.redemption.conftest import known_to_provider
 from tests.test_admin_doors import Desk
 
 pytestmark = pytest.mark.django_db
@@ -130,3 +131,31 @@ def test_a_viewer_sees_a_bindings_page(desk, viewer):
     response = login(viewer).get(reverse("admin:redemption_seatallocation_status", args=[desk.allocation.pk]))
     assert response.status_code == 200
     assert "northwindtraders.onmicrosoft.com" in response.content.decode()
+
+
+# --- verifying a tenant's identity -----------------------------------------------------------------
+
+
+def test_a_viewer_cannot_verify_a_tenants_identity(desk, viewer):
+    spare = known_to_provider(desk.spare_tenant)
+    response = login(viewer).post(
+        reverse("admin:tenants_tenant_changelist"),
+        {"action": "verify_identity", "_selected_action": [spare.pk], "index": "0"},
+    )
+    assert response.status_code in (200, 302)
+    spare.refresh_from_db()
+    assert not spare.is_verified
+    with pytest.raises(ValidationError, match="Only someone who may change tenants"):
+        services.tenant_verify(tenant=spare, acting_user=viewer)
+    spare.refresh_from_db()
+    assert not spare.is_verified
+
+
+def test_an_order_processor_verifies_a_tenants_identity_with_the_action(desk, processor):
+    spare = known_to_provider(desk.spare_tenant)
+    login(processor).post(
+        reverse("admin:tenants_tenant_changelist"),
+        {"action": "verify_identity", "_selected_action": [spare.pk], "index": "0"},
+    )
+    spare.refresh_from_db()
+    assert spare.is_verified and spare.verified_by == processor
