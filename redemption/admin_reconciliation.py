@@ -102,10 +102,11 @@ def drift_settle_view(model_admin, request: HttpRequest, pk: int) -> HttpRespons
     )
     if not model_admin.has_view_permission(request, drift):
         raise PermissionDenied
+    can_settle = request.user.has_perm("redemption.change_drift")
     errors: list[str] = []
     if request.method == "POST":
         how = request.POST.get("how", "")
-        if how not in SETTLE:
+        if how not in SETTLE or not can_settle:
             raise PermissionDenied
         try:
             SETTLE[how](drift=drift, acting_user=request.user, reason=request.POST.get("reason", ""))
@@ -126,8 +127,12 @@ def drift_settle_view(model_admin, request: HttpRequest, pk: int) -> HttpRespons
         "opts": model_admin.model._meta,
         "drift": drift,
         "errors": errors,
-        "can_accept": supervisor and drift.status == Drift.Status.OPEN and drift.kind in Drift.ACCEPTABLE,
-        "can_push": drift.status == Drift.Status.OPEN and drift.kind in Drift.PUSHABLE,
+        "can_settle": can_settle,
+        "can_accept": can_settle
+        and supervisor
+        and drift.status == Drift.Status.OPEN
+        and drift.kind in Drift.ACCEPTABLE,
+        "can_push": can_settle and drift.status == Drift.Status.OPEN and drift.kind in Drift.PUSHABLE,
         "open": drift.status == Drift.Status.OPEN,
         "corrections": drift.corrections.select_related("requested_by", "approved_by"),
     }

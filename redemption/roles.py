@@ -5,7 +5,8 @@ from django.apps import apps as global_apps
 ORDER_PROCESSOR = "Order processor"
 SUPERVISOR = "Supervisor"
 
-# Order processors keep partners, customers, tenants, agreements and orders, and request bindings.
+# Order processors keep partners, customers, tenants, agreements and orders, request bindings, and settle
+# drift by explaining it or asking for our value to be pushed (change_drift).
 ORDER_PROCESSOR_PERMISSIONS = [
     *[f"{action}_{model}" for model in ("partner", "customer", "tenant") for action in ("view", "add", "change")],
     *[
@@ -21,6 +22,7 @@ ORDER_PROCESSOR_PERMISSIONS = [
     "view_anniversaryreminder",
     "view_renewalschedule",
     "view_drift",
+    "change_drift",
     "view_providercorrection",
     "view_reconciliationrun",
 ]

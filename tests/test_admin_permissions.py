@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from licensing.models import OrderLine
 from redemption import services
-from redemption.models import Drift, ReconciliationRun, SeatAllocation
+from redemption.models import Drift, ProviderCorrection, ReconciliationRun, SeatAllocation
+from redemption.reconciliation import services as settle
 from tests import test_admin_doors
 from tests.conftest import StaffClient
 from tests.factories import OrderFactory, OrderLineFactory, SeatAllocationFactory
@@ -159,3 +160,33 @@ def test_an_order_processor_verifies_a_tenants_identity_with_the_action(desk, pr
     )
     spare.refresh_from_db()
     assert spare.is_verified and spare.verified_by == processor
+
+
+# --- settling drift --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["explain", "push", "accept"])
+def test_a_viewer_cannot_settle_a_drift(desk, viewer, how):
+    drift = open_drift(desk)
+    client = login(viewer)
+    page = client.get(reverse("admin:redemption_drift_settle", args=[drift.pk]))
+    assert page.status_code == 200 and 'id="settle-form"' not in page.content.decode()
+    response = client.post(reverse("admin:redemption_drift_settle", args=[drift.pk]), {"how": how, "reason": "x"})
+    assert response.status_code == 403
+    with pytest.raises(ValidationError, match="not settle it"):
+        getattr(settle, f"drift_{how}")(drift=drift, acting_user=viewer, reason="because")
+    drift.refresh_from_db()
+    assert drift.status == Drift.Status.OPEN
+    assert not ProviderCorrection.objects.exists()
+    desk.subscription.refresh_from_db()
+    assert desk.subscription.quantity != 20
+
+
+def test_an_order_processor_explains_a_drift_on_its_page(desk, processor):
+    drift = open_drift(desk)
+    response = login(processor).post(
+        reverse("admin:redemption_drift_settle", args=[drift.pk]), {"how": "explain", "reason": "Known"}
+    )
+    assert response.status_code == 302
+    drift.refresh_from_db()
+    assert (drift.status, drift.resolved_by) == (Drift.Status.EXPLAINED, processor)

@@ -22,6 +22,11 @@ def _is_supervisor(user) -> bool:
     return bool(user and user.is_active and user.has_perm("redemption.supervisor"))
 
 
+def _may_settle(user) -> None:
+    if not (user and user.is_active and user.has_perm("redemption.change_drift")):
+        raise ValidationError("You may look at drift but not settle it.", code="perm")
+
+
 def _open(drift: Drift) -> Drift:
     drift = Drift.objects.select_for_update(of=("self",)).select_related("subscription", "tenant").get(pk=drift.pk)
     if drift.status != Drift.Status.OPEN:
@@ -46,6 +51,7 @@ def _settle(drift: Drift, status: str, acting_user, reason: str) -> None:
 
 def drift_accept(*, drift: Drift, acting_user, reason: str) -> Drift:
     """Take the provider's value into our subscription, with the reason in its history."""
+    _may_settle(acting_user)
     reason = _reason(reason)
     if not _is_supervisor(acting_user):
         raise ValidationError("Only a supervisor can change a subscription to the provider's value.", code="perm")
@@ -76,6 +82,7 @@ def drift_accept(*, drift: Drift, acting_user, reason: str) -> Drift:
 
 def drift_explain(*, drift: Drift, acting_user, reason: str) -> Drift:
     """Settle a drift with a written explanation; nothing else changes."""
+    _may_settle(acting_user)
     reason = _reason(reason)
     with transaction.atomic():
         drift = _open(drift)
@@ -85,6 +92,7 @@ def drift_explain(*, drift: Drift, acting_user, reason: str) -> Drift:
 
 def drift_push(*, drift: Drift, acting_user, reason: str) -> Correction:
     """Ask for our value to be sent to the provider: a correction a supervisor approves, then a worker applies."""
+    _may_settle(acting_user)
     reason = _reason(reason)
     with transaction.atomic():
         drift = _open(drift)

@@ -1,0 +1,15 @@
+"""Let order processors settle drift (explain it, ask for a push): the change_drift permission."""
+
+from django.db import migrations
+
+
+def sync_roles(apps, schema_editor):
+    from redemption.roles import roles_sync
+
+    roles_sync(apps)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("redemption", "0010_call_budget_rate_cut")]
+
+    operations = [migrations.RunPython(sync_roles, migrations.RunPython.noop)]
