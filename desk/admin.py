@@ -84,6 +84,10 @@ for model in (Order, OrderLine, Tenant, SeatAllocation):
 
 @admin.register(Tenant)
 class DeskTenantAdmin(TenantWithSubscriptionsAdmin):
+    def add_view(self, request, form_url="", extra_context=None):
+        # A tenant is only recorded as the provider reports it: "Add tenant" leads to the record page.
+        return binding_pages.tenant_add_view(self, request)
+
     def get_urls(self):
         record = self.admin_site.admin_view(
             lambda request, customer_id: binding_pages.tenant_record_view(self, request, customer_id)

@@ -246,6 +246,25 @@ def tenant_record_view(model_admin: ModelAdmin, request: HttpRequest, customer_i
     )
 
 
+def tenant_add_view(model_admin: ModelAdmin, request: HttpRequest) -> HttpResponse:
+    """Find the customer whose tenant is recorded, then record it on its page: nothing is written here."""
+    if not model_admin.has_add_permission(request):
+        raise PermissionDenied
+    customer_id = request.GET.get("customer") or request.POST.get("customer") or ""
+    customer = Customer.objects.filter(pk=customer_id).first() if customer_id.isdigit() else None
+    if customer is not None:
+        domain = (request.GET.get("domain") or request.POST.get("default_domain") or "").strip()
+        query = f"?{urlencode({'domain': domain})}" if domain else ""
+        return HttpResponseRedirect(reverse("admin:redemption_tenant_record", args=[customer.pk]) + query)
+    q = (request.GET.get("q") or "").strip()
+    customers = list(Customer.objects.filter(name__icontains=q).order_by("name")[:20]) if q else []
+    return TemplateResponse(
+        request,
+        "admin/redemption/tenant_add.html",
+        _context(model_admin, request, "Record a tenant", q=q, customers=customers),
+    )
+
+
 def allocation_status_view(model_admin: ModelAdmin, request: HttpRequest, allocation_id: int) -> HttpResponse:
     """One binding: its status (refreshing while it runs), the actions it allows, and its history."""
     if not request.user.has_perm("redemption.view_seatallocation"):

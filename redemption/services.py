@@ -268,6 +268,8 @@ def tenant_lookup(*, domain: str) -> TenantIdentity:
 
 def tenant_record(*, customer: Customer, domain: str, confirm_domain: str, acting_user) -> Tenant:
     """Record a customer's tenant by its default domain, as the provider reports it, confirmed by typing it."""
+    if not (acting_user and acting_user.is_active and acting_user.has_perm("tenants.add_tenant")):
+        raise ValidationError("Only someone who may add tenants can record one.", code="perm")
     identity = tenant_lookup(domain=domain)
     if normalize_domain(confirm_domain or "") != identity.domain:
         raise ValidationError(

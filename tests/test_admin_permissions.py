@@ -16,7 +16,9 @@ from licensing.models import OrderLine
 from redemption import services
 from redemption.models import Drift, ProviderCorrection, ReconciliationRun, SeatAllocation
 from redemption.reconciliation import services as settle
+from tenants.models import Tenant
 from tests import test_admin_doors
+from tests.admin_forms import change_form_data
 from tests.conftest import StaffClient
 from tests.factories import OrderFactory, OrderLineFactory, SeatAllocationFactory
 from tests.redemption.conftest import known_to_provider
@@ -190,3 +192,51 @@ def test_an_order_processor_explains_a_drift_on_its_page(desk, processor):
     assert response.status_code == 302
     drift.refresh_from_db()
     assert (drift.status, drift.resolved_by) == (Drift.Status.EXPLAINED, processor)
+
+
+# --- adding a tenant -------------------------------------------------------------------------------
+
+
+def test_the_tenant_add_form_does_not_record_a_tenant_the_provider_does_not_know(desk, processor):
+    client = login(processor)
+    page = client.get(reverse("admin:tenants_tenant_add"))
+    assert page.status_code == 200
+    data = {
+        **change_form_data(page),
+        "tenant_id": str(uuid.uuid4()),
+        "default_domain": "ghosttenant.onmicrosoft.com",
+        "display_name": "Ghost",
+        "customer": desk.northwind.pk,
+    }
+    response = client.post(reverse("admin:tenants_tenant_add"), data)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:redemption_tenant_record", args=[desk.northwind.pk]))
+    assert not Tenant.objects.filter(default_domain="ghosttenant.onmicrosoft.com").exists()
+    refused = client.post(
+        response["Location"],
+        {"domain": "ghosttenant.onmicrosoft.com", "confirm_domain": "ghosttenant.onmicrosoft.com"},
+    )
+    assert "The provider knows no tenant with the default domain" in refused.content.decode()
+    assert not Tenant.objects.filter(default_domain="ghosttenant.onmicrosoft.com").exists()
+
+
+def test_the_tenant_add_page_finds_the_customer_to_record_a_tenant_for(desk, processor):
+    page = login(processor).get(reverse("admin:tenants_tenant_add"), {"q": "northwind"})
+    assert page.status_code == 200
+    assert reverse("admin:redemption_tenant_record", args=[desk.northwind.pk]) in page.content.decode()
+
+
+def test_the_tenant_add_page_is_refused_to_a_viewer(desk, viewer):
+    client = login(viewer)
+    assert client.get(reverse("admin:tenants_tenant_add")).status_code == 403
+    assert client.post(reverse("admin:tenants_tenant_add"), {"customer": desk.northwind.pk}).status_code == 403
+
+
+def test_recording_a_tenant_needs_the_permission_to_add_one(desk, viewer):
+    with pytest.raises(ValidationError, match="Only someone who may add tenants"):
+        services.tenant_record(
+            customer=desk.northwind,
+            domain="litwareinc.onmicrosoft.com",
+            confirm_domain="litwareinc.onmicrosoft.com",
+            acting_user=viewer,
+        )
