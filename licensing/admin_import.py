@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from import_export.admin import ExportMixin, ImportExportMixin
-from import_export.forms import ExportForm
+from import_export.forms import ConfirmImportForm, ExportForm
 from import_export.results import RowResult
 
 from licensing.formats import PREVIEW_MAX_CHARS, SafeCSV, SafeXLSX, SheetFormat
@@ -29,6 +31,42 @@ class SafeExportMixin(ExportMixin):
 
     def get_export_resource_classes(self, request):
         return self.export_resource_classes
+
+
+# The temporary files of the previews this session showed; a confirmation may only name one of them.
+PREVIEWED_FILES_SESSION_KEY = "import_previewed_files"
+
+
+class SheetConfirmImportForm(ConfirmImportForm):
+    """The confirmation of a preview: only a file this session uploaded, in a format and sheet kind offered."""
+
+    def __init__(self, *args, previewed: list[str], format_count: int, resource_count: int, file_exists, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.previewed, self.format_count, self.resource_count = previewed, format_count, resource_count
+        self.file_exists = file_exists
+
+    def clean_import_file_name(self):
+        name = os.path.basename(self.cleaned_data["import_file_name"])
+        if name not in self.previewed or not self.file_exists(name):
+            raise forms.ValidationError(
+                "This sheet is not one you uploaded for a preview here, or it was imported already: upload it again.",
+                code="unknown_file",
+            )
+        return name
+
+    def _index(self, field: str, count: int, *, required: bool) -> str:
+        value = (self.cleaned_data.get(field) or "").strip()
+        if not value and not required:
+            return value
+        if not (value.isascii() and value.isdigit() and int(value) < count):
+            raise forms.ValidationError(f"Unknown {field}: upload the sheet again.", code=f"unknown_{field}")
+        return value
+
+    def clean_format(self):
+        return self._index("format", self.format_count, required=True)
+
+    def clean_resource(self):
+        return self._index("resource", self.resource_count, required=False)
 
 
 class SheetImportExportMixin(SafeExportMixin, ImportExportMixin):
@@ -83,6 +121,44 @@ class SheetImportExportMixin(SafeExportMixin, ImportExportMixin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, [self.import_template_name], context)
+
+    confirm_form_class = SheetConfirmImportForm
+
+    def get_confirm_form_initial(self, request, import_form):
+        initial = super().get_confirm_form_initial(request, import_form)
+        if initial.get("import_file_name"):
+            # Remember the preview's file for this session: the confirmation names it in a hidden field.
+            name = os.path.basename(initial["import_file_name"])
+            previewed = request.session.get(PREVIEWED_FILES_SESSION_KEY, [])
+            request.session[PREVIEWED_FILES_SESSION_KEY] = [*previewed[-19:], name]
+        return initial
+
+    def get_confirm_form_kwargs(self, request, import_form=None):
+        storage_class = self.get_tmp_storage_class()
+
+        def file_exists(name: str) -> bool:
+            storage = storage_class(name=name, **self.get_tmp_storage_class_kwargs())
+            # Only a folder storage can tell ahead of reading; the others answer when read.
+            return not hasattr(storage, "get_full_path") or os.path.isfile(storage.get_full_path())
+
+        return {
+            **super().get_confirm_form_kwargs(request, import_form),
+            "previewed": request.session.get(PREVIEWED_FILES_SESSION_KEY, []),
+            "format_count": len(self.get_import_formats()),
+            "resource_count": len(self.get_import_resource_classes(request)),
+            "file_exists": file_exists,
+        }
+
+    def process_import(self, request: HttpRequest, **kwargs) -> HttpResponse:
+        response = super().process_import(request, **kwargs)
+        if response.status_code == 200:
+            # The confirmation was refused: say so to whoever posted it (a form error, nothing read).
+            response.status_code = 400
+        else:
+            name = os.path.basename(request.POST.get("import_file_name", ""))
+            previewed = request.session.get(PREVIEWED_FILES_SESSION_KEY, [])
+            request.session[PREVIEWED_FILES_SESSION_KEY] = [n for n in previewed if n != name]
+        return response
 
     def write_to_tmp_storage(self, import_file, input_format):
         tmp_storage = self.get_tmp_storage_class()(

@@ -189,3 +189,72 @@ def test_admin_subscription_export_is_neutralised(client, superuser):
     rows = list(csv.DictReader(io.StringIO(content.decode("utf-8-sig"))))
     assert rows[0]["Customer"] == "'+Evil Corp"
     assert rows[0]["Tenant Domain"].endswith(".onmicrosoft.com")
+
+
+@pytest.mark.parametrize(
+    "url_name", ["admin:licensing_order_process_import", "admin:licensing_agreement_process_import"]
+)
+@pytest.mark.parametrize(
+    "tampered",
+    [
+        {"format": "7"},
+        {"format": "abc"},
+        {"resource": "9"},
+        {"import_file_name": "does-not-exist"},
+        {"import_file_name": "../../etc/passwd"},
+    ],
+)
+def test_a_tampered_import_confirmation_is_refused_and_imports_nothing(staff_client, url_name, tampered):
+    preview = upload(staff_client, url_name.replace("process_import", "import"), csv_bytes([order_row()]))
+    confirm = {**preview.context["confirm_form"].initial, **tampered}
+
+    response = staff_client.post(reverse(url_name), confirm)
+
+    assert response.status_code == 400
+    assert "Nothing was imported" in response.content.decode()
+    assert not Order.objects.exists() and not Agreement.objects.exists()
+
+
+def test_an_import_confirmation_reads_and_removes_only_the_file_this_session_previewed(staff_client, tmp_path):
+    import os
+    import tempfile
+
+    other = os.path.join(tempfile.gettempdir(), f"another-upload-{os.getpid()}-{id(tmp_path)}.csv")
+    with open(other, "wb") as f:  # another clerk's upload waiting for its confirmation
+        f.write(csv_bytes([order_row()]))
+    try:
+        response = staff_client.post(
+            reverse("admin:licensing_order_process_import"),
+            {"format": "0", "import_file_name": os.path.basename(other), "original_file_name": "mine.csv"},
+        )
+        assert response.status_code == 400
+        assert os.path.exists(other)
+        assert not Order.objects.exists()
+    finally:
+        os.remove(other)
+
+
+def test_an_import_is_confirmed_once(staff_client):
+    preview = upload(staff_client, "admin:licensing_order_import", csv_bytes([order_row()]))
+    confirm = preview.context["confirm_form"].initial
+    assert staff_client.post(reverse("admin:licensing_order_process_import"), confirm).status_code == 302
+    again = staff_client.post(reverse("admin:licensing_order_process_import"), confirm)
+    assert again.status_code == 400
+    assert OrderLine.objects.count() == 1
+
+
+def test_another_session_cannot_confirm_an_import_it_did_not_preview(staff_client, make_user):
+    from tests.conftest import StaffClient
+
+    preview = upload(staff_client, "admin:licensing_order_import", csv_bytes([order_row()]))
+    other = StaffClient()
+    other.force_login(make_user("clerk2"))
+    response = other.post(reverse("admin:licensing_order_process_import"), preview.context["confirm_form"].initial)
+    assert response.status_code == 400
+    assert not Order.objects.exists()
+    assert (
+        staff_client.post(
+            reverse("admin:licensing_order_process_import"), preview.context["confirm_form"].initial
+        ).status_code
+        == 302
+    )
