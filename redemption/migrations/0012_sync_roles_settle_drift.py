@@ -10,6 +10,6 @@ def sync_roles(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("redemption", "0010_call_budget_rate_cut")]
+    dependencies = [("redemption", "0011_provider_subscription_id_255")]
 
     operations = [migrations.RunPython(sync_roles, migrations.RunPython.noop)]
