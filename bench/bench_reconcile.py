@@ -48,6 +48,7 @@ def fill(database_url: str, state_path: Path) -> None:
     from licensing.models import Agreement, Order, OrderLine, Product, Program
     from redemption.models import SeatAllocation, Subscription
     from tenants.models import Customer, Partner, Tenant
+    from tenants.names import name_key
 
     call_command("migrate", verbosity=0)
     rng = random.Random(11)
@@ -57,7 +58,10 @@ def fill(database_url: str, state_path: Path) -> None:
         Product(part_number=f"Q5Y-{n:05d}", description=f"O365 plan {n}", term_months=12) for n in range(PER_TENANT)
     )
     customers = Customer.objects.bulk_create(
-        Customer(name=f"Customer {n}", email=f"it{n}@bench.example", partner=partner) for n in range(TENANTS)
+        Customer(
+            name=f"Customer {n}", name_key=name_key(f"Customer {n}"), email=f"it{n}@bench.example", partner=partner
+        )
+        for n in range(TENANTS)
     )
     tenants = Tenant.objects.bulk_create(
         Tenant(tenant_id=uuid.uuid4(), default_domain=f"bench{n}.onmicrosoft.com", display_name=f"Bench {n}",

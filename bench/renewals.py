@@ -46,8 +46,10 @@ INSERT INTO tenants_partner (name, mpn_id, email, created_at, updated_at)
 SELECT 'Reseller ' || g, (4000000 + g)::text, 'orders' || g || '@reseller.example', now(), now()
 FROM generate_series(1, %(partners)s) g;
 
-INSERT INTO tenants_customer (name, email, country, partner_id, created_at, updated_at)
-SELECT 'Customer ' || g, 'it' || g || '@customer.example', 'US', 1 + g %% %(partners)s, now(), now()
+-- name_key: tenants.names.name_key('Customer N'), which is 'customer N'.
+INSERT INTO tenants_customer (name, name_key, email, country, partner_id, created_at, updated_at)
+SELECT 'Customer ' || g, 'customer ' || g, 'it' || g || '@customer.example', 'US', 1 + g %% %(partners)s,
+       now(), now()
 FROM generate_series(1, %(customers)s) g;
 
 INSERT INTO tenants_tenant (tenant_id, default_domain, display_name, verified_domain, verified_display_name,

@@ -14,6 +14,7 @@ from openpyxl.utils.cell import get_column_letter
 
 from licensing.models import OrderLine, Program
 from licensing.sheets import SHOWN_CHARS
+from tenants.names import name_key as tenants_name_key
 from tenants.validators import DEFAULT_DOMAIN_RE, normalize_domain
 
 
@@ -197,4 +198,4 @@ def tenant_domain(value: str | date) -> str:
 
 def name_key(value: str) -> str:
     """Return a name as compared: without regard to case and surrounding spaces."""
-    return value.strip().lower()
+    return tenants_name_key(value)

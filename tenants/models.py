@@ -1,11 +1,13 @@
 """Who: partners (resellers), their customers and the customers' Office 365 tenants."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 from simple_history.models import HistoricalRecords
 
 from config.guards import GuardedRow, local_day
+from tenants.names import name_key
 from tenants.validators import DEFAULT_DOMAIN_REGEX, validate_default_domain
 
 
@@ -37,6 +39,9 @@ class Partner(models.Model):
 
 class Customer(models.Model):
     name = models.CharField(max_length=255, help_text="Compared without regard to case and surrounding spaces.")
+    # The name as compared (tenants.names.name_key), kept by save(); what makes two names the same customer.
+    # Longer than the name: case folding can turn one character into three ("ΐ").
+    name_key = models.CharField(max_length=765, editable=False)
     email = models.EmailField(help_text="Contact email; mandatory on Open orders.")
     country = models.CharField(max_length=100, blank=True)
     partner = models.ForeignKey(
@@ -51,8 +56,11 @@ class Customer(models.Model):
         ordering = ["name"]
         constraints = [
             models.UniqueConstraint(
-                Lower("name"),
+                fields=["name_key"],
                 name="customer_name_unique_ci",
+                # "unique" on a one-field constraint: validation files the error under name_key, and
+                # validate_constraints() then under the name a form shows.
+                violation_error_code="unique",
                 violation_error_message="A customer with this name already exists (names ignore case).",
             ),
             models.CheckConstraint(
@@ -67,7 +75,26 @@ class Customer(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         self.name = (self.name or "").strip()
+        self.name_key = name_key(self.name)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "name" in update_fields and "name_key" not in update_fields:
+            kwargs["update_fields"] = [*update_fields, "name_key"]
         super().save(*args, **kwargs)
+
+    def validate_constraints(self, exclude=None) -> None:
+        # A form validates only the fields it shows: the name stands for its key, and a duplicate is an
+        # error on the name, not a database error at save.
+        self.name_key = name_key(self.name)
+        exclude = set(exclude or ())
+        if "name" not in exclude:
+            exclude.discard("name_key")
+        try:
+            super().validate_constraints(exclude=exclude)
+        except ValidationError as error:
+            errors = error.error_dict
+            if "name_key" in errors:
+                errors.setdefault("name", []).extend(errors.pop("name_key"))
+            raise ValidationError(errors) from None
 
 
 VERIFIED_FIELDS = ("verified_at", "verified_by", "verified_tenant_id", "verified_domain", "verified_display_name")

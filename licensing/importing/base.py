@@ -8,7 +8,6 @@ from datetime import date
 from typing import Any
 
 from django.db import DatabaseError, reset_queries
-from django.db.models.functions import Lower
 from django.utils import timezone
 from simple_history.utils import bulk_update_with_history
 
@@ -338,12 +337,10 @@ class SheetImporter:
         missing = keys - self.customers.keys()
         if not missing:
             return
-        for c in (
-            Customer.objects.annotate(key=Lower("name"))
-            .filter(key__in=missing)
-            .values("id", "key", "name", "email", "country", "partner_id")
+        for c in Customer.objects.filter(name_key__in=missing).values(
+            "id", "name_key", "name", "email", "country", "partner_id"
         ):
-            self.customers[cells.name_key(c["name"])] = Rec(
+            self.customers[c["name_key"]] = Rec(
                 c["id"], {"name": c["name"], "email": c["email"], "country": c["country"], "label": c["name"]}
             )
 
@@ -360,12 +357,13 @@ class SheetImporter:
             "partner_id",
             "customer_id",
             "customer__name",
+            "customer__name_key",
         ):
             self.agreements[a["number"]] = Rec(
                 a["id"],
                 {
                     "program": a["program"],
-                    "customer_key": cells.name_key(a["customer__name"]),
+                    "customer_key": a["customer__name_key"],
                     "customer_name": a["customer__name"],
                     "customer": a["customer_id"],
                     "partner": a["partner_id"],
@@ -480,7 +478,11 @@ class SheetImporter:
             Customer,
             [r for r in customers if r.id is None],
             lambda r: Customer(
-                name=r["name"].strip(), email=r["email"], country=r["country"], partner_id=r["partner"].id
+                name=r["name"].strip(),
+                name_key=cells.name_key(r["name"]),
+                email=r["email"],
+                country=r["country"],
+                partner_id=r["partner"].id,
             ),
         )
         self._update(Customer, customers, {"email": "email", "country": "country"})

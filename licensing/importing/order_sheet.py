@@ -226,8 +226,10 @@ class OrderSheetImporter(SheetImporter):
         if not missing:
             return
         found = {
-            t["default_domain"]: (cells.name_key(t["customer__name"]), t["customer__name"])
-            for t in Tenant.objects.filter(default_domain__in=missing).values("default_domain", "customer__name")
+            t["default_domain"]: (t["customer__name_key"], t["customer__name"])
+            for t in Tenant.objects.filter(default_domain__in=missing).values(
+                "default_domain", "customer__name", "customer__name_key"
+            )
         }
         for domain in missing:
             self.tenants[domain] = found.get(domain)

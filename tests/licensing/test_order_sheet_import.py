@@ -241,6 +241,32 @@ def test_customer_name_matches_without_regard_to_case_and_spaces(import_orders):
     assert Order.objects.get().agreement.customer == customer
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ärztekammer Wien",
+        "ÉCOLE POLYTECHNIQUE",
+        "Østfold Kraft AS",
+        "ΟΜΙΛΟΣ ΕΠΙΧΕΙΡΗΣΕΩΝ ΑΕ",  # noqa: RUF001 (Greek, as written)
+        "İSTANBUL BİLİŞİM A.Ş.",
+    ],
+)
+def test_reimporting_a_customer_named_beyond_ascii_changes_nothing(import_orders, name):
+    import_orders(csv_bytes([order_row(Customer=name)]))
+    customer_history = Customer.history.count()
+
+    preview = import_orders(csv_bytes([order_row(Customer=name)]), dry_run=True)
+    report = import_orders(csv_bytes([order_row(Customer=name)]))
+    other_case = import_orders(csv_bytes([order_row(Customer=name.lower(), **{"License Number": "60000009"})]))
+
+    assert (preview.errors, preview.unchanged) == ([], 1)
+    assert (report.errors, report.new, report.updated, report.unchanged) == ([], 0, 0, 1)
+    assert (other_case.errors, other_case.new) == ([], 1)
+    assert Customer.objects.get().name == name
+    assert Customer.history.count() == customer_history
+    assert Order.objects.filter(agreement__customer__name=name).count() == 2
+
+
 def test_order_line_with_seats_bound_is_never_silently_changed(import_orders):
     import_orders(csv_bytes([order_row()]))
     OrderLine.objects.update(seats_allocated=4, seats_requested_at=timezone.now())

@@ -1,8 +1,11 @@
+import importlib
 import uuid
 
 import pytest
+from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 
 from tenants.models import Customer, Partner, Tenant
 from tests.factories import CustomerFactory, PartnerFactory, TenantFactory
@@ -28,6 +31,77 @@ def test_customer_names_are_unique_regardless_of_case_and_spaces():
     duplicate.name = "northwind traders"
     with pytest.raises(ValidationError, match="already exists"):
         duplicate.full_clean()
+
+
+@pytest.mark.parametrize(
+    ("held", "typed"),
+    [
+        ("Ärztekammer Wien", "ÄRZTEKAMMER WIEN"),
+        ("École Polytechnique", "ÉCOLE POLYTECHNIQUE"),
+        ("Østfold Kraft AS", "østfold kraft as"),
+        ("Όμιλος Επιχειρήσεων ΑΕ", "ΌΜΙΛΟΣ ΕΠΙΧΕΙΡΉΣΕΩΝ ΑΕ"),  # noqa: RUF001 (Greek, as written)
+        ("Straße Bau GmbH", "STRASSE BAU GMBH"),
+    ],
+)
+def test_customer_names_beyond_ascii_are_the_same_name_in_any_case(held, typed):
+    partner = PartnerFactory()
+    CustomerFactory(name=held, partner=partner)
+    duplicate = Customer(name=typed, email="x@example.com", partner=partner)
+    with pytest.raises(ValidationError, match="already exists"):
+        duplicate.full_clean()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        duplicate.save()
+
+
+def test_admin_customer_form_refuses_a_duplicate_name_on_the_name_field(client, superuser):
+    partner = PartnerFactory()
+    CustomerFactory(name="Ärztekammer Wien", partner=partner)
+    client.force_login(superuser)
+
+    response = client.post(
+        reverse("admin:tenants_customer_add"),
+        {
+            "name": " ÄRZTEKAMMER WIEN ",
+            "email": "it@aekwien.example",
+            "country": "AT",
+            "partner": partner.pk,
+            "tenants-TOTAL_FORMS": "0",
+            "tenants-INITIAL_FORMS": "0",
+        },
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["name"] == [
+        "A customer with this name already exists (names ignore case)."
+    ]
+    assert Customer.objects.count() == 1
+
+
+def test_renaming_a_customer_keeps_its_name_key_with_update_fields():
+    customer = CustomerFactory(name="Fabrikam")
+    customer.name = "Ärztekammer Wien"
+    customer.save(update_fields=["name"])
+    assert Customer.objects.filter(name_key="ärztekammer wien").get() == customer
+
+
+def test_migration_stops_naming_customers_whose_names_are_the_same():
+    fill = importlib.import_module("tenants.migrations.0003_customer_name_key").fill_name_keys
+    partner = PartnerFactory()
+    first = CustomerFactory(name="Ärztekammer Wien", partner=partner)
+    CustomerFactory(name="Other", partner=partner)
+    # Two rows the old constraint let through on SQLite, whose LOWER() folds ASCII only.
+    Customer.objects.filter(name="Other").update(name="ÄRZTEKAMMER WIEN")
+    with pytest.raises(RuntimeError, match=rf"'Ärztekammer Wien' \(id {first.pk}\) and 'ÄRZTEKAMMER WIEN'"):
+        fill(apps, None)
+
+
+def test_migration_gives_every_customer_its_name_key():
+    fill = importlib.import_module("tenants.migrations.0003_customer_name_key").fill_name_keys
+    customer = CustomerFactory(name="Østfold Kraft AS")
+    Customer.objects.update(name_key="")
+    fill(apps, None)
+    customer.refresh_from_db()
+    assert customer.name_key == "østfold kraft as"
 
 
 def test_customer_name_is_stored_trimmed():

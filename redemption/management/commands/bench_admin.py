@@ -16,8 +16,9 @@ INSERT INTO tenants_partner (name, mpn_id, email, created_at, updated_at)
 SELECT 'Reseller ' || g, (4000000 + g)::text, 'orders' || g || '@reseller.example', now(), now()
 FROM generate_series(1, %(partners)s) g;
 
-INSERT INTO tenants_customer (name, email, country, partner_id, created_at, updated_at)
-SELECT 'Customer ' || g, 'it' || g || '@customer.example', 'US',
+-- name_key: tenants.names.name_key('Customer N'), which is 'customer N'.
+INSERT INTO tenants_customer (name, name_key, email, country, partner_id, created_at, updated_at)
+SELECT 'Customer ' || g, 'customer ' || g, 'it' || g || '@customer.example', 'US',
        (SELECT min(id) FROM tenants_partner) + g %% %(partners)s, now(), now()
 FROM generate_series(1, %(customers)s) g;
 
