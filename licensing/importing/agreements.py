@@ -54,8 +54,9 @@ class AgreementsImporter(SheetImporter):
         agreement = self.agreements.get(agreement_number)
         if agreement is not None:
             self.check_agreement_identity(number, agreement_number, agreement, p["Program"], customer_key)
-        partner = self.partner_for(number, p)
+        partner, partner_changed = self.partner_for(number, p)
         customer, changed = self.customer_for(number, p, partner)
+        changed |= partner_changed
         values = {
             "authorization_number": p["Authorization Number"] or "",
             "starts_on": p["Start Date"],

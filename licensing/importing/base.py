@@ -375,7 +375,8 @@ class SheetImporter:
                 },
             )
 
-    def partner_for(self, row: int, p: dict[str, Any]) -> Rec:
+    def partner_for(self, row: int, p: dict[str, Any]) -> tuple[Rec, bool]:
+        """Return the row's partner, and whether the row changes what we hold of it."""
         mpn = p["Reseller MPN ID"]
         rec = self.partners.get(mpn)
         if rec is None:
@@ -392,9 +393,10 @@ class SheetImporter:
             raise Conflict
         else:
             rec.seen.setdefault("name", row)
+        changed = False
         if p["Reseller Email"]:
-            self.state(rec, "email", p["Reseller Email"], row, "Reseller Email")
-        return rec
+            changed = self.state(rec, "email", p["Reseller Email"], row, "Reseller Email")
+        return rec, changed
 
     def customer_for(self, row: int, p: dict[str, Any], partner: Rec) -> tuple[Rec, bool]:
         key = cells.name_key(p["Customer"])

@@ -310,7 +310,8 @@ class OrderSheetImporter(SheetImporter):
                 self.error(number, "Tenant Domain", message)
                 raise Conflict
 
-        partner = self.partner_for(number, p)
+        partner, partner_changed = self.partner_for(number, p)
+        changed |= partner_changed
         agreement_number = p["Agreement Number"]
         agreement = self.agreements.get(agreement_number)
         if agreement is not None:

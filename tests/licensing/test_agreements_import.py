@@ -4,6 +4,7 @@ import pytest
 
 from licensing.importing import base as importing_base
 from licensing.models import Agreement
+from tenants.models import Partner
 from tests.factories import AgreementFactory
 from tests.licensing.sheets import AGREEMENT_HEADER, agreement_row, csv_bytes, xlsx_bytes
 
@@ -42,6 +43,18 @@ def test_agreements_sheet_reimport_is_unchanged_and_a_correction_updates(import_
 
     assert (report.updated, report.unchanged) == (1, 0)
     assert Agreement.objects.get().ends_on == date(2029, 1, 31)
+
+
+def test_agreements_sheet_reports_a_changed_reseller_email_as_an_update(import_agreements):
+    import_agreements(csv_bytes([agreement_row()]))
+    corrected = csv_bytes([agreement_row(**{"Reseller Email": "licensing@contoso.example"})])
+
+    preview = import_agreements(corrected, dry_run=True)
+    report = import_agreements(corrected)
+
+    assert (preview.updated, preview.unchanged) == (1, 0)
+    assert (report.updated, report.unchanged) == (1, 0)
+    assert Partner.objects.get().email == "licensing@contoso.example"
 
 
 def test_agreements_sheet_from_xlsx(import_agreements):

@@ -90,6 +90,19 @@ def test_corrected_sheet_updates_only_what_changed(import_orders):
     assert OrderLine.history.filter(history_type="~").count() == 1
 
 
+def test_a_changed_reseller_email_is_reported_as_an_update(import_orders):
+    import_orders(csv_bytes([order_row()]))
+    corrected = csv_bytes([order_row(**{"Reseller Email": "licensing@contoso.example"})])
+
+    preview = import_orders(corrected, dry_run=True)
+    report = import_orders(corrected)
+
+    assert (preview.new, preview.updated, preview.unchanged) == (0, 1, 0)
+    assert (report.new, report.updated, report.unchanged) == (0, 1, 0)
+    assert Partner.objects.get().email == "licensing@contoso.example"
+    assert Partner.history.filter(history_type="~").count() == 1
+
+
 def test_headers_match_in_any_order_case_and_spacing(import_orders):
     header = [f"  {h.upper()} " for h in reversed(ORDER_HEADER)]
     rows = [{f"  {k.upper()} ": v for k, v in order_row().items()}]
