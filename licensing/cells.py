@@ -129,7 +129,7 @@ def _parse_date(value: str) -> date:
 
 
 def a_date(value: str | date) -> date:
-    parsed = value if isinstance(value, date) else _parse_date(value)
+    parsed = value if isinstance(value, date) else _parse_date(text(value))
     if not FIRST_DATE <= parsed <= LAST_DATE:
         raise CellError(f"{parsed.isoformat()} is not a plausible date: dates run from 1900 to 2999")
     return parsed

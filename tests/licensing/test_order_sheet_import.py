@@ -124,6 +124,22 @@ def test_us_dates_excel_numbers_and_trailing_empty_rows_are_read(import_orders):
     assert (line.quantity, line.line_number, line.starts_on) == (10, 1, date(2026, 11, 1))
 
 
+@pytest.mark.parametrize("name", ["orders.csv", "orders.xlsx"])
+def test_dates_with_surrounding_spaces_are_read(import_orders, name):
+    row = order_row(**{"Order Date": " 2026-11-01", "Start Date": "\xa011/1/2026", "End Date": "2027-10-31\xa0 "})
+    data = xlsx_bytes([[row[h] for h in ORDER_HEADER]], ORDER_HEADER) if name.endswith("xlsx") else csv_bytes([row])
+
+    report = import_orders(data, name=name)
+
+    assert report.errors == []
+    line = OrderLine.objects.get()
+    assert (line.order.ordered_on, line.starts_on, line.ends_on) == (
+        date(2026, 11, 1),
+        date(2026, 11, 1),
+        date(2027, 10, 31),
+    )
+
+
 def test_xlsx_from_excel_is_imported(import_orders):
     values = [order_row()[h] for h in ORDER_HEADER]
     values[0] = 60000001.0  # Excel keeps numbers as floats
