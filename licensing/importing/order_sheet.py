@@ -20,7 +20,7 @@ from licensing.importing.base import (
     same_ref,
 )
 from licensing.importing.columns import ORDER_LEVEL, ORDER_SHEET_COLUMNS
-from licensing.models import Agreement, Order, OrderLine, Product
+from licensing.models import Agreement, Order, OrderLine, Product, Program
 from tenants.models import Tenant
 
 
@@ -43,6 +43,7 @@ class OrderSheetImporter(SheetImporter):
     def process_batch(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
         self._restore(parsed)
         self._fill_order_level(parsed)
+        self._require_authorization(parsed)
 
         self.load_partners({p["Reseller MPN ID"] for _, p in parsed})
         self.load_customers({cells.name_key(p["Customer"]) for _, p in parsed if p["Customer"]})
@@ -212,6 +213,13 @@ class OrderSheetImporter(SheetImporter):
             for column in missing:
                 self.error(number, column, "a value is required")
             if missing:
+                parsed.remove((number, p))
+
+    def _require_authorization(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
+        """Refuse an Open License row without its Authorization Number, which OL alone requires."""
+        for number, p in list(parsed):
+            if p["Program"] == Program.OL and not p["Authorization Number"]:
+                self.error(number, "Authorization Number", "a value is required for an Open License (OL) order")
                 parsed.remove((number, p))
 
     def _load_products(self, parts: set[str]) -> None:

@@ -202,6 +202,28 @@ def test_bad_row_is_rejected_with_row_column_and_reason_and_nothing_is_written(
     assert nothing_written()
 
 
+@pytest.mark.parametrize("program", ["Open License", "OL", " ol "])
+def test_open_license_row_without_authorization_number_is_rejected(import_orders, program):
+    rows = [
+        order_row(Program=program, **{"Authorization Number": "87213456AB"}),
+        order_row(Program=program, **{"Line": "2", "Part Number": "AAA-00002", "Authorization Number": ""}),
+    ]
+
+    report = import_orders(csv_bytes(rows))
+
+    assert [str(e) for e in report.errors] == [
+        "row 3, column Authorization Number: a value is required for an Open License (OL) order"
+    ]
+    assert nothing_written()
+
+
+def test_open_value_rows_need_no_authorization_number(import_orders):
+    report = import_orders(csv_bytes([order_row(Program="OVS", **{"Authorization Number": ""})]))
+
+    assert report.errors == []
+    assert Agreement.objects.get().authorization_number == ""
+
+
 def test_every_rejected_row_is_reported(import_orders):
     rows = [order_row(**{"Quantity": "-1"}), order_row(**{"Line": "2", "Order Type": "x", "Quantity": "0"})]
 
