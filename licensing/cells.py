@@ -13,7 +13,7 @@ from django.core.validators import validate_email
 from openpyxl.utils.cell import get_column_letter
 
 from licensing.models import OrderLine, Program
-from licensing.sheets import SHOWN_CHARS
+from licensing.sheets import SHOWN_CHARS, unneutralise
 from tenants.names import name_key as tenants_name_key
 from tenants.validators import DEFAULT_DOMAIN_RE, normalize_domain
 
@@ -89,11 +89,12 @@ def map_header(header: list[str], columns: tuple[Column, ...]) -> tuple[dict[str
 
 
 def text(value: str | date | None) -> str:
+    """Return a cell as text, trimmed, and as it was before an export neutralised it ("'-5" is "-5")."""
     if value is None:
         return ""
     if isinstance(value, date):
         return value.isoformat()
-    return value.strip()
+    return unneutralise(value.strip()).strip()
 
 
 _EXCEL_WHOLE = re.compile(r"^(\d+)\.0+$")

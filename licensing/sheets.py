@@ -345,6 +345,13 @@ def neutralise(value: Any) -> Any:
     return value
 
 
+def unneutralise(value: str) -> str:
+    """Return a text cell without the one quote neutralise() put before a formula's first character."""
+    if value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES):
+        return value[1:]
+    return value
+
+
 def write_sheet(path: str, header: list[str], rows: Iterable[list[Any]]) -> int:
     """Write a sheet to `path`, XLSX or CSV (UTF-8 with BOM) by its extension; return rows written."""
     count = 0

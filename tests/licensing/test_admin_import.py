@@ -180,6 +180,29 @@ def test_admin_xlsx_export_has_no_formulas(staff_client):
     assert all(c.data_type != "f" for row in sheet.iter_rows() for c in row)
 
 
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_admin_export_of_formula_like_cells_imports_back_unchanged(staff_client, import_orders, fmt):
+    first = {"PO Number": "-5", "Customer": "@Home Networks", "Product": "+ Teams Phone", "Reseller": "=Contoso"}
+    import_orders(csv_bytes([order_row(**first)]))
+    content = export(staff_client, "admin:licensing_orderline_export", fmt)
+
+    report = import_orders(content, name=f"export.{fmt}")
+
+    assert (report.errors, report.new, report.updated, report.unchanged) == ([], 0, 0, 1)
+    order = Order.objects.get()
+    assert (order.po_number, order.agreement.customer.name) == ("-5", "@Home Networks")
+    assert OrderLine.objects.get().product.description == "+ Teams Phone"
+    assert order.agreement.partner.name == "=Contoso"
+
+
+def test_a_quote_not_before_a_formula_character_is_kept(import_orders):
+    report = import_orders(csv_bytes([order_row(**{"PO Number": "'05", "Customer": "'t Hooge Huys"})]))
+
+    assert report.errors == []
+    assert Order.objects.get().po_number == "'05"
+    assert Order.objects.get().agreement.customer.name == "'t Hooge Huys"
+
+
 def test_admin_subscription_export_is_neutralised(client, superuser):
     client.force_login(superuser)
     SubscriptionFactory(tenant__customer__name="+Evil Corp")

@@ -98,3 +98,7 @@ def test_export_order_sheet_xlsx_neutralised_and_reimports_unchanged(tmp_path, c
     assert values["PO Number"] == "'-5"
     assert sheet.cell(2, header.index("PO Number") + 1).data_type == "s"
     assert values["License Number"] == "60000001"
+    capsys.readouterr()
+    call_command("import_order_sheet", path)
+    assert "1 rows: 0 new, 0 updated, 1 unchanged" in capsys.readouterr().out
+    assert Order.objects.get().po_number == "-5"
