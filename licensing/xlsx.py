@@ -68,7 +68,6 @@ class _SheetRows(Part):
         self.epoch = epoch
         self.cell_limit = settings.IMPORT_MAX_CELL_CHARS
         self.header: list[Any] = []
-        self.dimension = ""
         self.done: list[tuple[int, list[Cell]]] = []
         self.row = 0
         self.values: dict[int, Cell] = {}
@@ -117,8 +116,6 @@ class _SheetRows(Part):
             self.column = -1
         elif name == "rPh":
             self.phonetic += 1
-        elif name == "dimension":
-            self.dimension = attrs.get("ref", "")
 
     def data(self, text: str) -> None:
         self.events += 1
@@ -176,12 +173,6 @@ class _SheetRows(Part):
         except (ValueError, OverflowError, TypeError):
             # Not a number, or a date no calendar has: the text, for the column's own check to name.
             return text
-
-
-def _declared_rows(dimension: str) -> int | None:
-    """Return the last row a <dimension ref="A1:S600001"> declares."""
-    digits = dimension.rpartition(":")[2].lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz$")
-    return int(digits) if digits.isdigit() and len(digits) < 12 else None
 
 
 def open_xlsx(stream: IO[bytes], file_name: str) -> Sheet:
@@ -246,14 +237,16 @@ def _sheet(feed: Iterator[None], reader: _SheetRows, file_name: str) -> Sheet:
             raise SheetError(no_header(max_rows), row=header_row)
     if header is None:
         raise SheetError("The file is empty.")
-    declared = _declared_rows(reader.dimension)
-    if declared is not None and declared > max_rows + 1:
-        raise SheetError(f"The sheet has {declared - 1} rows, over the limit of {max_rows}; split it.")
 
     def data_rows() -> Iterator[tuple[int, list[Cell]]]:
+        # Rows that hold a value are counted, not row numbers, nor the <dimension> a workbook declares:
+        # one formatted empty cell at row 1,048,576 makes neither a sheet of a million rows.
+        held = 0
         for number, cells in rows:
-            if number - header_row > max_rows:
-                raise SheetError(too_many_rows(max_rows), row=number)
+            if not is_blank(cells):
+                held += 1
+                if held > max_rows:
+                    raise SheetError(too_many_rows(max_rows), row=number)
             yield number, cells
 
     return Sheet(header=[str(h) for h in header], rows=data_rows(), file_name=file_name)

@@ -3,8 +3,10 @@
 import io
 import zipfile
 
+import openpyxl
 import pytest
 
+from licensing.models import OrderLine
 from licensing.sheets import SheetError, open_sheet
 from tests.licensing.sheets import ORDER_HEADER, order_row, xlsx_bytes
 
@@ -47,10 +49,32 @@ def test_xlsx_that_inflates_beyond_the_limit_is_refused(settings):
 def test_xlsx_with_too_many_rows_is_refused(settings):
     settings.IMPORT_MAX_ROWS = 3
     values = [order_row()[h] for h in ORDER_HEADER]
-    data = io.BytesIO(xlsx_bytes([values] * 5, ORDER_HEADER))
+    sheet = open_sheet(io.BytesIO(xlsx_bytes([values] * 5, ORDER_HEADER)))
 
-    with pytest.raises(SheetError, match="over the limit"):
-        open_sheet(data)
+    with pytest.raises(SheetError, match="row 5: The sheet has more than 3 rows"):
+        list(sheet.rows)
+
+
+@pytest.mark.django_db
+def test_xlsx_rows_are_counted_by_the_values_they_hold_not_by_the_last_row_formatted(import_orders, settings):
+    settings.IMPORT_MAX_ROWS = 3
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(ORDER_HEADER)
+    for line in range(1, 4):
+        row = order_row(Line=str(line), **{"Part Number": f"AAA-0000{line}"})
+        sheet.append([row[h] for h in ORDER_HEADER])
+    # Excel keeps a formatted cell without a value, and declares the sheet down to it.
+    sheet.cell(1_048_576, 1).number_format = "0.00"
+    out = io.BytesIO()
+    workbook.save(out)
+    with zipfile.ZipFile(out) as archive:
+        assert b'<dimension ref="A1:S1048576" />' in archive.read("xl/worksheets/sheet1.xml")
+
+    report = import_orders(out.getvalue(), name="orders.xlsx")
+
+    assert report.errors == []
+    assert OrderLine.objects.count() == 3
 
 
 def test_csv_with_too_many_rows_is_refused(settings):
