@@ -100,6 +100,12 @@ class AgreementAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
     readonly_fields = ["seats_requested_at"]
     ordering = ["program", "number"]
 
+    def save_model(self, request, obj, form, change):
+        if {"starts_on", "ends_on"} & set(form.changed_data):
+            # Dates a person set are the agreement's own: order dates no longer move them.
+            obj.dates_from_orders = False
+        super().save_model(request, obj, form, change)
+
 
 @admin.register(Product)
 class ProductAdmin(BackOfficeModelAdmin):

@@ -47,6 +47,13 @@ class Agreement(GuardedRow, models.Model):
     )
     starts_on = models.DateField()
     ends_on = models.DateField()
+    dates_from_orders = models.BooleanField(
+        default=False,
+        # Also in the table: the benchmarks write agreements with plain SQL.
+        db_default=False,
+        editable=False,
+        help_text="The dates were derived from order dates: only order sheets named this agreement so far.",
+    )
     osm_email = models.EmailField(
         "Online Services Manager email", blank=True, help_text="The customer admin who receives activation mail."
     )

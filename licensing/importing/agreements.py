@@ -87,5 +87,11 @@ class AgreementsImporter(SheetImporter):
         }
         for name, value in values.items():
             changed |= self.state(agreement, name, value, number, columns[name])
+        if agreement.values.get("dates_from_orders"):
+            # The agreements sheet's dates are the agreement's own: order dates no longer move them.
+            agreement.values["dates_from_orders"] = False
+            if agreement.id is not None:
+                agreement.change("dates_from_orders")
+                changed = True
         changed |= self.state_ref(agreement, "partner", partner, number, "Reseller MPN ID")
         return (UPDATED if changed else UNCHANGED), (partner, customer, agreement)

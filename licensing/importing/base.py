@@ -353,6 +353,7 @@ class SheetImporter:
             "authorization_number",
             "starts_on",
             "ends_on",
+            "dates_from_orders",
             "osm_email",
             "partner_id",
             "customer_id",
@@ -370,6 +371,7 @@ class SheetImporter:
                     "authorization_number": a["authorization_number"],
                     "starts_on": a["starts_on"],
                     "ends_on": a["ends_on"],
+                    "dates_from_orders": a["dates_from_orders"],
                     "osm_email": a["osm_email"],
                     "label": a["number"],
                 },
@@ -499,6 +501,7 @@ class SheetImporter:
                 partner_id=r["partner"].id,
                 starts_on=r["starts_on"],
                 ends_on=r["ends_on"],
+                dates_from_orders=r.values.get("dates_from_orders", False),
                 osm_email=r["osm_email"],
             ),
         )
@@ -510,6 +513,7 @@ class SheetImporter:
                 "authorization_number": "authorization_number",
                 "starts_on": "starts_on",
                 "ends_on": "ends_on",
+                "dates_from_orders": "dates_from_orders",
                 "osm_email": "osm_email",
             },
         )

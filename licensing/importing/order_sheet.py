@@ -339,6 +339,7 @@ class OrderSheetImporter(SheetImporter):
                     "authorization_number": p["Authorization Number"] or "",
                     "starts_on": starts_on,
                     "ends_on": Agreement.term_end_for(p["Program"], starts_on),
+                    "dates_from_orders": True,
                     "osm_email": "",
                     "label": agreement_number,
                 },
@@ -346,8 +347,9 @@ class OrderSheetImporter(SheetImporter):
             )
             agreement.seen["partner"] = number
         else:
-            if agreement.new and p["Order Date"] < agreement["starts_on"]:
-                # Introduced by this sheet: it starts on its earliest order date.
+            if agreement.values.get("dates_from_orders") and p["Order Date"] < agreement["starts_on"]:
+                # Introduced by order sheets (this one or earlier ones): it starts on its earliest order date,
+                # whichever file brought that date first.
                 for name, value in (
                     ("starts_on", p["Order Date"]),
                     ("ends_on", Agreement.term_end_for(p["Program"], p["Order Date"])),
@@ -355,6 +357,7 @@ class OrderSheetImporter(SheetImporter):
                     agreement.values[name] = value
                     if agreement.id is not None:
                         agreement.change(name)
+                        changed = True
             changed |= self.state_ref(agreement, "partner", partner, number, "Reseller MPN ID")
             if p["Authorization Number"]:
                 changed |= self.state(

@@ -9,7 +9,7 @@ from licensing.importing import base as importing_base
 from licensing.models import Agreement, ImportJob, Order, OrderLine, Product
 from tenants.models import Customer, Partner
 from tests.factories import AgreementFactory, CustomerFactory, OrderLineFactory, PartnerFactory, TenantFactory
-from tests.licensing.sheets import ORDER_HEADER, csv_bytes, order_row, xlsx_bytes
+from tests.licensing.sheets import ORDER_HEADER, agreement_row, csv_bytes, order_row, xlsx_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -54,6 +54,58 @@ def test_order_sheet_creates_everything_in_any_encoding_and_separator(import_ord
     assert agreement.starts_on == date(2026, 10, 15)
     assert agreement.ends_on == date(2029, 10, 15)
     assert agreement.customer == customer
+
+
+def _earlier_order() -> dict:
+    return order_row(
+        **{
+            "License Number": "60000002",
+            "Order Date": "2026-10-15",
+            "Start Date": "2026-10-15",
+            "End Date": "2027-10-14",
+        }
+    )
+
+
+def test_an_agreement_met_only_in_order_sheets_starts_on_its_earliest_order_date_whichever_file_came_first(
+    import_orders,
+):
+    import_orders(csv_bytes([order_row()]))
+    assert Agreement.objects.get().starts_on == date(2026, 11, 1)
+
+    preview = import_orders(csv_bytes([_earlier_order()]), dry_run=True)
+    report = import_orders(csv_bytes([_earlier_order()]))
+
+    assert preview.errors == report.errors == []
+    assert (report.new, report.updated) == (1, 0)
+    agreement = Agreement.objects.get()
+    assert (agreement.starts_on, agreement.ends_on) == (date(2026, 10, 15), date(2029, 10, 15))
+    # The same as the two files in the other order, or as one file.
+    assert agreement.history.first().history_type == "~"
+    again = import_orders(csv_bytes([order_row()]))
+    assert (again.new, again.updated, again.unchanged) == (0, 0, 1)
+    assert Agreement.objects.get().starts_on == date(2026, 10, 15)
+
+
+def test_an_agreement_the_agreements_sheet_named_keeps_its_dates_whatever_the_order_dates(
+    import_orders, import_agreements
+):
+    import_orders(csv_bytes([order_row()]))
+    import_agreements(
+        csv_bytes(
+            [
+                agreement_row(
+                    **{"Agreement Number": order_row()["Agreement Number"], "Customer": order_row()["Customer"]}
+                )
+            ]
+        )
+    )
+    assert Agreement.objects.get().starts_on == date(2026, 1, 1)
+    import_orders(csv_bytes([order_row(**{"License Number": "60000003", "Order Date": "2025-12-01"})]))
+    assert (Agreement.objects.get().starts_on, Agreement.objects.get().ends_on) == (
+        date(2026, 1, 1),
+        date(2028, 12, 31),
+    )
 
 
 def test_import_is_recorded_with_who_which_file_and_what_changed(import_orders, superuser):
@@ -535,3 +587,19 @@ def test_records_met_again_far_apart_are_written_once_and_the_dry_run_says_so(im
     assert agreement.orders.count() == 2
     assert Order.objects.get(license_number="62000001").lines.count() == 2
     assert Product.objects.get(part_number="ZZZ-00001").description == "O365 E5"
+
+
+def test_agreement_dates_a_person_set_are_not_moved_by_order_dates(import_orders, client, superuser):
+    from django.urls import reverse
+
+    from tests.admin_forms import change_form_data
+
+    import_orders(csv_bytes([order_row()]))
+    agreement = Agreement.objects.get()
+    client.force_login(superuser)
+    url = reverse("admin:licensing_agreement_change", args=[agreement.pk])
+    data = {**change_form_data(client.get(url)), "starts_on": "2026-12-01", "ends_on": "2029-11-30"}
+    assert client.post(url, data).status_code == 302
+    import_orders(csv_bytes([_earlier_order()]))
+    agreement.refresh_from_db()
+    assert (agreement.starts_on, agreement.ends_on) == (date(2026, 12, 1), date(2029, 11, 30))
