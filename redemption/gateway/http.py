@@ -143,6 +143,11 @@ class HttpGateway:
             raise ProviderTransient(
                 f"The connection to the provider failed ({exc.__class__.__name__}: {exc})."
             ) from exc
+        except httpx.RequestError as exc:
+            # An answer that cannot be decoded (a Content-Encoding it does not follow), and the like.
+            raise ProviderTransient(
+                f"The provider's answer could not be read ({exc.__class__.__name__}: {exc})."
+            ) from exc
         status = answer.status_code
         if status == 429:
             retry_after = retry_after_seconds(answer.headers.get("Retry-After"))

@@ -44,6 +44,7 @@ class Fault:
     seconds: float = 0.0
     message: str = "Injected failure"
     body: object = None
+    headers: dict | None = None
 
 
 class Subscriptions(dict):
@@ -389,7 +390,7 @@ class ProviderServer:
                 if fault and fault.kind == "drop_after_apply":
                     return self._drop()
                 if fault and fault.kind == "garbled":
-                    return self._send(200, fault.body)
+                    return self._send(200, fault.body, fault.headers)
                 if fault and fault.kind == "trickle":
                     return self._send(status, answer, trickle=fault.seconds)
                 return self._send(status, answer)

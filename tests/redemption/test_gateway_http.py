@@ -236,3 +236,13 @@ def test_an_answer_sent_a_little_at_a_time_is_given_up_after_the_timeout_not_wai
     assert time.monotonic() - started < 1.2
     # The order went through: an unknown outcome, which the worker looks up before sending it again.
     assert len(server.subscriptions_of(TENANT)) == 1
+
+
+def test_an_answer_that_cannot_be_decoded_is_an_unknown_outcome_not_a_crash(server, client):
+    sub_id = server.add_subscription(TENANT, offer_id="Q5Y-00003", quantity=10, end=date(2027, 6, 30))
+    server.inject(Fault("garbled", method="PATCH", body=b"not gzip at all", headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(ProviderTransient, match="could not be read"):
+        client.subscription_patch(
+            tenant_id=TENANT, subscription_id=sub_id, request_id=uuid.uuid4(), changes={"quantity": 15}
+        )
+    assert [s["quantity"] for s in server.subscriptions_of(TENANT)] == [15]
