@@ -276,9 +276,12 @@ def allocation_status_view(model_admin: ModelAdmin, request: HttpRequest, alloca
         pk=allocation_id,
     )
     user = request.user
-    supervisor = user.has_perm("redemption.supervisor")
     Status = SeatAllocation.Status
     history = allocation.history.select_related("history_user").order_by("-history_date", "-history_id")[:50]
+
+    def permitted(decision: str) -> bool:
+        return services.allocation_decision_permitted(allocation=allocation, decision=decision, user=user)
+
     return TemplateResponse(
         request,
         "admin/redemption/allocation_status.html",
@@ -288,13 +291,12 @@ def allocation_status_view(model_admin: ModelAdmin, request: HttpRequest, alloca
             f"Binding {allocation.pk}: {allocation}",
             allocation=allocation,
             running=allocation.status in SeatAllocation.IN_FLIGHT,
-            can_approve=supervisor
+            can_approve=permitted("approve")
             and allocation.status == Status.AWAITING_APPROVAL
             and allocation.requested_by_id != user.pk,
-            can_reject=supervisor and allocation.status in (Status.AWAITING_APPROVAL, Status.FAILED),
-            can_retry=(allocation.status == Status.FAILED and user.has_perm("redemption.add_seatallocation"))
-            or (allocation.status == Status.REVERSAL_FAILED and supervisor),
-            can_reverse=supervisor and allocation.status == Status.BOUND,
+            can_reject=permitted("reject") and allocation.status in (Status.AWAITING_APPROVAL, Status.FAILED),
+            can_retry=permitted("retry") and allocation.status in (Status.FAILED, Status.REVERSAL_FAILED),
+            can_reverse=permitted("reverse") and allocation.status == Status.BOUND,
             history=history,
         ),
     )
@@ -317,15 +319,17 @@ DECISIONS = {
 def allocation_decide_view(
     model_admin: ModelAdmin, request: HttpRequest, allocation_id: int, decision: str
 ) -> HttpResponse:
-    """Approve, reject (with a reason), retry or reverse (with a reason) one binding, after confirmation."""
+    """Approve, reject (with a reason), retry or reverse (with a reason) one binding, after confirmation.
+
+    Someone without the permission the decision needs is refused (403) before anything is asked or done;
+    the service checks it again, with the binding's state, under the row's lock.
+    """
     if decision not in DECISIONS:
         raise PermissionDenied
     allocation = get_object_or_404(
         SeatAllocation.objects.select_related("tenant", "order_line__order"), pk=allocation_id
     )
-    if decision == "retry" and not (
-        request.user.has_perm("redemption.add_seatallocation") or request.user.has_perm("redemption.supervisor")
-    ):
+    if not services.allocation_decision_permitted(allocation=allocation, decision=decision, user=request.user):
         raise PermissionDenied
     label, needs_reason = DECISIONS[decision]
     errors: list[str] = []

@@ -489,6 +489,17 @@ def _locked(allocation: SeatAllocation) -> SeatAllocation:
     )
 
 
+def allocation_decision_permitted(*, allocation: SeatAllocation, decision: str, user) -> bool:
+    """Whether the user holds the permission a decision on this binding needs; its state is the decision's to check.
+
+    Approving, rejecting and reversing are a supervisor's (rules 5 and 10), and so is retrying a failed
+    reversal; retrying a failed binding is for whoever may request bindings.
+    """
+    if decision == "retry" and allocation.status != Status.REVERSAL_FAILED:
+        return _may_request(user)
+    return decision in ("approve", "reject", "retry", "reverse") and _is_supervisor(user)
+
+
 def allocation_approve(*, allocation: SeatAllocation, acting_user, reason: str = "") -> SeatAllocation:
     """Approve a binding waiting for a supervisor (rule 5) and queue it; a reason given goes in its history."""
     if not _is_supervisor(acting_user):

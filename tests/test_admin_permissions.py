@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from licensing.models import OrderLine
 from redemption import services
-from redemption.models import Drift, ProviderCorrection, ReconciliationRun, SeatAllocation
+from redemption.models import Drift, ProviderCorrection, ReconciliationRun, SeatAllocation, Subscription
 from redemption.reconciliation import services as settle
 from tenants.models import Tenant
 from tests import test_admin_doors
@@ -48,7 +48,8 @@ def login(user) -> StaffClient:
     return client
 
 
-def failed_allocation(desk: Desk) -> SeatAllocation:
+def allocation_in(desk: Desk, status: str, **fields) -> SeatAllocation:
+    """Three added seats of a new order of Northwind's agreement, requested by the clerk, in `status`."""
     line = OrderLineFactory(
         order=OrderFactory(agreement=desk.agreement),
         product=desk.line.product,
@@ -61,14 +62,27 @@ def failed_allocation(desk: Desk) -> SeatAllocation:
         order_line=line,
         tenant=desk.tenant,
         quantity=3,
-        status=Status.FAILED,
-        last_error="provider said no",
-        requested_by=desk.allocation.requested_by,
+        status=status,
+        **{"requested_by": desk.allocation.requested_by, **fields},
     )
+
+
+def failed_allocation(desk: Desk) -> SeatAllocation:
+    return allocation_in(desk, Status.FAILED, last_error="provider said no")
 
 
 def allocation_row(allocation: SeatAllocation) -> dict:
     return SeatAllocation.objects.filter(pk=allocation.pk).values("status", "attempts", "plan_round").get()
+
+
+def allocation_state(allocation: SeatAllocation) -> dict:
+    """Everything the allocation and its line hold, with the history written about them."""
+    return {
+        "allocation": SeatAllocation.objects.filter(pk=allocation.pk).values().get(),
+        "history": allocation.history.count(),
+        "seats_allocated": OrderLine.objects.get(pk=allocation.order_line_id).seats_allocated,
+        "subscriptions": list(Subscription.objects.order_by("pk").values()),
+    }
 
 
 def open_drift(desk: Desk) -> Drift:
@@ -116,6 +130,80 @@ def test_an_order_processor_still_retries_a_failed_binding_from_its_page(desk, p
     response = login(processor).post(reverse("admin:redemption_seatallocation_decide", args=[failed.pk, "retry"]))
     assert response.status_code == 302
     assert allocation_row(failed)["status"] == Status.QUEUED
+
+
+# --- approving, rejecting, retrying and reversing one binding ---------------------------------------
+
+# Each decision: the binding it is made on, what the supervisor posts, and the status it leaves behind.
+DECISIONS = {
+    "approve": (Status.AWAITING_APPROVAL, {}, Status.QUEUED),
+    "reject": (Status.AWAITING_APPROVAL, {"reason": "Customer cancelled"}, Status.REJECTED),
+    "retry": (Status.REVERSAL_FAILED, {}, Status.REVERSING),
+    "reverse": (Status.BOUND, {"reason": "Bound to the wrong tenant"}, Status.REVERSING),
+}
+
+
+def decided_allocation(desk: Desk, decision: str) -> SeatAllocation:
+    status = DECISIONS[decision][0]
+    if status == Status.BOUND:
+        return desk.added  # the subscription's latest binding: nothing later stands in its way
+    if status == Status.REVERSAL_FAILED:
+        return allocation_in(desk, status, subscription=desk.subscription, last_error="provider said no")
+    return allocation_in(desk, status, approval_reasons=["First binding to the tenant"])
+
+
+def decide(client, allocation: SeatAllocation, decision: str, data: dict):
+    return client.post(reverse("admin:redemption_seatallocation_decide", args=[allocation.pk, decision]), data)
+
+
+def decision_service(decision: str, allocation: SeatAllocation, user):
+    if decision == "approve":
+        return services.allocation_approve(allocation=allocation, acting_user=user)
+    if decision == "reject":
+        return services.allocation_reject(allocation=allocation, acting_user=user, reason="because")
+    if decision == "retry":
+        return services.allocation_retry(allocation=allocation, acting_user=user)
+    return services.allocation_reverse(allocation=allocation, acting_user=user, reason="because")
+
+
+@pytest.mark.parametrize("decision", DECISIONS)
+@pytest.mark.parametrize("who", ["viewer", "processor"])
+def test_a_binding_decision_is_refused_with_403_to_someone_who_is_not_a_supervisor(desk, request, who, decision):
+    user = request.getfixturevalue(who)
+    allocation = decided_allocation(desk, decision)
+    before = allocation_state(allocation)
+    client = login(user)
+    url = reverse("admin:redemption_seatallocation_decide", args=[allocation.pk, decision])
+    assert client.get(url).status_code == 403
+    assert decide(client, allocation, decision, {"reason": "because"}).status_code == 403
+    assert allocation_state(allocation) == before
+    with pytest.raises(ValidationError, match="supervisor"):
+        decision_service(decision, allocation, user)
+    assert allocation_state(allocation) == before
+
+
+@pytest.mark.parametrize("decision", DECISIONS)
+def test_a_supervisor_still_makes_each_binding_decision_from_its_page(
+    desk, make_user, decision, django_capture_on_commit_callbacks
+):
+    second = make_user("second", "Supervisor")
+    allocation = decided_allocation(desk, decision)
+    status, data, after = DECISIONS[decision]
+    with django_capture_on_commit_callbacks(execute=False):
+        response = decide(login(second), allocation, decision, data)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:redemption_seatallocation_status", args=[allocation.pk])
+    assert SeatAllocation.objects.get(pk=allocation.pk).status == after
+
+
+def test_a_supervisor_who_asked_for_a_binding_is_told_that_another_must_approve_it(desk, make_user):
+    second = make_user("second", "Supervisor")
+    allocation = allocation_in(desk, Status.AWAITING_APPROVAL, requested_by=second)
+    before = allocation_state(allocation)
+    response = decide(login(second), allocation, "approve", {})
+    assert response.status_code == 200
+    assert "another supervisor must approve it" in response.content.decode()
+    assert allocation_state(allocation) == before
 
 
 # --- a binding's status page -------------------------------------------------------------------------
