@@ -82,6 +82,13 @@ for model in (Order, OrderLine, Tenant, SeatAllocation):
     admin.site.unregister(model)
 
 
+class BindsSeatsMixin:
+    """An admin whose actions open the binding screens: those are for whoever may request bindings."""
+
+    def has_request_permission(self, request) -> bool:
+        return request.user.has_perm("redemption.add_seatallocation")
+
+
 @admin.register(Tenant)
 class DeskTenantAdmin(TenantWithSubscriptionsAdmin):
     def add_view(self, request, form_url="", extra_context=None):
@@ -99,11 +106,11 @@ class DeskTenantAdmin(TenantWithSubscriptionsAdmin):
 
 
 @admin.register(Order)
-class OrderWithBindingAdmin(OrderAdmin):
+class OrderWithBindingAdmin(BindsSeatsMixin, OrderAdmin):
     change_form_template = "admin/redemption/order_change_form.html"
     actions = [*(OrderAdmin.actions or []), "bind_selected_orders"]
 
-    @admin.action(description="Bind the pending seats of the selected orders")
+    @admin.action(description="Bind the pending seats of the selected orders", permissions=["request"])
     def bind_selected_orders(self, request, queryset):
         lines = OrderLine.objects.filter(order__in=queryset[:500], seats_allocated__lt=F("quantity"))
         return batch_pages.bulk_bind_redirect(self, request, lines)
@@ -159,7 +166,7 @@ def order_heads(lines) -> list[dict | None]:
 
 
 @admin.register(OrderLine)
-class WorkQueueAdmin(OrderLineAdmin):
+class WorkQueueAdmin(BindsSeatsMixin, OrderLineAdmin):
     """The work queue: order lines with unbound seats, filterable by partner, program, kind and age."""
 
     list_title = "Work queue"
@@ -243,7 +250,7 @@ class WorkQueueAdmin(OrderLineAdmin):
             return "-"
         return format_html('<a class="button" href="{}">Bind</a>', _bind_url(obj))
 
-    @admin.action(description="Bind the selected lines (any orders, one screen)")
+    @admin.action(description="Bind the selected lines (any orders, one screen)", permissions=["request"])
     def bind_selected_lines(self, request, queryset):
         return batch_pages.bulk_bind_redirect(self, request, queryset.filter(seats_allocated__lt=F("quantity")))
 
