@@ -102,11 +102,12 @@ def drift_settle_view(model_admin, request: HttpRequest, pk: int) -> HttpRespons
     )
     if not model_admin.has_view_permission(request, drift):
         raise PermissionDenied
-    can_settle = request.user.has_perm("redemption.change_drift")
+    # Explaining needs the least: whoever may not explain a drift may not settle it at all.
+    can_settle = settle.drift_settle_permitted(user=request.user, how="explain")
     errors: list[str] = []
     if request.method == "POST":
         how = request.POST.get("how", "")
-        if how not in SETTLE or not can_settle:
+        if how not in SETTLE or not settle.drift_settle_permitted(user=request.user, how=how):
             raise PermissionDenied
         try:
             SETTLE[how](drift=drift, acting_user=request.user, reason=request.POST.get("reason", ""))
@@ -120,7 +121,6 @@ def drift_settle_view(model_admin, request: HttpRequest, pk: int) -> HttpRespons
             }[how]
             model_admin.message_user(request, f"Drift #{drift.pk}: {done}.")
             return HttpResponseRedirect(reverse("admin:redemption_drift_settle", args=[drift.pk]))
-    supervisor = request.user.has_perm("redemption.supervisor")
     context = {
         **model_admin.admin_site.each_context(request),
         "title": f"Drift #{drift.pk}: {drift.get_kind_display()}",
@@ -128,8 +128,7 @@ def drift_settle_view(model_admin, request: HttpRequest, pk: int) -> HttpRespons
         "drift": drift,
         "errors": errors,
         "can_settle": can_settle,
-        "can_accept": can_settle
-        and supervisor
+        "can_accept": settle.drift_settle_permitted(user=request.user, how="accept")
         and drift.status == Drift.Status.OPEN
         and drift.kind in Drift.ACCEPTABLE,
         "can_push": can_settle and drift.status == Drift.Status.OPEN and drift.kind in Drift.PUSHABLE,

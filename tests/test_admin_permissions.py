@@ -15,6 +15,7 @@ from django.utils import timezone
 from licensing.models import Order, OrderLine
 from redemption import services
 from redemption.models import Drift, ProviderCorrection, ReconciliationRun, SeatAllocation, Subscription
+from redemption.reconciliation import runs
 from redemption.reconciliation import services as settle
 from tenants.models import Partner, Tenant
 from tests import test_admin_doors
@@ -359,6 +360,39 @@ def test_an_order_processor_explains_a_drift_on_its_page(desk, processor):
     assert response.status_code == 302
     drift.refresh_from_db()
     assert (drift.status, drift.resolved_by) == (Drift.Status.EXPLAINED, processor)
+
+
+def test_only_a_supervisor_takes_the_providers_value_of_a_drift_on_its_page(desk, processor, make_user):
+    drift = open_drift(desk)
+    url = reverse("admin:redemption_drift_settle", args=[drift.pk])
+    page = login(processor).get(url)
+    assert page.status_code == 200 and not page.context["can_accept"]
+    response = login(processor).post(url, {"how": "accept", "reason": "The customer lowered it"})
+    assert response.status_code == 403
+    drift.refresh_from_db()
+    desk.subscription.refresh_from_db()
+    assert (drift.status, desk.subscription.quantity) == (Drift.Status.OPEN, 15)
+    response = login(make_user("second", "Supervisor")).post(
+        url, {"how": "accept", "reason": "The customer lowered it"}
+    )
+    assert response.status_code == 302
+    drift.refresh_from_db()
+    desk.subscription.refresh_from_db()
+    assert (drift.status, desk.subscription.quantity) == (Drift.Status.ACCEPTED, 20)
+
+
+# --- starting a reconciliation ---------------------------------------------------------------------
+
+
+def test_only_a_supervisor_starts_a_reconciliation(desk, viewer, processor, make_user):
+    start = reverse("admin:redemption_reconciliationrun_start")
+    assert login(viewer).post(start).status_code == 403
+    with pytest.raises(ValidationError, match="Only a supervisor can start a reconciliation"):
+        runs.reconciliation_start(trigger=ReconciliationRun.Trigger.DESK, acting_user=processor)
+    assert not ReconciliationRun.objects.exists()
+    second = make_user("second", "Supervisor")
+    run = runs.reconciliation_start(trigger=ReconciliationRun.Trigger.DESK, acting_user=second)
+    assert (run.started_by, run.status) == (second, ReconciliationRun.Status.PENDING)
 
 
 # --- adding a tenant -------------------------------------------------------------------------------

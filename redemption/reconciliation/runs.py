@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, IntegerField, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
@@ -47,7 +48,10 @@ def reconciliation_start(*, tenant_ids: list[str] | None = None, trigger: str, a
     """Create a run waiting to be carried out, or return the full run already under way.
 
     A full run after one that stopped midway carries on after the last tenant that one finished.
+    A person who starts one must be a supervisor; the nightly schedule and the command start them as no one.
     """
+    if acting_user is not None and not (acting_user.is_active and acting_user.has_perm("redemption.supervisor")):
+        raise ValidationError("Only a supervisor can start a reconciliation.", code="not_supervisor")
     tenant_ids = sorted({str(uuid.UUID(str(value))) for value in tenant_ids or []})
     run = Run(
         trigger=trigger,

@@ -22,9 +22,20 @@ def _is_supervisor(user) -> bool:
     return bool(user and user.is_active and user.has_perm("redemption.supervisor"))
 
 
+def _can_settle(user) -> bool:
+    return bool(user and user.is_active and user.has_perm("redemption.change_drift"))
+
+
 def _may_settle(user) -> None:
-    if not (user and user.is_active and user.has_perm("redemption.change_drift")):
+    if not _can_settle(user):
         raise ValidationError("You may look at drift but not settle it.", code="perm")
+
+
+def drift_settle_permitted(*, user, how: str) -> bool:
+    """Whether the user holds the permission settling a drift this way needs (the provider's value: a supervisor)."""
+    if how == "accept":
+        return _can_settle(user) and _is_supervisor(user)
+    return _can_settle(user)
 
 
 def _open(drift: Drift) -> Drift:
