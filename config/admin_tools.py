@@ -10,6 +10,7 @@ lookup on the changelist's own table.
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import IntegrityError, connections
@@ -227,6 +228,9 @@ class HistoryVersionsReadOnlyMixin:
 
     def history_form_view(self, request, object_id, version_id, extra_context=None):
         if request.method not in ("GET", "HEAD"):
+            if not self.has_change_permission(request, self.get_object(request, unquote(object_id))):
+                # Someone who may not change the record is refused outright, as on its own page.
+                raise PermissionDenied
             self.message_user(
                 request,
                 "An old version cannot be restored here: change the record on its own page, where its rules apply.",

@@ -395,6 +395,34 @@ def test_only_a_supervisor_starts_a_reconciliation(desk, viewer, processor, make
     assert (run.started_by, run.status) == (second, ReconciliationRun.Status.PENDING)
 
 
+# --- old versions on the history pages -------------------------------------------------------------
+
+
+def test_posting_an_old_version_is_refused_with_403_to_someone_who_may_not_change_the_record(desk, viewer):
+    spare = desk.spare_tenant
+    spare.display_name = "Northwind Spare (renamed)"
+    spare.save()
+    first = spare.history.earliest("history_date")
+    url = reverse("admin:tenants_tenant_simple_history", args=[spare.pk, first.history_id])
+    client = login(viewer)
+    assert client.get(url).status_code == 200
+    assert client.post(url, {"display_name": first.display_name}).status_code == 403
+    spare.refresh_from_db()
+    assert spare.display_name == "Northwind Spare (renamed)"
+
+
+def test_someone_who_may_change_the_record_is_told_to_change_it_on_its_own_page(desk, processor):
+    spare = desk.spare_tenant
+    spare.display_name = "Northwind Spare (renamed)"
+    spare.save()
+    first = spare.history.earliest("history_date")
+    url = reverse("admin:tenants_tenant_simple_history", args=[spare.pk, first.history_id])
+    response = login(processor).post(url, {"display_name": first.display_name}, follow=True)
+    assert "An old version cannot be restored here" in response.content.decode()
+    spare.refresh_from_db()
+    assert spare.display_name == "Northwind Spare (renamed)"
+
+
 # --- adding a tenant -------------------------------------------------------------------------------
 
 
