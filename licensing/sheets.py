@@ -37,6 +37,29 @@ CSV_CHARS_PER_CELL = 2
 SHOWN_CHARS = 60
 
 Cell = str | date
+# What a cell shows when its formula failed. A CSV saved from Excel holds them as text, and a workbook as
+# error cells (or as text, for the newer ones): either way the cell has no value to import.
+EXCEL_ERRORS = frozenset(
+    {
+        "#N/A", "#REF!", "#VALUE!", "#DIV/0!", "#NAME?", "#NULL!", "#NUM!", "#GETTING_DATA", "#SPILL!", "#CALC!",
+        "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!", "#EXTERNAL!", "#PYTHON!",
+    }
+)  # fmt: skip
+
+
+class ExcelError(str):
+    """A workbook cell whose type is an error (t="e"), whatever error its text names."""
+
+
+def excel_error(value: object) -> str | None:
+    """Return the Excel error a cell holds ("#N/A"), or None for any other value."""
+    if isinstance(value, ExcelError):
+        return value.strip()[:SHOWN_CHARS] or None
+    if isinstance(value, str) and "#" in value:
+        code = value.strip().upper()
+        if code in EXCEL_ERRORS:
+            return code
+    return None
 
 
 class SheetError(Exception):

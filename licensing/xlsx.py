@@ -20,6 +20,7 @@ from openpyxl.utils.datetime import MAC_EPOCH, WINDOWS_EPOCH, from_excel, from_I
 from licensing.sheets import (
     MAX_COLUMNS,
     Cell,
+    ExcelError,
     Sheet,
     SheetError,
     beyond_columns,
@@ -159,8 +160,10 @@ class _SheetRows(Part):
             if value is None:
                 raise self._refuse(too_long(self.cell_limit), self.column)
             return value
-        if kind in ("inlineStr", "str", "e"):
+        if kind in ("inlineStr", "str"):
             return text
+        if kind == "e":
+            return ExcelError(text)
         if kind == "b":
             return str(text.strip() in ("1", "true"))
         try:

@@ -18,7 +18,7 @@ from licensing.filestate import FileState
 from licensing.importing.columns import MAX_LENGTHS, MAX_VALUES, PARSERS
 from licensing.importing.report import ImportReport
 from licensing.models import Agreement, Program
-from licensing.sheets import Sheet
+from licensing.sheets import Sheet, excel_error
 from tenants.models import Customer, Partner
 
 NEW, UPDATED, UNCHANGED = "new", "update", "skip"
@@ -196,6 +196,11 @@ class SheetImporter:
                     self.error(number, label, "a value is required")
                     ok = False
                 parsed[label] = None
+                continue
+            code = excel_error(raw)
+            if code is not None:
+                self.error(number, label, f"the cell holds the Excel error {code}")
+                ok = False
                 continue
             try:
                 value = parser(raw)

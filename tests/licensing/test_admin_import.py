@@ -69,6 +69,17 @@ def test_admin_import_lists_rejected_rows_and_offers_no_confirm(staff_client):
     assert not Order.objects.exists()
 
 
+def test_admin_preview_refuses_an_excel_error_cell_and_offers_no_confirm(staff_client):
+    data = csv_bytes([order_row(), order_row(Line="2", Customer="#N/A")])
+
+    response = upload(staff_client, "admin:licensing_order_import", data)
+
+    page = response.content.decode()
+    assert "row 3, column Customer: the cell holds the Excel error #N/A" in page
+    assert "Confirm import" not in page
+    assert not Order.objects.exists()
+
+
 def test_admin_import_refuses_a_file_that_is_not_a_sheet_with_one_message(staff_client):
     response = upload(staff_client, "admin:licensing_order_import", b"%PDF-1.7 ...", name="scan.pdf")
 
