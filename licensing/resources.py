@@ -43,11 +43,11 @@ class SheetImportResource(SafeExportResource):
     def import_data(self, dataset: tablib.Dataset, dry_run: bool = False, **kwargs) -> Result:
         numbers = getattr(dataset, "row_numbers", None) or range(2, 2 + len(dataset))
         headers = [str(h or "") for h in dataset.headers or []]
-        sheet = Sheet(
-            header=headers,
-            rows=zip(numbers, (list(row) for row in dataset), strict=True),
-            file_name=kwargs.get("file_name") or "",
-        )
+
+        def rows():
+            return zip(numbers, (list(row) for row in dataset), strict=True)
+
+        sheet = Sheet(header=headers, rows=rows(), file_name=kwargs.get("file_name") or "", again=rows)
         report = sheet_import(
             kind=self.kind, sheet=sheet, acting_user=kwargs.get("user"), dry_run=dry_run, keep_row_outcomes=True
         )

@@ -14,7 +14,7 @@ import csv
 import io
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import IO, Any, NamedTuple
@@ -85,6 +85,16 @@ class Sheet:
     header: list[str]
     rows: Iterable[tuple[int, list[Cell]]]
     file_name: str = ""
+    # The rows read once more from the first, for a second pass over the file.
+    again: Callable[[], Iterable[tuple[int, list[Cell]]]] | None = None
+
+    def rows_again(self) -> Iterable[tuple[int, list[Cell]]]:
+        """Return the rows once more, from the first; rows held in a list are simply read again."""
+        if self.again is not None:
+            return self.again()
+        if iter(self.rows) is self.rows:
+            raise ValueError("This sheet's rows can be read only once.")
+        return self.rows
 
 
 class SheetSize(NamedTuple):
@@ -142,7 +152,16 @@ def beyond_columns(index: int) -> str:
 
 
 def open_sheet(stream: IO[bytes], *, file_name: str = "") -> Sheet:
-    """Return the sheet in a binary file object, CSV or XLSX, refusing what is not a readable sheet."""
+    """Return the sheet in a binary file object, CSV or XLSX, refusing what is not a readable sheet.
+
+    The sheet's rows can be read again (Sheet.rows_again) while the file stays open: from its start.
+    """
+    sheet = _open_sheet(stream, file_name)
+    sheet.again = lambda: _open_sheet(stream, file_name).rows
+    return sheet
+
+
+def _open_sheet(stream: IO[bytes], file_name: str) -> Sheet:
     check_size(_file_size(stream))
     stream.seek(0)
     head = stream.read(8192)

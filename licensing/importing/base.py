@@ -133,7 +133,7 @@ class SheetImporter:
             )
             for c in self.columns
         ]
-        for batch in self._batches(sheet.rows):
+        for batch in self._batches(self.rows_to_check(sheet)):
             self.process_batch(batch)
             # With DEBUG on, Django keeps the SQL of the connection's last 9,000 queries, and a batch's
             # statements carry thousands of values each: kept, they would grow with the file.
@@ -144,6 +144,10 @@ class SheetImporter:
             self.report.add_error(RowError(2, "-", "the sheet has a header but no rows"))
         self.report.finish()
         return self.report
+
+    def rows_to_check(self, sheet: Sheet) -> Iterable[tuple[int, list]]:
+        """Return the rows to check and import, in one pass over the file."""
+        return sheet.rows
 
     def _batches(self, rows) -> Iterator[list[tuple[int, dict[str, Any]]]]:
         """Return the parsed rows in batches of batch_size rows read.
@@ -222,6 +226,10 @@ class SheetImporter:
             ok = False
         return parsed if ok else None
 
+    def stated_at(self, row: int, column: str) -> int:
+        """Return the row that states a cell's value: the row itself, unless its value came from another row."""
+        return row
+
     def state(self, rec: Rec, name: str, value: Any, row: int, column: str) -> bool:
         """Set a record's value as the file states it; return True when that changes what we hold."""
         current = rec.values.get(name)
@@ -232,7 +240,7 @@ class SheetImporter:
                 self.error(row, column, message)
                 raise Conflict
             return False
-        rec.seen[name] = row
+        rec.seen[name] = self.stated_at(row, column)
         if value == current:
             return False
         rec.values[name] = value
@@ -250,7 +258,7 @@ class SheetImporter:
                 self.error(row, column, f"{_display(target)!r} differs from row {first}")
                 raise Conflict
             return False
-        rec.seen[name] = row
+        rec.seen[name] = self.stated_at(row, column)
         if same_ref(current, target):
             return False
         rec.values[name] = target
@@ -392,14 +400,14 @@ class SheetImporter:
                 {"key": mpn, "name": p["Reseller"], "email": p["Reseller Email"] or "", "label": f"MPN {mpn}"},
                 new=True,
             )
-            rec.seen["name"] = row
+            rec.seen["name"] = self.stated_at(row, "Reseller")
         elif cells.name_key(rec["name"]) != cells.name_key(p["Reseller"]):
             where = f"row {rec.seen['name']} says" if "name" in rec.seen else "we hold it as"
             message = f"MPN ID {mpn} belongs to {rec['name']!r} ({where}), not {p['Reseller']!r}"
             self.error(row, "Reseller MPN ID", message)
             raise Conflict
         else:
-            rec.seen.setdefault("name", row)
+            rec.seen.setdefault("name", self.stated_at(row, "Reseller"))
         changed = False
         if p["Reseller Email"]:
             changed = self.state(rec, "email", p["Reseller Email"], row, "Reseller Email")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
@@ -20,7 +21,9 @@ from licensing.importing.base import (
     same_ref,
 )
 from licensing.importing.columns import ORDER_LEVEL, ORDER_SHEET_COLUMNS
+from licensing.importing.order_level import OrderLevel
 from licensing.models import Agreement, Order, OrderLine, Product, Program
+from licensing.sheets import Sheet
 from tenants.models import Tenant
 
 
@@ -39,10 +42,21 @@ class OrderSheetImporter(SheetImporter):
         self.tenants: dict[str, tuple[str, str] | None] = {}
         # Tenant domains we do not hold yet -> (customer key, customer name, first row) naming them.
         self.tenant_claims: dict[str, tuple[str, str, int]] = {}
+        self.order_level = OrderLevel(file_state=self.file_state, batch_size=self.batch_size)
+        # The batch's rows -> {column: the row stating the value a blank cell was given}.
+        self.stated_rows: dict[int, dict[str, int]] = {}
+
+    def rows_to_check(self, sheet: Sheet) -> Iterable[tuple[int, list]]:
+        """Read the file once for its orders' order-level values, then return its rows again to check."""
+        self.order_level.collect(sheet.rows, self.plan)
+        return sheet.rows_again()
+
+    def stated_at(self, row: int, column: str) -> int:
+        return self.stated_rows.get(row, {}).get(column, row)
 
     def process_batch(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
+        self.stated_rows = self.order_level.fill(parsed, self.error)
         self._restore(parsed)
-        self._fill_order_level(parsed)
         self._require_authorization(parsed)
 
         self.load_partners({p["Reseller MPN ID"] for _, p in parsed})
@@ -110,14 +124,8 @@ class OrderSheetImporter(SheetImporter):
             domains = {p["Tenant Domain"] for _, p in parsed if p["Tenant Domain"]} - self.tenant_claims.keys()
             for key, claim in self.file_state.load(f"tenant:{domain}" for domain in domains).items():
                 self.tenant_claims[key.split(":", 1)[1]] = tuple(claim)
-        # Rows name their order's agreement, which may not be among the batch's (a blank order-level cell).
-        stated = {
-            number
-            for state in orders.values()
-            if state["order"]
-            for number in (state["order"]["agreement"], state["order"]["file"].get("Agreement Number"))
-            if number
-        }
+        # An order met in an earlier batch may have been put in another agreement than the batch's rows name.
+        stated = {state["order"]["agreement"] for state in orders.values() if state["order"]} - {None}
         self.restore_records(
             {
                 "partner": {p["Reseller MPN ID"] for _, p in parsed},
@@ -158,9 +166,6 @@ class OrderSheetImporter(SheetImporter):
     def _order_state(rec: Rec) -> dict[str, Any]:
         values = rec.values
         agreement = values["agreement"]
-        stated = {c: values["file_" + c] for c in ORDER_LEVEL if "file_" + c in values}
-        if isinstance(stated.get("Order Date"), date):
-            stated["Order Date"] = stated["Order Date"].isoformat()
         return {
             "id": rec.id,
             "new": rec.new,
@@ -172,7 +177,6 @@ class OrderSheetImporter(SheetImporter):
             "po_number": values["po_number"],
             "suggested_tenant_domain": values["suggested_tenant_domain"],
             "has_bound": values["has_bound"],
-            "file": stated,
         }
 
     def _order_from_state(self, license_number: str, state: dict[str, Any]) -> Rec:
@@ -187,33 +191,9 @@ class OrderSheetImporter(SheetImporter):
             "has_bound": state["has_bound"],
             "label": license_number,
         }
-        for column, value in state["file"].items():
-            values["file_" + column] = date.fromisoformat(value) if column == "Order Date" and value else value
         rec = Rec(state["id"], values, new=state["new"])
         rec.seen = state["seen"]
         return rec
-
-    def _fill_order_level(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
-        """Give a blank order-level cell the value another line of the same order states."""
-        stated: dict[str, dict[str, Any]] = {}
-        for _, p in parsed:
-            values = stated.setdefault(p["License Number"], {})
-            for column in ORDER_LEVEL:
-                if p[column] is not None and column not in values:
-                    values[column] = p[column]
-        for number, p in list(parsed):
-            values = stated[p["License Number"]]
-            order = self.orders.get(p["License Number"])
-            for column in ORDER_LEVEL:
-                if p[column] is None:
-                    p[column] = values.get(column)
-                    if p[column] is None and order is not None:
-                        p[column] = order.values.get("file_" + column)
-            missing = [c for c in ORDER_LEVEL if p[c] is None and c not in ("PO Number", "Tenant Domain")]
-            for column in missing:
-                self.error(number, column, "a value is required")
-            if missing:
-                parsed.remove((number, p))
 
     def _require_authorization(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
         """Refuse an Open License row without its Authorization Number, which OL alone requires."""
@@ -388,11 +368,13 @@ class OrderSheetImporter(SheetImporter):
                 },
                 new=True,
             )
-            order.seen.update(agreement=number, ordered_on=number)
+            order.seen.update(
+                agreement=self.stated_at(number, "Agreement Number"), ordered_on=self.stated_at(number, "Order Date")
+            )
             if p["PO Number"]:
-                order.seen["po_number"] = number
+                order.seen["po_number"] = self.stated_at(number, "PO Number")
             if domain:
-                order.seen["suggested_tenant_domain"] = number
+                order.seen["suggested_tenant_domain"] = self.stated_at(number, "Tenant Domain")
         else:
             if order["has_bound"] and "agreement" not in order.seen and not same_ref(order["agreement"], agreement):
                 self.error(
@@ -407,8 +389,6 @@ class OrderSheetImporter(SheetImporter):
                 changed |= self.state(order, "po_number", p["PO Number"], number, "PO Number")
             if domain:
                 changed |= self.state(order, "suggested_tenant_domain", domain, number, "Tenant Domain")
-        for column in ORDER_LEVEL:
-            order.values.setdefault("file_" + column, p[column])
 
         touched["partner"].append(partner)
         touched["customer"].append(customer)

@@ -69,6 +69,41 @@ def test_admin_import_lists_rejected_rows_and_offers_no_confirm(staff_client):
     assert not Order.objects.exists()
 
 
+def test_admin_preview_and_confirm_take_an_order_level_blank_from_a_later_batch(staff_client, settings):
+    settings.IMPORT_BATCH_SIZE = 2
+    blank = {"Line": "2", "Part Number": "AAA-00002", "Customer": "", "Order Date": "", "Agreement Number": ""}
+    rows = [order_row(**blank), order_row(**{"License Number": "61000001"}), order_row()]
+
+    response = upload(staff_client, "admin:licensing_order_import", csv_bytes(rows))
+
+    assert "3 rows: 3 new, 0 updated, 0 unchanged, 0 errors." in response.content.decode()
+    confirm = response.context["confirm_form"].initial
+    response = staff_client.post(reverse("admin:licensing_order_process_import"), confirm, follow=True)
+    assert "3 new, 0 updated, 0 unchanged rows" in response.content.decode()
+    assert Order.objects.get(license_number="60000001").lines.count() == 2
+
+
+def test_a_worker_checks_and_imports_an_order_level_blank_from_a_later_batch(
+    staff_client, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.IMPORT_ASYNC_ROWS = 2
+    settings.IMPORT_BATCH_SIZE = 2
+    monkeypatch.setattr(tasks.import_job_run_task, "apply_async", lambda args, **_: import_job_run(job_id=args[0]))
+    blank = {"Line": "2", "Part Number": "AAA-00002", "Customer": "", "Program": "", "Reseller": ""}
+    rows = [order_row(**blank), order_row(**{"License Number": "61000001"}), order_row()]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        upload(staff_client, "admin:licensing_order_import", csv_bytes(rows))
+    job = ImportJob.objects.get()
+    assert (job.status, job.new_count, job.errors) == ("ready", 3, [])
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(reverse("admin:licensing_importjob_confirm", args=[job.pk]))
+
+    job.refresh_from_db()
+    assert (job.status, job.new_count) == ("done", 3)
+    assert Order.objects.get(license_number="60000001").lines.count() == 2
+
+
 def test_admin_preview_refuses_an_excel_error_cell_and_offers_no_confirm(staff_client):
     data = csv_bytes([order_row(), order_row(Line="2", Customer="#N/A")])
 

@@ -507,6 +507,88 @@ def test_order_level_blank_far_apart_takes_the_orders_value_from_an_earlier_row(
     assert (order.po_number, order.suggested_tenant_domain) == ("PO-1", "cafe.onmicrosoft.com")
 
 
+BLANK_ORDER_LEVEL = {
+    "Order Date": "",
+    "Program": "",
+    "Agreement Number": "",
+    "Reseller": "",
+    "Customer": "",
+    "PO Number": "",
+    "Tenant Domain": "",
+}
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_order_level_blank_far_apart_takes_the_orders_value_from_a_later_row(import_orders, small_batches, dry_run):
+    # The blank line comes first; the line stating the order's values is in a later batch of the file.
+    rows = far_apart(
+        order_row(**BLANK_ORDER_LEVEL | {"Line": "2", "Part Number": "AAA-00002", "Product": "O365 E1"}),
+        order_row(**{"Tenant Domain": "cafe.onmicrosoft.com"}),
+    )
+
+    report = import_orders(csv_bytes(rows), dry_run=dry_run)
+
+    assert report.errors == []
+    assert (report.new, report.updated, report.unchanged) == (4, 0, 0)
+    if not dry_run:
+        order = Order.objects.get(license_number="60000001")
+        assert [line.line_number for line in order.lines.order_by("line_number")] == [1, 2]
+        assert (order.ordered_on, order.po_number, order.suggested_tenant_domain) == (
+            date(2026, 11, 1),
+            "PO-1",
+            "cafe.onmicrosoft.com",
+        )
+        assert (order.agreement.number, order.agreement.customer.name) == ("V1000001", "Société Générale Café")
+
+
+def test_order_level_blank_taking_a_later_rows_value_imports_the_same_in_preview_and_confirm(
+    import_orders, small_batches
+):
+    rows = far_apart(
+        order_row(**{"Line": "3", "Customer": "", "PO Number": "", "Agreement Number": ""}),
+        order_row(**{"Line": "2", "Order Date": "", "Program": "", "Reseller": ""}),
+        order_row(),
+    )
+
+    dry = import_orders(csv_bytes(rows), dry_run=True)
+    real = import_orders(csv_bytes(rows))
+    again = import_orders(csv_bytes(rows))
+
+    assert dry.errors == real.errors == again.errors == []
+    assert (dry.new, dry.updated, dry.unchanged) == (real.new, real.updated, real.unchanged) == (6, 0, 0)
+    assert (again.new, again.updated, again.unchanged) == (0, 0, 6)
+    assert Order.objects.get(license_number="60000001").lines.count() == 3
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_order_level_conflict_after_a_blank_names_the_row_that_states_the_value(
+    import_orders, small_batches, dry_run
+):
+    rows = far_apart(
+        order_row(**{"Line": "2", "Order Date": ""}),
+        order_row(),
+        order_row(**{"Line": "3", "Order Date": "2026-11-02"}),
+    )
+
+    report = import_orders(csv_bytes(rows), dry_run=dry_run)
+
+    assert [(e.row, e.column) for e in report.errors] == [(6, "Order Date")]
+    assert "'2026-11-02' differs from row 4, which says '2026-11-01'" in report.errors[0].message
+    assert nothing_written()
+
+
+def test_an_order_level_blank_with_no_value_anywhere_in_the_file_is_still_required(import_orders, small_batches):
+    rows = far_apart(order_row(Customer=""), order_row(**{"Line": "2", "Customer": ""}))
+
+    report = import_orders(csv_bytes(rows))
+
+    assert [(e.row, e.column, e.message) for e in report.errors] == [
+        (2, "Customer", "a value is required"),
+        (4, "Customer", "a value is required"),
+    ]
+    assert nothing_written()
+
+
 def test_dry_run_of_a_long_file_reports_what_the_real_run_does(import_orders, small_batches):
     rows = far_apart(
         order_row(),
