@@ -671,6 +671,87 @@ def test_records_met_again_far_apart_are_written_once_and_the_dry_run_says_so(im
     assert Product.objects.get(part_number="ZZZ-00001").description == "O365 E5"
 
 
+# --- an order we hold, named again by a later file ------------------------------------------------------
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_held_orders_new_line_with_order_level_blanks_takes_the_held_orders_values(import_orders, dry_run):
+    import_orders(csv_bytes([order_row(**{"Tenant Domain": "cafe.onmicrosoft.com"})]))
+    line = order_row(**BLANK_ORDER_LEVEL | {"Line": "2", "Part Number": "AAA-00002", "Product": "O365 E1"})
+
+    report = import_orders(csv_bytes([line]), dry_run=dry_run)
+
+    assert report.errors == []
+    assert (report.new, report.updated, report.unchanged) == (1, 0, 0)
+    order = Order.objects.get()
+    assert order.lines.count() == (1 if dry_run else 2)
+    assert (order.ordered_on, order.po_number, order.suggested_tenant_domain) == (
+        date(2026, 11, 1),
+        "PO-1",
+        "cafe.onmicrosoft.com",
+    )
+    assert (Agreement.objects.count(), Customer.objects.count(), Partner.objects.count()) == (1, 1, 1)
+
+
+def test_a_held_orders_lines_reimported_with_order_level_blanks_are_unchanged(import_orders, small_batches):
+    rows = far_apart(order_row(), order_row(**{"Line": "2", "Part Number": "AAA-00002", "Product": "O365 E1"}))
+    import_orders(csv_bytes(rows))
+    history = Order.history.count() + OrderLine.history.count() + Agreement.history.count()
+    blanked = far_apart(order_row(**BLANK_ORDER_LEVEL), order_row(**rows[2] | BLANK_ORDER_LEVEL))
+
+    dry = import_orders(csv_bytes(blanked), dry_run=True)
+    report = import_orders(csv_bytes(blanked))
+
+    assert dry.errors == report.errors == []
+    assert (dry.new, dry.updated, dry.unchanged) == (report.new, report.updated, report.unchanged) == (0, 0, 4)
+    assert Order.history.count() + OrderLine.history.count() + Agreement.history.count() == history
+
+
+def test_a_value_another_line_of_the_file_states_comes_before_the_held_orders(import_orders, small_batches):
+    import_orders(csv_bytes([order_row()]))
+    rows = far_apart(
+        order_row(**{"Line": "2", "Part Number": "AAA-00002", "Order Date": "", "PO Number": ""}),
+        order_row(**{"Order Date": "2026-10-20", "PO Number": "PO-2"}),
+    )
+
+    dry = import_orders(csv_bytes(rows), dry_run=True)
+    report = import_orders(csv_bytes(rows))
+
+    assert dry.errors == report.errors == []
+    assert (dry.new, dry.updated, dry.unchanged) == (report.new, report.updated, report.unchanged)
+    assert report.new == 3
+    order = Order.objects.get(license_number="60000001")
+    assert (order.ordered_on, order.po_number, order.lines.count()) == (date(2026, 10, 20), "PO-2", 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "column", "message"),
+    [
+        ({"Customer": "Tailspin Toys"}, "Agreement Number", "belongs to customer 'Société Générale Café'"),
+        ({"Program": "OVS"}, "Program", "is held as Open Value, not Open Value Subscription"),
+    ],
+)
+def test_a_held_order_stated_differently_beside_blanks_is_still_refused(import_orders, change, column, message):
+    import_orders(csv_bytes([order_row()]))
+    line = order_row(**BLANK_ORDER_LEVEL | {"Line": "2", "Part Number": "AAA-00002", "Product": "O365 E1"} | change)
+
+    report = import_orders(csv_bytes([line]))
+
+    assert [(e.row, e.column) for e in report.errors] == [(2, column)]
+    assert message in report.errors[0].message
+    assert OrderLine.objects.count() == 1
+
+
+def test_a_blank_reseller_is_not_taken_from_a_held_order_of_another_mpn_id(import_orders):
+    import_orders(csv_bytes([order_row()]))
+    line = order_row(**{"Line": "2", "Part Number": "AAA-00002", "Reseller": "", "Reseller MPN ID": "4499999"})
+
+    report = import_orders(csv_bytes([line]))
+
+    assert [(e.row, e.column, e.message) for e in report.errors] == [(2, "Reseller", "a value is required")]
+    assert not Partner.objects.filter(mpn_id="4499999").exists()
+
+
 def test_agreement_dates_a_person_set_are_not_moved_by_order_dates(import_orders, client, superuser):
     from django.urls import reverse
 
