@@ -36,9 +36,9 @@ from redemption.gateway import (
 )
 from redemption.gateway.base import OrderRequest, ProviderSubscription
 from redemption.models import PlanAction, SeatAllocation, Subscription
-from redemption.queue_head import queue_head
+from redemption.queue_head import queue_head, slot_lock_with_head
 from redemption.services import allocation_enqueue, allocation_preview, seats_release
-from redemption.statements import Change, Guard, Ref, slot_lock, slot_unlock, write_with_history
+from redemption.statements import Change, Guard, Lease, Ref, slot_unlock, write_with_history
 from redemption.throttle import queue_drain_seconds
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ RETRY_AFTER_CAP_SECONDS = 600.0
 DEFER_SECONDS = 3.0
 # Bindings deferred by the same pause come back spread over this many seconds, not all at once.
 THROTTLE_SPREAD_SECONDS = 1.0
+# The queue's head not read yet (None means read, and empty).
+UNREAD = object()
 
 
 class BindingDeferred(Exception):
@@ -95,14 +97,18 @@ def _bind_due(allocation_id: int) -> SeatAllocation:
     # (the sweep, a redelivery) of a scheduled attempt leaves it to that attempt.
     due_before = timezone.now() + timedelta(seconds=1)
     if connection.vendor == "postgresql":
-        # Found and locked in one round trip; what this read says is checked again under the lock.
-        slot = slot_lock(allocation_id=allocation_id, due_before=due_before)
+        # Found, locked and the queue's head read under the lock, in one round trip.
+        slot, head = slot_lock_with_head(allocation_id=allocation_id, due_before=due_before)
         if slot is None:
             return SeatAllocation.objects.get(pk=allocation_id)
+        lease = Lease(slot.key)
         try:
-            return _work_in_order(allocation_id, slot.agreement_id, slot.product_id, slot.tenant_id)
+            return _work_in_order(
+                allocation_id, slot.agreement_id, slot.product_id, slot.tenant_id, head=head, lease=lease
+            )
         finally:
-            slot_unlock(slot.key)
+            if not lease.released:
+                slot_unlock(slot.key)
     # SQLite: the worker runs one task at a time, which serialises a subscription's changes the same way.
     due = Q(status=Status.BINDING) | Q(status__in=[Status.QUEUED, Status.REVERSING]) & (
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=due_before)
@@ -117,12 +123,27 @@ def _bind_due(allocation_id: int) -> SeatAllocation:
     return _work_in_order(allocation_id, *found)
 
 
-def _work_in_order(allocation_id: int, agreement_id: int, product_id: int, tenant_id: int) -> SeatAllocation:
-    """Apply the allocation after the older ones of its subscription; the caller holds the subscription's lock."""
+def _work_in_order(
+    allocation_id: int,
+    agreement_id: int,
+    product_id: int,
+    tenant_id: int,
+    *,
+    head: SeatAllocation | object | None = UNREAD,
+    lease: Lease | None = None,
+) -> SeatAllocation:
+    """Apply the allocation after the older ones of its subscription; the caller holds the subscription's lock.
+
+    `head` is the queue's head when the caller read it with the lock; `lease` lets the allocation's
+    own result release the lock in the same round trip.
+    """
     # Under the lock nobody else works on this subscription: a `binding` allocation here was left
     # by a worker that died, and is safe to resume with its stored plan and request IDs.
     while True:
-        head = queue_head(agreement_id=agreement_id, product_id=product_id, tenant_id=tenant_id, up_to=allocation_id)
+        if head is UNREAD:
+            head = queue_head(
+                agreement_id=agreement_id, product_id=product_id, tenant_id=tenant_id, up_to=allocation_id
+            )
         if head is None:
             return SeatAllocation.objects.get(pk=allocation_id)
         now = timezone.now()
@@ -131,20 +152,25 @@ def _work_in_order(allocation_id: int, agreement_id: int, product_id: int, tenan
                 return head
             wait = (head.next_attempt_at - now).total_seconds() + 1
             raise BindingDeferred(wait, f"Waiting for allocation {head.pk} of the same subscription")
+        own = head.pk == allocation_id
         try:
-            done = _reverse_one(head) if head.status == Status.REVERSING else _bind_one(head)
+            done = _reverse_one(head) if head.status == Status.REVERSING else _bind_one(head, lease if own else None)
         except BindingDeferred as deferred:
-            if head.pk == allocation_id:
+            if own:
                 raise
             raise BindingDeferred(
                 deferred.countdown + 1, f"Waiting for allocation {head.pk} of the same subscription"
             ) from None
-        if head.pk == allocation_id:
+        if own:
             return done or SeatAllocation.objects.get(pk=allocation_id)
+        head = UNREAD
 
 
-def _bind_one(allocation: SeatAllocation) -> SeatAllocation | None:
-    """Claim, plan and apply one allocation (read under the lock); the caller holds its subscription's lock."""
+def _bind_one(allocation: SeatAllocation, lease: Lease | None = None) -> SeatAllocation | None:
+    """Claim, plan and apply one allocation (read under the lock); the caller holds its subscription's lock.
+
+    With `lease`, recording the allocation bound also releases the lock.
+    """
     # An earlier attempt (before a crash, a lost answer, a retry) may have reached the provider.
     sent_before = allocation.first_sent_at is not None
     try:
@@ -154,7 +180,7 @@ def _bind_one(allocation: SeatAllocation) -> SeatAllocation | None:
         # The plan itself is refused (seats onto a subscription suspended at the provider): nothing was sent.
         return _fail(allocation, " ".join(exc.messages), final=True)
     try:
-        return _apply(allocation, look_up=sent_before)
+        return _apply(allocation, look_up=sent_before, lease=lease)
     except ProviderFinal as exc:
         return _fail(allocation, exc.message, final=True)
     except ProviderThrottled as exc:
@@ -292,7 +318,7 @@ def _order_placed_before(gateway, allocation: SeatAllocation) -> ProviderSubscri
     return None
 
 
-def _apply(allocation: SeatAllocation, *, look_up: bool) -> SeatAllocation:
+def _apply(allocation: SeatAllocation, *, look_up: bool, lease: Lease | None = None) -> SeatAllocation:
     """Make the provider calls of the stored plan, then record the subscription and the binding."""
     gateway = gateway_get()
     line = allocation.order_line
@@ -338,7 +364,7 @@ def _apply(allocation: SeatAllocation, *, look_up: bool) -> SeatAllocation:
             + (" (its earlier order had gone through: found at the provider)" if found else ""),
             guard=still_binding,
         )
-        return _bound(allocation, subscription, written)
+        return _bound(allocation, subscription, written, lease)
     # The row _plan read under this lock, or (a resumed plan) the one the plan names.
     subscription = allocation.subscription
     if look_up:
@@ -371,7 +397,7 @@ def _apply(allocation: SeatAllocation, *, look_up: bool) -> SeatAllocation:
         pk=subscription.pk,
         guard=still_binding,
     )
-    return _bound(allocation, subscription, written)
+    return _bound(allocation, subscription, written, lease)
 
 
 def _patch_steps(gateway, allocation, subscription: Subscription, steps: list, *, look_up: bool) -> None:
@@ -400,8 +426,11 @@ def _already(current: ProviderSubscription, changes: dict) -> bool:
     return all(held.get(name) == value for name, value in changes.items())
 
 
-def _bound(allocation: SeatAllocation, subscription: Subscription, subscription_change: Change) -> SeatAllocation:
-    """Record the subscription and the bound allocation, each with its history row, in one write."""
+def _bound(
+    allocation: SeatAllocation, subscription: Subscription, subscription_change: Change, lease: Lease | None = None
+) -> SeatAllocation:
+    """Record the subscription and the bound allocation, each with its history row, in one write (then the
+    lease's lock goes, in the same round trip)."""
     allocation.transition_to(Status.BOUND)
     allocation.bound_at = timezone.now()
     allocation.last_error = ""
@@ -423,6 +452,7 @@ def _bound(allocation: SeatAllocation, subscription: Subscription, subscription_
             ),
         ],
         now=allocation.bound_at,
+        then_release=lease,
     )
     if written["allocation"] is None:
         # Only the holder of the subscription's lock moves a binding allocation: this is a bug, not a race.

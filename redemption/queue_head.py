@@ -7,13 +7,16 @@ PostgreSQL plans it again each time. Here the SQL is made once from the models' 
 is read without changes) and, on PostgreSQL, runs as a prepared statement of the worker's connection.
 """
 
+from datetime import datetime
 from functools import lru_cache
 
+import psycopg
 from django.db import connection
 from django.db.models import Model
 
 from licensing.models import Agreement, Order, OrderLine, Product
 from redemption.models import SeatAllocation, Subscription
+from redemption.statements import Slot, slot_lock_statement
 from tenants.models import Partner, Tenant
 
 Status = SeatAllocation.Status
@@ -33,8 +36,13 @@ def _qn(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
-@lru_cache(maxsize=2)
-def _sql(vendor: str) -> tuple[str, tuple[tuple[str, list[str]], ...]]:
+# The subscription is named by its agreement, product and tenant, or by one of its allocations.
+BY_SLOT = "o.agreement_id = %s AND l.product_id = %s AND a.tenant_id = %s"
+BY_ALLOCATION = "(o.agreement_id, l.product_id, a.tenant_id) = (SELECT o2.agreement_id, l2.product_id, a2.tenant_id {})"
+
+
+@lru_cache(maxsize=4)
+def _sql(vendor: str, by_allocation: bool = False) -> tuple[str, tuple[tuple[str, list[str]], ...]]:
     """Return the statement and, per alias, the attribute names of its columns (in order)."""
     columns, attnames = [], []
     for alias, model in READ:
@@ -54,10 +62,17 @@ def _sql(vendor: str) -> tuple[str, tuple[tuple[str, list[str]], ...]]:
         f"JOIN {table[Partner]} p ON p.id = g.partner_id "
         f"JOIN {table[Product]} pr ON pr.id = l.product_id "
         f"JOIN {table[Tenant]} t ON t.id = a.tenant_id "
-        "WHERE o.agreement_id = %s AND l.product_id = %s AND a.tenant_id = %s AND a.status IN (%s, %s, %s) "
+        f"WHERE {_slot_condition(table) if by_allocation else BY_SLOT} AND a.status IN (%s, %s, %s) "
         "AND a.id <= %s ORDER BY a.id LIMIT 1"
     )
     return sql, tuple((alias, names) for alias, names in attnames)
+
+
+def _slot_condition(table: dict) -> str:
+    return BY_ALLOCATION.format(
+        f"FROM {table[SeatAllocation]} a2 JOIN {table[OrderLine]} l2 ON l2.id = a2.order_line_id "
+        f"JOIN {table[Order]} o2 ON o2.id = l2.order_id WHERE a2.id = %s"
+    )
 
 
 def queue_head(*, agreement_id: int, product_id: int, tenant_id: int, up_to: int) -> SeatAllocation | None:
@@ -78,8 +93,6 @@ def queue_head(*, agreement_id: int, product_id: int, tenant_id: int, up_to: int
         up_to,
     ]
     if connection.vendor == "postgresql":
-        import psycopg
-
         connection.ensure_connection()
         # Server-side binding, prepared once per connection: PostgreSQL does not plan it again.
         with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
@@ -88,6 +101,37 @@ def queue_head(*, agreement_id: int, product_id: int, tenant_id: int, up_to: int
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
+    return _head(row, attnames)
+
+
+def slot_lock_with_head(*, allocation_id: int, due_before: datetime) -> tuple[Slot | None, SeatAllocation | None]:
+    """Lock the allocation's subscription if the allocation is due (statements.slot_lock_statement) and read its
+    queue's head (queue_head) under that lock, in one round trip (PostgreSQL's pipeline mode).
+
+    The server runs the read after the lock is granted, with a snapshot taken then: it sees what the
+    previous holder committed. Nothing locked: (None, None). Should anything fail, the connection is
+    dropped, which releases whatever was locked.
+    """
+    sql, attnames = _sql(connection.vendor, by_allocation=True)
+    params = [Subscription.Status.DEPROVISIONED, allocation_id, Status.QUEUED, Status.BINDING, Status.REVERSING]
+    connection.ensure_connection()
+    conn = connection.connection
+    try:
+        with connection.wrap_database_errors, conn.pipeline():
+            lock = psycopg.Cursor(conn)
+            lock.execute(*slot_lock_statement(allocation_id=allocation_id, due_before=due_before))
+            head = psycopg.Cursor(conn)
+            head.execute(sql, [*params, allocation_id], prepare=True)
+        slot, row = lock.fetchone(), head.fetchone()
+    except Exception:
+        connection.close()
+        raise
+    if slot is None:
+        return None, None
+    return Slot(*slot[:4]), _head(row, attnames)
+
+
+def _head(row, attnames) -> SeatAllocation | None:
     if row is None:
         return None
     instances: dict[str, Model] = {}

@@ -13,6 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import psycopg
 from django.db import connection, transaction
 from django.db.models import Model
 
@@ -188,8 +189,13 @@ def _history_sql(change: Change, now: datetime, user_id: int | None) -> tuple[st
     return sql, [now, change.reason[:reason_length], "+" if change.pk is None else "~", user_id]
 
 
-def write_with_history(changes: list[Change], *, now: datetime, user_id: int | None = None) -> dict[str, int | None]:
-    """Write the rows and one history row each, atomically; return each alias's id (None: not written)."""
+def write_with_history(
+    changes: list[Change], *, now: datetime, user_id: int | None = None, then_release: "Lease | None" = None
+) -> dict[str, int | None]:
+    """Write the rows and one history row each, atomically; return each alias's id (None: not written).
+
+    With `then_release`, the slot's lock goes once the write is committed, in the same round trip.
+    """
     if connection.vendor != "postgresql":
         return _write_orm(changes, now=now, user_id=user_id)
     ctes, params = [], []
@@ -202,10 +208,34 @@ def write_with_history(changes: list[Change], *, now: datetime, user_id: int | N
         params.extend(args)
     # Every data-modifying CTE runs once, referenced or not; the SELECT reports what each wrote.
     select = ", ".join(f"(SELECT {_qn('id')} FROM {_qn(change.alias)})" for change in changes)
-    with connection.cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(ctes)} SELECT {select}", params)
-        row = cursor.fetchone()
+    sql = f"WITH {', '.join(ctes)} SELECT {select}"
+    if then_release is not None and not connection.in_atomic_block:
+        row = _write_then_release(sql, params, then_release)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
     return {change.alias: value for change, value in zip(changes, row, strict=True)}
+
+
+def _write_then_release(sql: str, params: list, lease: "Lease") -> tuple:
+    """Run the write, commit it, then release the lease's lock: one round trip (psycopg's pipeline mode).
+
+    The Sync between the two ends the write's implicit transaction, so the lock is released only
+    after the write is committed: whoever takes the slot next reads it. Should anything fail, the
+    lease stays unreleased and its holder releases it (or drops the connection) as before.
+    """
+    connection.ensure_connection()
+    conn = connection.connection
+    with connection.wrap_database_errors:
+        with conn.pipeline() as pipeline:
+            write = psycopg.Cursor(conn)
+            write.execute(sql, params)
+            pipeline.sync()
+            psycopg.Cursor(conn).execute(UNLOCK_SQL, [lease.key])
+        row = write.fetchone()
+    lease.released = True
+    return row
 
 
 def _write_orm(changes: list[Change], *, now: datetime, user_id: int | None) -> dict[str, int | None]:
@@ -300,26 +330,35 @@ class Slot:
     key: str
 
 
-def slot_lock(*, allocation_id: int, due_before: datetime) -> Slot | None:
-    """Find an allocation a worker should carry out now and lock its subscription's slot, in one round trip.
+def slot_lock_statement(*, allocation_id: int, due_before: datetime) -> tuple[str, list]:
+    """Return the statement that finds an allocation a worker should carry out now and locks its
+    subscription's slot: binding ones (a worker died), and queued or reversing ones that are due.
 
-    Binding ones (a worker died), and queued or reversing ones that are due. Return None when there
-    is nothing to do (nothing locked). The lock is a session advisory lock: release it with slot_unlock.
+    It returns no row when there is nothing to do (nothing locked). The lock is a session advisory
+    lock: release it with slot_unlock (or a final write's `then_release`).
     """
     from redemption.models import SeatAllocation
 
     status = SeatAllocation.Status
-    with connection.cursor() as cursor:
-        cursor.execute(_lock_slot_sql(), [allocation_id, status.BINDING, status.QUEUED, status.REVERSING, due_before])
-        row = cursor.fetchone()
-    return None if row is None else Slot(row[0], row[1], row[2], row[3])
+    return _lock_slot_sql(), [allocation_id, status.BINDING, status.QUEUED, status.REVERSING, due_before]
+
+
+UNLOCK_SQL = "SELECT pg_advisory_unlock(hashtextextended(%s, 0))"
+
+
+@dataclass
+class Lease:
+    """A slot's lock as its holder sees it: released at most once, by a final write or by slot_unlock."""
+
+    key: str
+    released: bool = False
 
 
 def slot_unlock(key: str) -> None:
     """Release a slot's advisory lock; on any error drop the connection, which releases it for sure."""
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
+            cursor.execute(UNLOCK_SQL, [key])
     except Exception:
         # A worker keeps its connection between tasks (CONN_MAX_AGE): closing it is the one sure
         # way not to carry the lock into the next task.

@@ -1,11 +1,14 @@
 """How a binding writes: under its subscription's lock, each step recorded with its history row."""
 
+import threading
+import time
+
 import psycopg
 import pytest
 from django.db import connection
 
 from licensing.models import OrderLine
-from redemption import binding, services
+from redemption import binding, services, statements
 from redemption.gateway.sandbox import SandboxGateway
 from redemption.models import SandboxSubscription, SeatAllocation, Subscription
 from tests.conftest import requires_postgres
@@ -24,17 +27,22 @@ def queued(line, tenant, user):
     return allocation
 
 
-def other_session_can_lock(key: str) -> bool:
-    """Try the subscription's advisory lock from a second PostgreSQL session."""
+def other_session() -> psycopg.Connection:
+    """A second PostgreSQL session on the test database, in autocommit."""
     s = connection.settings_dict
-    with psycopg.connect(
+    return psycopg.connect(
         host=s["HOST"] or "127.0.0.1",
         port=s["PORT"] or 5432,
         user=s["USER"],
         password=s["PASSWORD"] or None,
         dbname=s["NAME"],
         autocommit=True,
-    ) as other:
+    )
+
+
+def other_session_can_lock(key: str) -> bool:
+    """Try the subscription's advisory lock from a second PostgreSQL session."""
+    with other_session() as other:
         (taken,) = other.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [key]).fetchone()
         if taken:
             other.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
@@ -57,6 +65,50 @@ def test_nobody_else_can_change_the_subscription_while_the_provider_is_called(ne
     assert seen == {"free_during_call": False}
     # A worker keeps its connection between tasks: the lock must not outlive the binding.
     assert other_session_can_lock(key)
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_whoever_takes_the_lock_next_reads_the_binding_recorded(new_line, tenant, processor, monkeypatch):
+    """As a worker runs it (autocommit): the result and the lock's release go in one round trip, the
+    release after the commit, so the next holder never finds the allocation still binding."""
+    allocation = queued(new_line, tenant, processor)
+    key = f"subscription:{new_line.order.agreement_id}:{new_line.product_id}:{tenant.pk}"
+    next_holder = {}
+    order_create = SandboxGateway.order_create
+
+    def take_the_lock_next():
+        with other_session() as other:
+            other.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [key])
+            (status,) = other.execute(
+                "SELECT status FROM redemption_seatallocation WHERE id = %s", [allocation.pk]
+            ).fetchone()
+            next_holder["status"] = status
+            other.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
+
+    waiter = threading.Thread(target=take_the_lock_next)
+
+    def watched(self, **kwargs):
+        waiter.start()
+        time.sleep(0.2)  # the other session is now waiting for the lock
+        return order_create(self, **kwargs)
+
+    monkeypatch.setattr(SandboxGateway, "order_create", watched)
+    writes = []
+    monkeypatch.setattr(statements, "_write_then_release", _recording(statements._write_then_release, writes))
+    assert binding.allocation_bind(allocation_id=allocation.pk).status == Status.BOUND
+    waiter.join(timeout=10)
+    assert next_holder == {"status": Status.BOUND}
+    assert len(writes) == 1  # the result released the lock itself
+    assert other_session_can_lock(key)
+
+
+def _recording(function, calls: list):
+    def recorded(*args, **kwargs):
+        calls.append(args)
+        return function(*args, **kwargs)
+
+    return recorded
 
 
 def test_a_new_binding_records_every_step_with_who_when_and_why(new_line, tenant, processor):
