@@ -144,6 +144,25 @@ def test_the_same_task_delivered_twice_binds_once(setup, workers, http_provider)
     assert SeatAllocation.objects.filter(pk__in=ids, attempts=1).count() == 5
 
 
+def test_a_worker_whose_database_session_was_ended_between_tasks_binds_the_next_one(setup, workers, http_provider):
+    workers(concurrency=1)
+    first = request(setup, setup["line"](2), 2)
+    assert wait_for(lambda: all_bound([first.pk]))
+    # A database restart, an idle-session timeout or an administrator ends the worker's session.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        (ended,) = cursor.fetchone()
+    assert ended >= 1
+    second = request(setup, setup["line"](3), 3)
+    assert wait_for(lambda: all_bound([second.pk]), timeout=30)
+    second.refresh_from_db()
+    assert second.attempts == 1 and second.last_error == ""
+    assert provider_quantity(http_provider, setup) == 15
+
+
 def test_worker_killed_after_the_provider_applied_the_call(setup, workers, http_provider):
     # The provider applies the PATCH, then takes its time answering: the worker dies meanwhile.
     http_provider.inject(Fault("delay", method="PATCH", seconds=4))
