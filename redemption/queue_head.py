@@ -108,8 +108,8 @@ def slot_lock_with_head(*, allocation_id: int, due_before: datetime) -> tuple[Sl
     """Lock the allocation's subscription if the allocation is due (statements.slot_lock_statement) and read its
     queue's head (queue_head) under that lock, in one round trip (PostgreSQL's pipeline mode).
 
-    The server runs the read after the lock is granted, with a snapshot taken then: it sees what the
-    previous holder committed. Nothing locked: (None, None). Should anything fail, the connection is
+    The server runs the read after the lock is granted, in a transaction of its own begun then: it sees
+    what the previous holder committed. Nothing locked: (None, None). Should anything fail, the connection is
     dropped, which releases whatever was locked.
     """
     sql, attnames = _sql(connection.vendor, by_allocation=True)
@@ -117,9 +117,11 @@ def slot_lock_with_head(*, allocation_id: int, due_before: datetime) -> tuple[Sl
     connection.ensure_connection()
     conn = connection.connection
     try:
-        with connection.wrap_database_errors, conn.pipeline():
+        with connection.wrap_database_errors, conn.pipeline() as pipeline:
             lock = psycopg.Cursor(conn)
             lock.execute(*slot_lock_statement(allocation_id=allocation_id, due_before=due_before))
+            # The read is a transaction of its own: its snapshot comes after the lock, whatever the isolation level.
+            pipeline.sync()
             head = psycopg.Cursor(conn)
             head.execute(sql, [*params, allocation_id], prepare=True)
         slot, row = lock.fetchone(), head.fetchone()
