@@ -108,22 +108,26 @@ def slot_lock_with_head(*, allocation_id: int, due_before: datetime) -> tuple[Sl
     """Lock the allocation's subscription if the allocation is due (statements.slot_lock_statement) and read its
     queue's head (queue_head) under that lock, in one round trip (PostgreSQL's pipeline mode).
 
-    The server runs the read after the lock is granted, in a transaction of its own begun then: it sees
-    what the previous holder committed. Nothing locked: (None, None). Should anything fail, the connection is
-    dropped, which releases whatever was locked.
+    Both statements go in one READ COMMITTED transaction, so the read's snapshot is taken once the lock
+    is granted: it sees what the previous holder committed. Nothing locked: (None, None). Should
+    anything fail, the connection is dropped, which releases whatever was locked.
     """
     sql, attnames = _sql(connection.vendor, by_allocation=True)
     params = [Subscription.Status.DEPROVISIONED, allocation_id, Status.QUEUED, Status.BINDING, Status.REVERSING]
     connection.ensure_connection()
     conn = connection.connection
+    # Inside a caller's transaction (tests) its own isolation applies; otherwise this transaction's.
+    own = not connection.in_atomic_block
     try:
-        with connection.wrap_database_errors, conn.pipeline() as pipeline:
+        with connection.wrap_database_errors, conn.pipeline():
+            if own:
+                psycopg.Cursor(conn).execute("BEGIN ISOLATION LEVEL READ COMMITTED")
             lock = psycopg.Cursor(conn)
             lock.execute(*slot_lock_statement(allocation_id=allocation_id, due_before=due_before))
-            # The read is a transaction of its own: its snapshot comes after the lock, whatever the isolation level.
-            pipeline.sync()
             head = psycopg.Cursor(conn)
             head.execute(sql, [*params, allocation_id], prepare=True)
+            if own:
+                psycopg.Cursor(conn).execute("COMMIT")
         slot, row = lock.fetchone(), head.fetchone()
     except Exception:
         connection.close()

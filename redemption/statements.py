@@ -221,20 +221,26 @@ def write_with_history(
 def _write_then_release(sql: str, params: list, lease: "Lease") -> tuple:
     """Run the write, commit it, then release the lease's lock: one round trip (psycopg's pipeline mode).
 
-    The Sync between the two ends the write's implicit transaction, so the lock is released only
-    after the write is committed: whoever takes the slot next reads it. Should anything fail, the
-    lease stays unreleased and its holder releases it (or drops the connection) as before.
+    The write is a transaction of its own, committed (on disk) before the server runs the release:
+    whoever takes the slot next reads it. Should anything fail, the connection is dropped, which
+    releases the lock for sure (nothing half-written stays: the transaction goes with it).
     """
     connection.ensure_connection()
     conn = connection.connection
-    with connection.wrap_database_errors:
-        with conn.pipeline() as pipeline:
+    try:
+        with connection.wrap_database_errors, conn.pipeline():
+            psycopg.Cursor(conn).execute("BEGIN")
             write = psycopg.Cursor(conn)
             write.execute(sql, params)
-            pipeline.sync()
+            psycopg.Cursor(conn).execute("COMMIT")
             psycopg.Cursor(conn).execute(UNLOCK_SQL, [lease.key])
         row = write.fetchone()
-    lease.released = True
+    except Exception:
+        connection.close()
+        raise
+    finally:
+        # Released either way: by the statement, or with the session.
+        lease.released = True
     return row
 
 

@@ -5,7 +5,8 @@ import time
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
+from django.utils import timezone
 
 from licensing.models import OrderLine
 from redemption import binding, services, statements
@@ -101,6 +102,24 @@ def test_whoever_takes_the_lock_next_reads_the_binding_recorded(new_line, tenant
     assert next_holder == {"status": Status.BOUND}
     assert len(writes) == 1  # the result released the lock itself
     assert other_session_can_lock(key)
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_result_write_that_fails_writes_nothing_and_leaves_the_lock_free(new_line, tenant, processor):
+    allocation = queued(new_line, tenant, processor)
+    key = "subscription:test-failing-write"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [key])
+    lease = statements.Lease(key)
+    # The guard refuses a jump from queued to bound: the statement fails on the server.
+    change = statements.Change("allocation", SeatAllocation, {"status": Status.BOUND}, "not allowed", pk=allocation.pk)
+    with pytest.raises(IntegrityError):
+        statements.write_with_history([change], now=timezone.now(), then_release=lease)
+    assert lease.released and other_session_can_lock(key)
+    allocation.refresh_from_db()
+    assert allocation.status == Status.QUEUED
+    assert allocation.history.filter(history_change_reason="not allowed").count() == 0
 
 
 def _recording(function, calls: list):
