@@ -20,7 +20,7 @@ from desk.charts import landing_charts
 from desk.forms import StaffLoginForm
 from licensing.models import Order
 from redemption.dashboard import attention_items
-from redemption.selectors import lookup_anything, order_story
+from redemption.selectors import lookup_anything, may_view, order_story
 
 
 class BackOfficeAdminSite(admin.AdminSite):
@@ -93,7 +93,8 @@ class BackOfficeAdminSite(admin.AdminSite):
             **self.each_context(request),
             "title": f"Look up “{query}”" if query else "Look up",
             "query": query,
-            "hits": lookup_anything(query) if query else [],
+            # Only what the person may see: a staff account without view permissions finds nothing.
+            "hits": lookup_anything(query, visible=may_view(request.user)) if query else [],
         }
         return TemplateResponse(request, "admin/lookup.html", context)
 

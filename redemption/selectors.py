@@ -1,6 +1,7 @@
 """Read-only views across the apps: find anything by a number read out on the phone, tell an order's story."""
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -42,57 +43,81 @@ def _order_hits(orders: QuerySet[Order], why: str) -> list[LookupHit]:
     ]
 
 
-def lookup_anything(query: str) -> list[LookupHit]:
-    """Return what a number or name a partner reads out can be: orders, agreements, partners, tenants ..."""
+def may_view(user) -> Callable[[type[Model]], bool]:
+    """Return whether `user` may see records of a model (its view permission)."""
+    return lambda model: user.has_perm(f"{model._meta.app_label}.view_{model._meta.model_name}")
+
+
+def lookup_anything(query: str, *, visible: Callable[[type[Model]], bool] = lambda model: True) -> list[LookupHit]:
+    """Return what a number or name a partner reads out can be: orders, agreements, partners, tenants ...
+
+    Only records of the models `visible` allows are looked for (a person's view permissions: may_view).
+    """
     text = query.strip()
     if not text:
         return []
     hits: list[LookupHit] = []
-    hits += _order_hits(Order.objects.filter(license_number=text), "license number")
-    hits += _order_hits(Order.objects.filter(po_number=text), "PO number")
-    for agreement in Agreement.objects.filter(number=text).select_related("customer", "partner")[:LOOKUP_LIMIT]:
-        hits.append(
-            LookupHit("Agreement", str(agreement), f"{agreement.customer} · {agreement.partner}", _admin_url(agreement))
-        )
-    for agreement in Agreement.objects.filter(authorization_number=text).select_related("customer")[:LOOKUP_LIMIT]:
-        hits.append(
-            LookupHit(
-                "Agreement", str(agreement), f"authorization number · {agreement.customer}", _admin_url(agreement)
+    if visible(Order):
+        hits += _order_hits(Order.objects.filter(license_number=text), "license number")
+        hits += _order_hits(Order.objects.filter(po_number=text), "PO number")
+    if visible(Agreement):
+        for agreement in Agreement.objects.filter(number=text).select_related("customer", "partner")[:LOOKUP_LIMIT]:
+            hits.append(
+                LookupHit(
+                    "Agreement", str(agreement), f"{agreement.customer} · {agreement.partner}", _admin_url(agreement)
+                )
             )
-        )
-    for partner in Partner.objects.filter(mpn_id=text)[:LOOKUP_LIMIT]:
-        hits.append(LookupHit("Partner", partner.name, f"MPN ID {partner.mpn_id}", _admin_url(partner)))
+        for agreement in Agreement.objects.filter(authorization_number=text).select_related("customer")[:LOOKUP_LIMIT]:
+            hits.append(
+                LookupHit(
+                    "Agreement", str(agreement), f"authorization number · {agreement.customer}", _admin_url(agreement)
+                )
+            )
+    if visible(Partner):
+        for partner in Partner.objects.filter(mpn_id=text)[:LOOKUP_LIMIT]:
+            hits.append(LookupHit("Partner", partner.name, f"MPN ID {partner.mpn_id}", _admin_url(partner)))
     domain = normalize_domain(text)
     if "." not in domain:
         domain += ONMICROSOFT_SUFFIX
     tenants = Tenant.objects.filter(default_domain=domain)
     try:
-        tenants = tenants | Tenant.objects.filter(tenant_id=uuid.UUID(text))
-        for allocation in SeatAllocation.objects.filter(idempotency_key=uuid.UUID(text)).select_related(
-            "order_line__order"
-        ):
+        key = uuid.UUID(text)
+    except ValueError:
+        key = None
+    if key is not None:
+        tenants = tenants | Tenant.objects.filter(tenant_id=key)
+    if key is not None and visible(SeatAllocation):
+        for allocation in SeatAllocation.objects.filter(idempotency_key=key).select_related("order_line__order"):
             hits.append(
                 LookupHit(
                     "Seat allocation",
                     str(allocation),
                     allocation.get_status_display(),
                     _admin_url(allocation),
-                    reverse("admin:order_story", args=[allocation.order_line.order_id]),
+                    reverse("admin:order_story", args=[allocation.order_line.order_id]) if visible(Order) else "",
                 )
             )
-    except ValueError:
-        pass
-    for tenant in tenants.select_related("customer")[:LOOKUP_LIMIT]:
-        hits.append(
-            LookupHit("Tenant", tenant.default_domain, f"{tenant.customer} · {tenant.tenant_id}", _admin_url(tenant))
-        )
-    hits += _order_hits(Order.objects.filter(suggested_tenant_domain=domain), "suggested tenant")
-    for subscription in Subscription.objects.filter(provider_subscription_id=text).select_related("tenant", "product"):
-        hits.append(
-            LookupHit("Subscription", str(subscription), subscription.get_status_display(), _admin_url(subscription))
-        )
-    for customer in Customer.objects.filter(name__icontains=text).select_related("partner")[:LOOKUP_LIMIT]:
-        hits.append(LookupHit("Customer", customer.name, f"partner {customer.partner}", _admin_url(customer)))
+    if visible(Tenant):
+        for tenant in tenants.select_related("customer")[:LOOKUP_LIMIT]:
+            hits.append(
+                LookupHit(
+                    "Tenant", tenant.default_domain, f"{tenant.customer} · {tenant.tenant_id}", _admin_url(tenant)
+                )
+            )
+    if visible(Order):
+        hits += _order_hits(Order.objects.filter(suggested_tenant_domain=domain), "suggested tenant")
+    if visible(Subscription):
+        for subscription in Subscription.objects.filter(provider_subscription_id=text).select_related(
+            "tenant", "product"
+        ):
+            hits.append(
+                LookupHit(
+                    "Subscription", str(subscription), subscription.get_status_display(), _admin_url(subscription)
+                )
+            )
+    if visible(Customer):
+        for customer in Customer.objects.filter(name__icontains=text).select_related("partner")[:LOOKUP_LIMIT]:
+            hits.append(LookupHit("Customer", customer.name, f"partner {customer.partner}", _admin_url(customer)))
     return hits
 
 
@@ -244,4 +269,4 @@ def order_story(order: Order) -> OrderStory:
     return OrderStory(order, lines, subscriptions, events, drifts)
 
 
-__all__ = ["LookupHit", "OrderStory", "StoryEvent", "lookup_anything", "order_story"]
+__all__ = ["LookupHit", "OrderStory", "StoryEvent", "lookup_anything", "may_view", "order_story"]

@@ -1,6 +1,7 @@
 from datetime import date
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from licensing.models import Order
@@ -93,3 +94,28 @@ def _staff_without_perms(make_user):
     user = make_user("nobody", role="Order processor")
     user.groups.clear()
     return user
+
+
+def test_lookup_page_shows_only_what_the_person_may_view(client, make_user, desk):
+    nobody = make_user("nobody", role="Order processor")
+    nobody.groups.clear()  # staff, but not one view permission
+    client.force_login(nobody)
+    for read_out in ("61234567", "northwind", "V4412871", "adventureworks.onmicrosoft.com"):
+        response = client.get(reverse("admin:lookup"), {"q": read_out})
+        assert response.status_code == 200
+        assert "Nothing matches" in response.text, read_out
+    order = Order.objects.get(license_number="61234567")
+    order_url = reverse("admin:licensing_order_change", args=[order.pk])
+    assert order_url not in client.get(reverse("admin:lookup"), {"q": "61234567"}).text
+
+    nobody.user_permissions.set(Permission.objects.filter(codename="view_order"))
+    client.force_login(nobody)
+    page = client.get(reverse("admin:lookup"), {"q": "northwind"}).text
+    assert "Nothing matches" in page  # customers are not theirs to see
+    assert order_url in client.get(reverse("admin:lookup"), {"q": "61234567"}).text
+
+
+def test_lookup_asks_only_for_the_models_allowed(desk):
+    hits = lookup_anything("61234567", visible=lambda model: model is not Order)
+    assert hits == []
+    assert [hit.kind for hit in lookup_anything("61234567", visible=lambda model: model is Order)] == ["Order"]
