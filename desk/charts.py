@@ -4,11 +4,12 @@ Each is a bar chart drawn as plain SVG on the server (rectangles, text and links
 element, so it needs nothing from the Content-Security-Policy), every bar linking to the list behind it.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from dateutil.relativedelta import relativedelta
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Model, Sum
 from django.db.models.functions import TruncHour, TruncMonth
 from django.urls import reverse
 from django.utils import timezone
@@ -204,5 +205,7 @@ def open_work_by_age(today: date | None = None) -> BarChart:
     return chart
 
 
-def landing_charts() -> list[BarChart]:
-    return [renewals_by_month(), bindings_by_hour(), open_work_by_age()]
+def landing_charts(*, visible: Callable[[type[Model]], bool] = lambda model: True) -> list[BarChart]:
+    """The landing page's charts, those of the models `visible` allows (a person's view permissions)."""
+    charts = [(Subscription, renewals_by_month), (SeatAllocation, bindings_by_hour), (OrderLine, open_work_by_age)]
+    return [chart() for model, chart in charts if visible(model)]

@@ -83,7 +83,13 @@ class BackOfficeAdminSite(admin.AdminSite):
         ]
 
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> TemplateResponse:
-        extra_context = {**(extra_context or {}), "attention": attention_items(), "charts": landing_charts()}
+        # Counts and charts of what the person may see; the throttling notice is everyone's.
+        visible = may_view(request.user)
+        extra_context = {
+            **(extra_context or {}),
+            "attention": attention_items(visible=visible),
+            "charts": landing_charts(visible=visible),
+        }
         return super().index(request, extra_context)
 
     def lookup_view(self, request: HttpRequest) -> TemplateResponse:

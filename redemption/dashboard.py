@@ -1,10 +1,11 @@
 """What the landing page shows: work waiting for a person, as counts linking to filtered lists."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import F
+from django.db.models import F, Model
 from django.urls import reverse
 from django.utils import timezone
 
@@ -21,46 +22,60 @@ class AttentionItem:
     tone: str  # "info", "warn" or "alert": how the landing page colours it
 
 
-def attention_items() -> list[AttentionItem]:
-    """Return the counts behind the landing page, each with the filtered list it opens."""
+def attention_items(*, visible: Callable[[type[Model]], bool] = lambda model: True) -> list[AttentionItem]:
+    """Return the counts behind the landing page, each with the filtered list it opens.
+
+    Only counts of the models `visible` allows (a person's view permissions); throttling is everyone's news.
+    """
     today = timezone.localdate()
     soon = today + timedelta(days=settings.EXPIRING_SOON_DAYS)
     allocations = reverse("admin:redemption_seatallocation_changelist")
-    return [
-        *_throttling_items(allocations),
-        AttentionItem(
-            "Order lines with seats not yet bound",
-            OrderLine.objects.filter(seats_allocated__lt=F("quantity")).count(),
-            reverse("admin:licensing_orderline_changelist") + "?unbound=yes",
-            "info",
-        ),
-        AttentionItem(
-            "Bindings waiting for a supervisor",
-            SeatAllocation.objects.filter(status=SeatAllocation.Status.AWAITING_APPROVAL).count(),
-            f"{allocations}?status__exact={SeatAllocation.Status.AWAITING_APPROVAL}",
-            "warn",
-        ),
-        AttentionItem(
-            "Failed bindings",
-            SeatAllocation.objects.filter(status__in=SeatAllocation.FAILURES).count(),
-            f"{allocations}?status__in={','.join(sorted(SeatAllocation.FAILURES))}",
-            "alert",
-        ),
-        AttentionItem(
-            "Drift: the provider, our records and the orders disagree",
-            Drift.objects.filter(status=Drift.Status.OPEN).count(),
-            reverse("admin:redemption_drift_changelist") + f"?status__exact={Drift.Status.OPEN}",
-            "alert",
-        ),
-        AttentionItem(
-            f"Subscriptions ending in the next {settings.EXPIRING_SOON_DAYS} days",
-            Subscription.objects.filter(
-                status=Subscription.Status.ACTIVE, term_end__gte=today, term_end__lte=soon
-            ).count(),
-            _ending_soon_url(),
-            "warn",
-        ),
-    ]
+    items = _throttling_items(allocations)
+    if visible(OrderLine):
+        items.append(
+            AttentionItem(
+                "Order lines with seats not yet bound",
+                OrderLine.objects.filter(seats_allocated__lt=F("quantity")).count(),
+                reverse("admin:licensing_orderline_changelist") + "?unbound=yes",
+                "info",
+            )
+        )
+    if visible(SeatAllocation):
+        items += [
+            AttentionItem(
+                "Bindings waiting for a supervisor",
+                SeatAllocation.objects.filter(status=SeatAllocation.Status.AWAITING_APPROVAL).count(),
+                f"{allocations}?status__exact={SeatAllocation.Status.AWAITING_APPROVAL}",
+                "warn",
+            ),
+            AttentionItem(
+                "Failed bindings",
+                SeatAllocation.objects.filter(status__in=SeatAllocation.FAILURES).count(),
+                f"{allocations}?status__in={','.join(sorted(SeatAllocation.FAILURES))}",
+                "alert",
+            ),
+        ]
+    if visible(Drift):
+        items.append(
+            AttentionItem(
+                "Drift: the provider, our records and the orders disagree",
+                Drift.objects.filter(status=Drift.Status.OPEN).count(),
+                reverse("admin:redemption_drift_changelist") + f"?status__exact={Drift.Status.OPEN}",
+                "alert",
+            )
+        )
+    if visible(Subscription):
+        items.append(
+            AttentionItem(
+                f"Subscriptions ending in the next {settings.EXPIRING_SOON_DAYS} days",
+                Subscription.objects.filter(
+                    status=Subscription.Status.ACTIVE, term_end__gte=today, term_end__lte=soon
+                ).count(),
+                _ending_soon_url(),
+                "warn",
+            )
+        )
+    return items
 
 
 def _throttling_items(allocations: str) -> list[AttentionItem]:

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from html import unescape
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from desk import charts
@@ -74,3 +75,19 @@ def test_the_landing_page_draws_the_three_pictures_with_links(desk, client, supe
     assert all("<svg" in figure for figure in figures)
     assert any(link.startswith("/admin/redemption/subscription/") for link in links(figures[0]))
     assert any(link.startswith("/admin/licensing/orderline/") for link in links(figures[2]))
+
+
+def test_the_landing_page_counts_and_draws_only_what_the_person_may_view(desk, client, make_user):
+    nobody = make_user("nobody", role="Order processor")
+    nobody.groups.clear()  # staff, but not one view permission
+    client.force_login(nobody)
+    page = client.get(reverse("admin:index")).text
+    for shown in ("Failed bindings", "Order lines with seats not yet bound", "Subscriptions ending", "<figure"):
+        assert shown not in page
+
+    nobody.user_permissions.set(Permission.objects.filter(codename="view_seatallocation"))
+    client.force_login(nobody)
+    page = client.get(reverse("admin:index")).text
+    assert "Failed bindings" in page and "Bindings waiting for a supervisor" in page
+    assert "Order lines with seats not yet bound" not in page and "Subscriptions ending" not in page
+    assert page.count("<figure") == 1 and charts.bindings_by_hour().title in page
