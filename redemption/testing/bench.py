@@ -172,3 +172,34 @@ def bound_wait(ids: list[int], timeout: float) -> None:
 
 def load_text(load: tuple[float, float, float]) -> str:
     return "/".join(f"{value:.2f}" for value in load)
+
+
+def worker_pids(workers) -> list[int]:
+    """Return the pids of the workers and of their pool processes."""
+    pids = [worker.pid for worker in workers]
+    for pid in list(pids):
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False)  # noqa: S603, S607
+        pids.extend(int(child) for child in out.stdout.split())
+    return pids
+
+
+def backend_pids() -> list[int]:
+    """Return the pids of the other PostgreSQL sessions on this database (the workers', on this machine)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """Return the CPU time (user and system) the processes have used, as /proc tells it."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")

@@ -14,10 +14,13 @@ from redemption.tasks import allocation_bind_task
 from redemption.testing.bench import (
     TOKEN,
     allocations_queue,
+    backend_pids,
     bound_wait,
+    cpu_seconds,
     database_analyze,
     database_recreate,
     load_text,
+    worker_pids,
     worker_start,
     workers_ready,
     workers_stop,
@@ -56,10 +59,14 @@ class Command(BaseCommand):
             bound_wait(warmup, 60)
             if SeatAllocation.objects.filter(pk__in=warmup).exclude(status="bound").exists():
                 raise CommandError("The warm-up allocations did not bind: is the worker healthy?")
+            # CPU from here on: the worker and its pool processes, and their PostgreSQL sessions.
+            pids = {"worker": worker_pids([worker]), "postgres": backend_pids()}
+            cpu_before = {who: cpu_seconds(them) for who, them in pids.items()}
             started = timezone.now()
             for allocation_id in ids:
                 allocation_bind_task.delay(allocation_id)
             bound_wait(ids, timeout)
+            cpu = {who: (cpu_seconds(them) - cpu_before[who]) / count * 1000 for who, them in pids.items()}
         finally:
             workers_stop([worker])
             server.stop()
@@ -81,6 +88,7 @@ class Command(BaseCommand):
             f"  throughput         {rate:8.1f} allocations/s\n"
             f"  latency-bound limit{limit:8.1f} allocations/s\n"
             f"  ratio              {rate / limit:8.1%}  (target >= 70%)\n"
+            f"  CPU per binding    {cpu['worker']:8.1f} ms in the worker, {cpu['postgres']:.1f} ms in PostgreSQL\n"
             f"  bound {statuses['bound']}, failed {statuses['failed']}, unfinished {unfinished}\n"
             f"  provider writes applied {server.state.applied_writes - len(warmup)} (+{len(warmup)} warm-up), "
             f"subscriptions {len(server.state.subscriptions) - len(warmup)}\n"
