@@ -561,9 +561,7 @@ def test_order_level_blank_taking_a_later_rows_value_imports_the_same_in_preview
 
 
 @pytest.mark.parametrize("dry_run", [True, False])
-def test_order_level_conflict_after_a_blank_names_the_row_that_states_the_value(
-    import_orders, small_batches, dry_run
-):
+def test_order_level_conflict_after_a_blank_names_the_row_that_states_the_value(import_orders, small_batches, dry_run):
     rows = far_apart(
         order_row(**{"Line": "2", "Order Date": ""}),
         order_row(),
