@@ -336,8 +336,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    # httpx logs every request at INFO: a line per provider call in the worker, already in the history.
-    "loggers": {"httpx": {"level": "WARNING"}},
+    # urllib3 logs every new connection and retry: the provider calls are in the history already.
+    "loggers": {"urllib3": {"level": "WARNING"}},
 }
 
 # Provisioning sandbox (PROVIDER_BACKEND=sandbox): pretend latency and transient failures for demos.

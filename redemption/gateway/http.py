@@ -2,15 +2,19 @@
 
 import email.utils
 import html
+import json as jsonlib
 import logging
 import random
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
-import httpx
+import urllib3
+from urllib3.exceptions import DecodeError, HTTPError, TimeoutError
 
 from redemption.gateway.base import (
     INLINE_READ_BUDGET_SECONDS,
@@ -54,7 +58,28 @@ def retry_after_seconds(value: str | None) -> float:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def provider_message(response: httpx.Response) -> str:
+@dataclass(frozen=True)
+class Answer:
+    """The provider's answer, read whole (and decoded) within the call's time."""
+
+    status_code: int
+    reason_phrase: str
+    headers: urllib3.HTTPHeaderDict
+    content: bytes
+
+    def json(self) -> object:
+        return jsonlib.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        charset = re.search(r"charset=\"?([\w.:-]+)", self.headers.get("Content-Type", ""))
+        try:
+            return self.content.decode(charset.group(1) if charset else "utf-8", errors="replace")
+        except LookupError:
+            return self.content.decode("utf-8", errors="replace")
+
+
+def provider_message(response: Answer) -> str:
     """Return the provider's own explanation of a refusal, as a person should read it."""
     text = ""
     try:
@@ -101,6 +126,21 @@ def subscription_read(item: object, status: int = 200) -> ProviderSubscription:
         ) from exc
 
 
+def connection_pool(base_url: str, *, timeout: float) -> urllib3.PoolManager:
+    """Return kept-alive connections to the provider, through the proxy the environment names for it.
+
+    Shared safely by a web server's threads. Nothing is retried or redirected behind the caller's back:
+    a write is sent again only after it is looked up. Certificates are checked against the system's
+    trust store (SSL_CERT_FILE and SSL_CERT_DIR apply); HTTPS_PROXY, HTTP_PROXY and NO_PROXY as usual.
+    """
+    parts = urlsplit(base_url)
+    proxy = getproxies().get(parts.scheme)
+    options = {"maxsize": 8, "retries": False, "timeout": timeout}
+    if proxy and not proxy_bypass(parts.hostname or ""):
+        return urllib3.ProxyManager(proxy, **options)
+    return urllib3.PoolManager(**options)
+
+
 class HttpGateway:
     """Talk to the provider API over HTTP with a bearer token and per-call request IDs."""
 
@@ -111,17 +151,13 @@ class HttpGateway:
         token: str,
         timeout: float,
         budget: CallBudget | None = None,
-        transport: httpx.BaseTransport | None = None,
     ):
         self.timeout = timeout
         # Every call takes a slot of the installation's budget first (gateway_get passes it in).
         self.budget = budget or budget_local()
-        self.client = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            timeout=timeout,
-            transport=transport,
-        )
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self.pool = connection_pool(self.base_url, timeout=timeout)
 
     def _call(
         self,
@@ -137,16 +173,16 @@ class HttpGateway:
         headers = {"MS-RequestId": str(request_id), "MS-CorrelationId": str(uuid.uuid4())}
         try:
             answer = self._send(method, path, json=json, headers=headers, timeout=timeout or self.timeout)
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             raise ProviderTransient(f"The provider did not answer in time ({exc.__class__.__name__}).") from exc
-        except httpx.TransportError as exc:
-            raise ProviderTransient(
-                f"The connection to the provider failed ({exc.__class__.__name__}: {exc})."
-            ) from exc
-        except httpx.RequestError as exc:
+        except DecodeError as exc:
             # An answer that cannot be decoded (a Content-Encoding it does not follow), and the like.
             raise ProviderTransient(
                 f"The provider's answer could not be read ({exc.__class__.__name__}: {exc})."
+            ) from exc
+        except (HTTPError, OSError) as exc:
+            raise ProviderTransient(
+                f"The connection to the provider failed ({exc.__class__.__name__}: {exc})."
             ) from exc
         status = answer.status_code
         if status == 429:
@@ -168,21 +204,34 @@ class HttpGateway:
             raise ProviderTransient(f"The provider answered {status} with unexpected JSON.")
         return data
 
-    def _send(self, method: str, path: str, *, json: dict | None, headers: dict, timeout: float) -> httpx.Response:
+    def _send(self, method: str, path: str, *, json: dict | None, headers: dict, timeout: float) -> Answer:
         """Make one call and read its whole answer within `timeout` seconds, and at most ANSWER_MAX_BYTES.
 
-        httpx's timeouts bound each read, not the call: an answer sent a little at a time would
+        A socket timeout bounds each read, not the call: an answer sent a little at a time would
         otherwise hold a worker (and the subscription's lock) or a person waiting for as long as it lasts.
         """
         deadline = time.monotonic() + timeout
-        request = self.client.build_request(method, path, json=json, headers=headers, timeout=timeout)
-        response = self.client.send(request, stream=True)
+        body = None
+        headers = {**self.headers, **headers}
+        if json is not None:
+            body = jsonlib.dumps(json, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        response = self.pool.request(
+            method,
+            self.base_url + path,
+            body=body,
+            headers=headers,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            preload_content=False,
+            redirect=False,
+        )
+        complete = False
         try:
-            body = bytearray()
+            content = bytearray()
             # Decoded (gzip and the like) as it comes: the limit is on what is held, however it was sent.
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > ANSWER_MAX_BYTES:
+            while chunk := response.read1(65536):
+                content += chunk
+                if len(content) > ANSWER_MAX_BYTES:
                     raise ProviderTransient(
                         f"The provider's answer is over {ANSWER_MAX_BYTES:,} bytes: it was not read."
                     )
@@ -190,10 +239,13 @@ class HttpGateway:
                     raise ProviderTransient(
                         f"The provider did not answer in time (its answer took over {timeout:g} s)."
                     )
+            complete = True
         finally:
-            response.close()
-        headers = [(name, value) for name, value in response.headers.multi_items() if name != "content-encoding"]
-        return httpx.Response(response.status_code, headers=headers, content=bytes(body), request=request)
+            if not complete:
+                # Half read: the connection cannot carry another call.
+                response.close()
+            response.release_conn()
+        return Answer(response.status, response.reason or "", response.headers, bytes(content))
 
     def _read_inline(self, path: str) -> dict:
         """GET while a person waits: retry within about ten seconds, honouring Retry-After."""

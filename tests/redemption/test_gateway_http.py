@@ -1,5 +1,8 @@
 """The HTTP client against a real local server that follows the provider API contract."""
 
+import http.server
+import json
+import threading
 import time
 import uuid
 from datetime import date
@@ -141,6 +144,44 @@ def test_connection_refused_is_transient():
         HttpGateway(base_url="http://127.0.0.1:9", token="x", timeout=0.5).order_create(
             tenant_id=TENANT, request_id=uuid.uuid4(), order=ORDER
         )
+
+
+class _RecordingProxy(http.server.BaseHTTPRequestHandler):
+    """A forward proxy that answers every request itself, with a customer, and records what it was asked."""
+
+    asked: list[str] = []
+
+    def do_GET(self):
+        self.asked.append(self.path)
+        body = json.dumps({"id": str(TENANT), "companyProfile": {"tenantId": str(TENANT), "domain": "via.proxy"}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_calls_go_through_the_proxy_the_environment_names_unless_no_proxy_excludes_the_provider(server, monkeypatch):
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        proxied = HttpGateway(base_url=server.url, token="secret", timeout=0.5)
+        assert proxied.customer_identity(tenant_id=TENANT).domain == "via.proxy"
+        assert _RecordingProxy.asked == [f"{server.url}/v1/customers/{TENANT}"]
+
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        direct = HttpGateway(base_url=server.url, token="secret", timeout=0.5)
+        assert direct.customer_identity(tenant_id=TENANT).domain == "northwind.onmicrosoft.com"
+        assert len(_RecordingProxy.asked) == 1
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
 
 
 def test_subscriptions_are_listed_with_the_friendly_name_of_the_order_that_created_them(client):
