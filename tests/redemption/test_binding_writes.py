@@ -68,11 +68,31 @@ def test_nobody_else_can_change_the_subscription_while_the_provider_is_called(ne
     assert other_session_can_lock(key)
 
 
+@pytest.fixture
+def slow_commits():
+    """Make every commit that changed an allocation take half a second (a deferred trigger sleeping at COMMIT),
+    so a lock released before its write is committed lets the next holder in while the write is not visible."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$"
+        )
+        cursor.execute(
+            "CREATE CONSTRAINT TRIGGER test_slow_commit AFTER UPDATE ON redemption_seatallocation "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_slow_commit()"
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER test_slow_commit ON redemption_seatallocation")
+        cursor.execute("DROP FUNCTION test_slow_commit()")
+
+
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_whoever_takes_the_lock_next_reads_the_binding_recorded(new_line, tenant, processor, monkeypatch):
+def test_whoever_takes_the_lock_next_reads_the_binding_recorded(new_line, tenant, processor, monkeypatch, slow_commits):
     """As a worker runs it (autocommit): the result and the lock's release go in one round trip, the
-    release after the commit, so the next holder never finds the allocation still binding."""
+    release after the commit, so the next holder never finds the allocation still binding, however long
+    the commit takes."""
     allocation = queued(new_line, tenant, processor)
     key = f"subscription:{new_line.order.agreement_id}:{new_line.product_id}:{tenant.pk}"
     next_holder = {}
