@@ -14,7 +14,8 @@ from urllib.parse import quote, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import urllib3
-from urllib3.exceptions import DecodeError, HTTPError, TimeoutError
+from urllib3.exceptions import DecodeError, HTTPError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from redemption.gateway.base import (
     INLINE_READ_BUDGET_SECONDS,
@@ -173,7 +174,8 @@ class HttpGateway:
         headers = {"MS-RequestId": str(request_id), "MS-CorrelationId": str(uuid.uuid4())}
         try:
             answer = self._send(method, path, json=json, headers=headers, timeout=timeout or self.timeout)
-        except TimeoutError as exc:
+        except (Urllib3Timeout, TimeoutError) as exc:
+            # urllib3's own, or the socket's where urllib3 passes it on as it is.
             raise ProviderTransient(f"The provider did not answer in time ({exc.__class__.__name__}).") from exc
         except DecodeError as exc:
             # An answer that cannot be decoded (a Content-Encoding it does not follow), and the like.
