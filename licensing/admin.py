@@ -208,7 +208,7 @@ class ImportJobAdmin(BackOfficeListAdmin):
 
     @admin.display(description="progress")
     def progress(self, job: ImportJob) -> str:
-        return f"{import_job_progress(job=job)} of {job.rows_total} rows"
+        return import_job_progress(job=job).text(job.rows_total)
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.fields] + ["progress"]
@@ -236,7 +236,7 @@ class ImportJobAdmin(BackOfficeListAdmin):
         extra_context = {
             **(extra_context or {}),
             "job": job,
-            "rows_done": import_job_progress(job=job),
+            "progress": import_job_progress(job=job),
             "refresh": job.is_active,
             "can_confirm": job.status == ImportJob.Status.READY and self.has_view_permission(request, job),
             "error_lines": error_lines,

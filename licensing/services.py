@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO
 
@@ -35,11 +36,29 @@ def _progress_key(job_id: int) -> str:
     return f"licensing:import-job:{job_id}:rows-done"
 
 
-def import_job_progress(*, job: ImportJob) -> int:
-    """Return how many rows a job has gone through, live while it runs."""
+@dataclass(frozen=True)
+class JobProgress:
+    """How far a job has gone: rows gone through, and whether that is the first of an order sheet's two passes
+    (reading each order's order-level values before any row is checked)."""
+
+    rows: int
+    first_pass: bool = False
+
+    def text(self, total: int) -> str:
+        if self.first_pass:
+            return f"{self.rows} of {total} rows read (first pass: order-level values)"
+        return f"{self.rows} of {total} rows"
+
+
+def import_job_progress(*, job: ImportJob) -> JobProgress:
+    """Return how far a job has gone, live while it runs."""
     if job.is_active:
-        return cache.get(_progress_key(job.pk), job.rows_done)
-    return job.rows_done
+        held = cache.get(_progress_key(job.pk))
+        if isinstance(held, tuple):
+            return JobProgress(*held)
+        if isinstance(held, int):
+            return JobProgress(held)
+    return JobProgress(job.rows_done)
 
 
 def sheet_import(
@@ -50,7 +69,7 @@ def sheet_import(
     dry_run: bool = False,
     job: ImportJob | None = None,
     keep_row_outcomes: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> ImportReport:
     """Check a sheet and, unless it is a dry run or any row is rejected, apply all of it at once.
 
@@ -252,7 +271,7 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
         return None
     job = ImportJob.objects.select_related("created_by").get(pk=job_id)
     key = _progress_key(job.pk)
-    cache.set(key, 0, timeout=86400)
+    cache.set(key, (0, False), timeout=86400)
     try:
         with job.file.open("rb") as handle:
             sheet = open_sheet(handle, file_name=job.file_name)
@@ -262,7 +281,7 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
                 acting_user=job.created_by,
                 dry_run=job.dry_run,
                 job=job,
-                progress=lambda done: cache.set(key, done, timeout=86400),
+                progress=lambda done, first_pass=False: cache.set(key, (done, first_pass), timeout=86400),
             )
     except SheetError as exc:
         report = ImportReport(kind=job.kind, file_name=job.file_name)

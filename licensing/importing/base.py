@@ -78,7 +78,7 @@ class SheetImporter:
         dry_run: bool = False,
         batch_size: int = 2000,
         keep_row_outcomes: bool = False,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[..., None] | None = None,
     ) -> None:
         self.acting_user = acting_user
         self.change_reason = change_reason[:100]

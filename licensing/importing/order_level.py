@@ -32,8 +32,13 @@ class OrderLevel:
         self.file_state = file_state
         self.batch_size = batch_size
 
-    def collect(self, rows: Iterable[tuple[int, list[Cell]]], plan: list[tuple]) -> None:
-        """Read the file once, noting each order's first stated value of each order-level column."""
+    def collect(
+        self, rows: Iterable[tuple[int, list[Cell]]], plan: list[tuple], progress: Callable[[int], None] | None = None
+    ) -> None:
+        """Read the file once, noting each order's first stated value of each order-level column.
+
+        `progress` hears the rows read so far after each batch.
+        """
         readers = {
             label: (index, parser, longest)
             for label, index, _, parser, longest, _ in plan
@@ -41,7 +46,7 @@ class OrderLevel:
         }
         columns = [column for column in ORDER_LEVEL if column in readers]
         found: dict[str, dict[str, tuple[Any, int]]] = {}
-        read = 0
+        read = read_before = 0
         try:
             for number, values in rows:
                 if is_blank(values):
@@ -57,12 +62,16 @@ class OrderLevel:
                                 stated[column] = (value, number)
                 if read >= self.batch_size:
                     self._save(found)
-                    found, read = {}, 0
+                    found, read, read_before = {}, 0, read_before + read
+                    if progress:
+                        progress(read_before)
         except SheetError:
             # The file cannot be read past this row: the second pass stops at the same place and says so,
             # after checking the rows before it.
             pass
         self._save(found)
+        if progress and read:
+            progress(read_before + read)
 
     def _save(self, found: dict[str, dict[str, tuple[Any, int]]]) -> None:
         """Add what a batch of rows states to what earlier rows stated; an earlier row's value stays first."""

@@ -48,7 +48,8 @@ class OrderSheetImporter(SheetImporter):
 
     def rows_to_check(self, sheet: Sheet) -> Iterable[tuple[int, list]]:
         """Read the file once for its orders' order-level values, then return its rows again to check."""
-        self.order_level.collect(sheet.rows, self.plan)
+        first_pass = self.progress and (lambda read: self.progress(read, first_pass=True))
+        self.order_level.collect(sheet.rows, self.plan, progress=first_pass)
         return sheet.rows_again()
 
     def stated_at(self, row: int, column: str) -> int:

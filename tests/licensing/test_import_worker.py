@@ -90,7 +90,8 @@ def test_large_sheet_is_checked_then_imported_by_a_worker_with_progress(staff_cl
 
         def part_way() -> bool:
             page = staff_client.get(response.url).content.decode()
-            return f"{4 * BATCH} of {ROWS} rows" in page and "Running" in page
+            # The second pass (checking and writing), not the first one reading order-level values.
+            return f"{4 * BATCH} of {ROWS} rows</span>" in page and "Running" in page
 
         assert wait_for(part_way, timeout=90), staff_client.get(response.url).content.decode()
         assert 'http-equiv="refresh"' in staff_client.get(response.url).content.decode()
