@@ -209,8 +209,12 @@ if USING_FILESYSTEM_BROKER:
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Longer than any task runs; the sweep recovers what a dead worker left behind.
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        # Redis keeps no copy of the messages being worked on (kombu's "ack emulation": two more round
+        # trips per task in the worker's main loop, which every pool process waits behind). The worker
+        # holds them: a pool process that dies has its task put back at once (late acknowledgement,
+        # CELERY_TASK_REJECT_ON_WORKER_LOST), a worker that stops puts back what it held. What a host
+        # that died outright held is found again in the database by the sweeps, as after a flushed broker.
+        "ack_emulation": False,
         "socket_connect_timeout": 5,
     }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -352,5 +356,10 @@ CELERY_BEAT_SCHEDULE["redemption-reconcile-nightly"] = {
 # The sweep re-enqueues bindings whose broker message was lost and recovers those a dead worker left.
 CELERY_BEAT_SCHEDULE["redemption-allocation-sweep"] = {
     "task": "redemption.tasks.allocation_sweep_task",
+    "schedule": float(BINDING_SWEEP_SECONDS),
+}
+# ...and approved corrections whose message was lost (a flushed broker, a worker host that died).
+CELERY_BEAT_SCHEDULE["redemption-correction-sweep"] = {
+    "task": "redemption.reconciliation.tasks.correction_sweep_task",
     "schedule": float(BINDING_SWEEP_SECONDS),
 }

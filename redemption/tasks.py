@@ -65,6 +65,7 @@ def renewals_tick() -> None:
 # Reconciliation with the provider (redemption.reconciliation): runs, the nightly schedule, corrections.
 from redemption.reconciliation.tasks import (  # noqa: E402, F401
     correction_apply_task,
+    correction_sweep_task,
     reconciliation_nightly_task,
     reconciliation_run_task,
 )

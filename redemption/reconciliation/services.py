@@ -1,10 +1,11 @@
 """A person settles a drift: take the provider's value, push ours to the provider, or explain it."""
 
 import logging
-from datetime import date
+from datetime import date, datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from config.history import save_with_history
@@ -16,6 +17,9 @@ from redemption.statements import slot_unlock, subscription_lock
 logger = logging.getLogger(__name__)
 Kind = Drift.Kind
 Correction = ProviderCorrection
+# A queued correction nobody has tried for this long lost its message (a flushed broker, a worker host
+# that died): longer than the longest wait between two attempts (correction_apply_task's backoff).
+CORRECTION_STALE = timedelta(minutes=15)
 
 
 def _is_supervisor(user) -> bool:
@@ -172,7 +176,12 @@ def correction_apply(*, correction_id: int, last_attempt: bool = False) -> Corre
     budget.prepay()
     key = subscription_lock(subscription_id=correction.subscription_id)
     try:
-        Correction.objects.filter(pk=correction.pk).update(attempts=correction.attempts + 1)
+        # Under the lock: a second message for the same correction (the sweep's) finds it settled.
+        tried = Correction.objects.filter(pk=correction.pk, status=Correction.Status.QUEUED).update(
+            attempts=F("attempts") + 1, updated_at=timezone.now()
+        )
+        if not tried:
+            return Correction.objects.get(pk=correction.pk)
         subscription = correction.subscription
         try:
             gateway_get().subscription_patch(
@@ -205,3 +214,15 @@ def correction_apply(*, correction_id: int, last_attempt: bool = False) -> Corre
         if key is not None:
             slot_unlock(key)
     return Correction.objects.get(pk=correction.pk)
+
+
+def correction_sweep(*, now: datetime | None = None) -> list[int]:
+    """Queue again the approved corrections whose message was lost; return their ids."""
+    from redemption.tasks import correction_apply_task
+
+    now = now or timezone.now()
+    lost = Correction.objects.filter(status=Correction.Status.QUEUED, updated_at__lt=now - CORRECTION_STALE)
+    ids = list(lost.order_by("pk").values_list("pk", flat=True)[:1000])
+    for correction_id in ids:
+        enqueue_on_commit(correction_apply_task, correction_id)
+    return ids

@@ -38,3 +38,12 @@ def correction_apply_task(self, correction_id: int) -> None:
     except ProviderTransient as exc:
         countdown = min(300, 2 ** (self.request.retries + 1)) * random.uniform(0.5, 1.5)
         raise self.retry(countdown=countdown, exc=exc) from exc
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def correction_sweep_task() -> int:
+    """Queue again the approved corrections whose message was lost (beat)."""
+    ids = services.correction_sweep()
+    if ids:
+        logger.info("sweep re-enqueued %d correction(s)", len(ids))
+    return len(ids)

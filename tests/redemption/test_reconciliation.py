@@ -1,10 +1,12 @@
 """Reconciliation against the local provider server, whose state the tests change behind our back."""
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from io import StringIO
+from unittest.mock import patch
 
 import pytest
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import override_settings
@@ -208,6 +210,47 @@ def test_pushing_ours_goes_through_a_supervisor_and_the_worker(
     assert len({c["request_id"] for c in patches}) == 1  # the retry was the same request
     drift.refresh_from_db()
     assert drift.status == Drift.Status.PUSHED
+
+
+def test_an_approved_correction_whose_message_was_lost_is_sent_again_and_reaches_the_provider_once(
+    desk, provider, supervisor, make_user, time_machine, django_capture_on_commit_callbacks
+):
+    from redemption.tasks import correction_apply_task
+
+    with provider.lock:
+        held(provider, desk["e3"])["commitmentEndDate"] = "2030-01-01"
+    reconcile()
+    drift = Drift.objects.get(kind=Kind.TERM_END)
+    correction = settle.drift_push(drift=drift, acting_user=supervisor, reason="The portal change was a mistake")
+    # Approved, but the message never reaches a worker (a flushed broker, a worker host that died).
+    with django_capture_on_commit_callbacks(execute=False):
+        settle.correction_approve(correction=correction, acting_user=make_user("second-boss", "Supervisor"))
+    # Still on its way, or waiting out a retry's backoff: not lost yet.
+    time_machine.shift(timedelta(minutes=10))
+    assert settle.correction_sweep() == []
+    time_machine.shift(timedelta(minutes=6))
+    with patch.object(correction_apply_task, "apply_async") as sent, django_capture_on_commit_callbacks(execute=True):
+        assert settle.correction_sweep() == [correction.pk]
+    assert sent.call_args.args[0] == (correction.pk,)
+    # The sweep's message and a late original both arrive: one PATCH, one attempt.
+    settle.correction_apply(correction_id=correction.pk)
+    settle.correction_apply(correction_id=correction.pk)
+    correction.refresh_from_db()
+    assert (correction.status, correction.attempts) == (ProviderCorrection.Status.DONE, 1)
+    assert held(provider, desk["e3"])["commitmentEndDate"] == desk["e3"].term_end.isoformat()
+    assert len([c for c in provider.state.calls if c["method"] == "PATCH"]) == 1
+    assert Drift.objects.get(pk=drift.pk).status == Drift.Status.PUSHED
+    time_machine.shift(timedelta(hours=1))
+    assert settle.correction_sweep() == []
+
+
+def test_beat_runs_the_sweeps_as_registered_tasks():
+    from config.celery import app
+
+    app.loader.import_default_modules()  # what a worker imports when it starts
+    tasks = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert {"redemption.tasks.allocation_sweep_task", "redemption.reconciliation.tasks.correction_sweep_task"} <= tasks
+    assert tasks <= set(app.tasks)
 
 
 def test_explaining_settles_a_drift_that_has_no_value_to_take(desk, provider, processor):

@@ -179,6 +179,28 @@ def test_worker_killed_after_the_provider_applied_the_call(setup, workers, http_
     assert provider_quantity(http_provider, setup) == 20
 
 
+def test_a_worker_host_that_died_outright_leaves_its_binding_to_the_sweep_and_the_seats_land_once(
+    setup, workers, http_provider
+):
+    # The provider applies the PATCH, then takes its time answering: the whole worker dies meanwhile,
+    # with the only copy of the message (Redis keeps none of the messages being worked on).
+    http_provider.inject(Fault("delay", method="PATCH", seconds=4))
+    worker = workers(concurrency=1)
+    allocation = request(setup, setup["line"](7), 7)
+    assert wait_for(lambda: http_provider.state.applied_writes >= 1, timeout=30)
+    worker.kill()
+    workers(concurrency=1)
+    time.sleep(2)
+    assert SeatAllocation.objects.get(pk=allocation.pk).status == Status.BINDING
+    with override_settings(BINDING_STALE_SECONDS=0):
+        assert binding.allocation_sweep() == [allocation.pk]
+    assert wait_for(lambda: all_bound([allocation.pk]), timeout=60)
+    assert provider_quantity(http_provider, setup) == 17
+    # Resumed with its stored plan: the provider is read first, and the step it shows done is not sent again.
+    patches = [call["request_id"] for call in http_provider.state.calls if call["method"] == "PATCH"]
+    assert len(patches) == len(set(patches))
+
+
 def test_new_seats_order_replayed_after_a_dropped_connection_creates_one_subscription(setup, workers, http_provider):
     customer, tenant = setup["customer"], setup["tenant"]
     line = setup["line"](4, kind=OrderLine.Kind.NEW)

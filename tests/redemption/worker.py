@@ -1,5 +1,6 @@
 """A real Celery worker in a subprocess, bound to the pytest database and the Redis broker."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -86,6 +87,15 @@ class Worker:
         """Kill the pool processes (as the OOM killer would); the main process stays and redelivers."""
         for pid in self.children():
             os.kill(pid, signal.SIGKILL)
+
+    def kill(self) -> None:
+        """Kill the worker outright, main process and pool (a host that lost its power)."""
+        children = self.children()
+        self.process.kill()
+        self.process.wait()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
