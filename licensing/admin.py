@@ -233,10 +233,12 @@ class ImportJobAdmin(BackOfficeListAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         job = get_object_or_404(ImportJob, pk=object_id)
         error_lines = job.error_lines()
+        progress = import_job_progress(job=job)
         extra_context = {
             **(extra_context or {}),
             "job": job,
-            "progress": import_job_progress(job=job),
+            "progress": progress,
+            "progress_text": progress.text(job.rows_total),
             "refresh": job.is_active,
             "can_confirm": job.status == ImportJob.Status.READY and self.has_view_permission(request, job),
             "error_lines": error_lines,

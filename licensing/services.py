@@ -46,7 +46,10 @@ class JobProgress:
 
     def text(self, total: int) -> str:
         if self.first_pass:
-            return f"{self.rows} of {total} rows read (first pass: order-level values)"
+            return (
+                f"{self.rows} of {total} rows read "
+                "(first pass: the order-level values of each order, before any row is checked)"
+            )
         return f"{self.rows} of {total} rows"
 
 

@@ -44,7 +44,7 @@ def test_a_running_job_page_says_it_is_reading_the_first_pass(client, processor)
     cache.set(_progress_key(job.pk), (120, True))
     try:
         page = client.get(reverse("admin:licensing_importjob_change", args=[job.pk])).content.decode()
-        assert "120 of 600 rows read (first pass: each order's order-level values" in page
+        assert "120 of 600 rows read (first pass: the order-level values of each order" in page
         assert 'value="120"' in page
 
         cache.set(_progress_key(job.pk), (40, False))
