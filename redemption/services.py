@@ -320,11 +320,7 @@ def allocation_request(
     existing = agreement_tenant(agreement=agreement, product=order_line.product)
     override = existing is not None and existing.pk != tenant.pk
     if override and not reason:
-        raise ValidationError(
-            f"Agreement {agreement.number} already has seats on {existing.default_domain}. Sending these to "
-            f"{tenant.default_domain} needs a written reason and a supervisor's approval.",
-            code="affinity_reason_required",
-        )
+        raise _affinity_reason_required(agreement, existing, tenant)
     person_chooses = order_line.kind == OrderLine.Kind.NEW or existing is None or override
     if person_chooses or confirm_domain:
         if not normalize_domain(confirm_domain or ""):
@@ -349,14 +345,6 @@ def allocation_request(
         if mismatch:
             raise ValidationError(mismatch, code="identity_mismatch")
 
-    approval_reasons = []
-    if quantity > settings.BINDING_APPROVAL_THRESHOLD:
-        approval_reasons.append(f"More than {settings.BINDING_APPROVAL_THRESHOLD} seats")
-    if first_binding:
-        approval_reasons.append(f"First binding to {tenant.default_domain}")
-    if override:
-        approval_reasons.append(f"Affinity override: the agreement's seats are on {existing.default_domain}")
-
     with transaction.atomic():
         # Rule 1: the check and the hold happen under the line's row lock (its order and agreement
         # are locked with it, so that what was checked above cannot move before it is fixed).
@@ -374,6 +362,12 @@ def allocation_request(
                 f"{line} changed while this binding was being checked; nothing was saved. Reload and try again.",
                 code="line_changed",
             )
+        # Four eyes (rule 5) is decided under the agreement's lock: a binding of another of its lines
+        # requested meanwhile (two people at the same moment) counts, and so do the line's own seats
+        # already requested, so that a binding split into small ones is approved like a large one.
+        approval_reasons = _approval_reasons(
+            line, locked_tenant, quantity, first_binding=first_binding, override_reason=reason
+        )
         now = timezone.now()
         line.seats_allocated += quantity
         line.seats_requested_at = line.seats_requested_at or now
@@ -458,6 +452,39 @@ def _mark_seats_requested(rows: list[Tenant | Order | Agreement | Product], now,
                 reason=f"Seats requested ({line}): identity fixed from now on",
                 fields=["seats_requested_at"],
             )
+
+
+def _approval_reasons(line: OrderLine, tenant: Tenant, quantity: int, *, first_binding: bool, override_reason: str):
+    """Return why this binding needs a supervisor (rule 5), read under the line's and its agreement's lock.
+
+    `first_binding` is what the identity check saw before the lock (true stays true). An affinity
+    override that appeared since (another line of the agreement bound elsewhere meanwhile) needs its
+    written reason like any other: without one, nothing is saved.
+    """
+    threshold = settings.BINDING_APPROVAL_THRESHOLD
+    reasons = []
+    if quantity > threshold:
+        reasons.append(f"More than {threshold} seats")
+    elif line.seats_allocated + quantity > threshold:
+        reasons.append(
+            f"More than {threshold} seats of {line} ({line.seats_allocated} requested before, {quantity} now)"
+        )
+    if first_binding or not _tenant_has_bindings(tenant):
+        reasons.append(f"First binding to {tenant.default_domain}")
+    existing = agreement_tenant(agreement=line.order.agreement, product=line.product)
+    if existing is not None and existing.pk != tenant.pk:
+        if not override_reason:
+            raise _affinity_reason_required(line.order.agreement, existing, tenant)
+        reasons.append(f"Affinity override: the agreement's seats are on {existing.default_domain}")
+    return reasons
+
+
+def _affinity_reason_required(agreement: Agreement, existing: Tenant, tenant: Tenant) -> ValidationError:
+    return ValidationError(
+        f"Agreement {agreement.number} already has seats on {existing.default_domain}. Sending these to "
+        f"{tenant.default_domain} needs a written reason and a supervisor's approval.",
+        code="affinity_reason_required",
+    )
 
 
 def _seats_left_message(line: OrderLine, quantity: int) -> str:

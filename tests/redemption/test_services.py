@@ -130,6 +130,21 @@ def test_binding_over_the_threshold_waits_for_a_supervisor(agreement, product, t
     assert request(line, tenant, processor).approval_reasons == ["More than 4 seats"]
 
 
+@override_settings(BINDING_APPROVAL_THRESHOLD=4)
+def test_a_binding_split_into_small_ones_waits_for_a_supervisor_once_the_line_is_over_the_threshold(
+    agreement, product, tenant, bound_subscription, processor, supervisor
+):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 9)
+    whole = request(line, tenant, processor)
+    services.allocation_reject(allocation=whole, acting_user=supervisor, reason="Not this many")
+    line.refresh_from_db()
+    first = request(line, tenant, processor, quantity=3)
+    second = request(line, tenant, processor, quantity=3)
+    assert (first.status, first.approval_reasons) == (Status.QUEUED, [])
+    assert second.status == Status.AWAITING_APPROVAL
+    assert second.approval_reasons == [f"More than 4 seats of {line} (3 requested before, 3 now)"]
+
+
 def test_nobody_approves_their_own_request(new_line, tenant, supervisor):
     allocation = request(new_line, tenant, supervisor, confirm_domain=tenant.default_domain)
     with pytest.raises(ValidationError, match="another supervisor must approve it"):
