@@ -36,12 +36,28 @@ def _changed(columns: Iterable[str]) -> str:
     return " OR ".join(f"NEW.{column} IS DISTINCT FROM OLD.{column}" for column in columns)
 
 
-def fixed_once_in_use(table: str, columns: Iterable[str], *, label: str, in_use: str = "seats_requested_at") -> tuple:
+def fixed_once_in_use(
+    table: str,
+    columns: Iterable[str],
+    *,
+    label: str,
+    in_use: str = "seats_requested_at",
+    never_raised: Iterable[str] = (),
+) -> tuple:
     """Return (forward, backward) operations: once `in_use` is set, `columns` never change and the row stays.
 
-    `label` names the row in the message, e.g. "tenant" gives "tenant 12: ...".
+    `never_raised` columns may still go down, never up (a line's quantity). `label` names the row in the
+    message, e.g. "tenant" gives "tenant 12: ...".
     """
     columns = list(columns)
+    raised = "".join(
+        f"""
+  IF NEW.{column} > OLD.{column} THEN
+    RAISE EXCEPTION '{label} %: seats have been requested against it, so its {column} cannot go up', OLD.id
+      USING ERRCODE = '23000';
+  END IF;"""
+        for column in never_raised
+    )
     return _guard_trigger(
         table,
         f"""  IF OLD.{in_use} IS NULL THEN
@@ -54,7 +70,7 @@ def fixed_once_in_use(table: str, columns: Iterable[str], *, label: str, in_use:
   IF NEW.{in_use} IS NULL OR {_changed(columns)} THEN
     RAISE EXCEPTION '{label} %: seats have been requested against it, so {", ".join(columns)} are fixed', OLD.id
       USING ERRCODE = '23000';
-  END IF;
+  END IF;{raised}
   RETURN NEW;""",
     )
 

@@ -6,7 +6,8 @@ A model mixes in `GuardedRow` (before `models.Model`) and declares:
   row; from then on seats depend on it;
 - `fixed_fields`: what may not change once the row is in use (a tenant's identity, an order's agreement);
 - `service_fields`: columns only the services write (counters, flags, a confirmed identity). A save
-  that does not name them keeps what is stored, so a form opened before a binding cannot undo it.
+  that does not name them keeps what is stored, so a form opened before a binding cannot undo it;
+- `watched_fields`: further stored values `extra_guard_errors` compares with (a line's quantity).
 
 Forms see a refusal as field errors from `clean_fields()`, with nothing written; every other caller
 gets `RowGuardError` from `save()`, which checks under the row's lock. `delete()` is refused while
@@ -33,6 +34,7 @@ class GuardedRow:
     in_use_field: str = "seats_requested_at"
     fixed_fields: tuple[str, ...] = ()
     service_fields: tuple[str, ...] = ()
+    watched_fields: tuple[str, ...] = ()
 
     # --- what a model says about itself ---------------------------------------------------------
 
@@ -138,7 +140,7 @@ class GuardedRow:
         return self._meta.get_field(name).attname
 
     def _stored(self, *, lock: bool) -> dict[str, Any] | None:
-        names = {self.in_use_field, *self.fixed_fields, *self.service_fields}
+        names = {self.in_use_field, *self.fixed_fields, *self.service_fields, *self.watched_fields}
         rows = type(self)._base_manager.filter(pk=self.pk)
         if lock:
             rows = rows.select_for_update()

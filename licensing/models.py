@@ -183,6 +183,7 @@ class Order(GuardedRow, models.Model):
 class OrderLine(GuardedRow, models.Model):
     fixed_fields = ("order", "product", "kind", "line_number")
     service_fields = ("seats_allocated", "seats_requested_at")
+    watched_fields = ("quantity",)
 
     class Kind(models.TextChoices):
         NEW = "new", "New"
@@ -251,10 +252,18 @@ class OrderLine(GuardedRow, models.Model):
         )
 
     def extra_guard_errors(self, stored) -> dict[str, str]:
-        held = stored["seats_allocated"]
-        if isinstance(self.quantity, int) and self.quantity < held:
+        if not isinstance(self.quantity, int):
+            return {}
+        held, bought, since = stored["seats_allocated"], stored["quantity"], stored["seats_requested_at"]
+        if self.quantity < held:
             return {
                 "quantity": f"{held} seat(s) of this line are requested or bound: its quantity cannot go below {held}."
+            }
+        if since and self.quantity > bought:
+            # More seats than the order bought could then be bound (rule 1 counts against this number).
+            return {
+                "quantity": f"Seats of this line have been requested since {local_day(since)}: its quantity can "
+                f"go down to the {held} seat(s) held, not up from the {bought} the order bought."
             }
         return {}
 

@@ -352,12 +352,20 @@ def test_a_quantity_below_the_bound_seats_is_a_form_error_not_a_server_error(des
     assert desk.line.quantity == 10
 
 
-def test_a_bound_lines_quantity_can_still_grow(desk, as_role):
+def test_a_bound_lines_quantity_cannot_grow_into_seats_the_order_never_bought(desk, as_role):
     client = as_role("Order processor")
-    data = change_form_data(client.get(_url(OrderLine, "change", desk.line.pk)))
-    assert client.post(_url(OrderLine, "change", desk.line.pk), {**data, "quantity": "12"}).status_code == 302
+    for url in (_url(OrderLine, "change", desk.line.pk), _url(Order, "change", desk.order.pk)):
+        page = client.get(url)
+        data = change_form_data(page)
+        if "quantity" in data:
+            data["quantity"] = "60"
+        else:
+            data[f"{inline_prefix(page, OrderLine)}-0-quantity"] = "60"
+        response = client.post(url, data)
+        assert response.status_code == 200
+        assert "not up from the 10 the order bought" in response.content.decode()
     desk.line.refresh_from_db()
-    assert (desk.line.quantity, desk.line.seats_allocated, desk.line.seats_left) == (12, 10, 2)
+    assert (desk.line.quantity, desk.line.seats_allocated, desk.line.seats_left) == (10, 10, 0)
 
 
 def test_a_refused_delete_says_why(desk, as_role):

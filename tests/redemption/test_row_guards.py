@@ -84,6 +84,19 @@ def test_a_bound_line_keeps_its_product_and_never_drops_below_its_seats(bound, n
     assert OrderLine.objects.get(pk=new_line.pk).quantity == 10
 
 
+def test_a_line_whose_seats_were_requested_can_go_down_to_its_seats_held_never_up(new_line, tenant, processor):
+    services.allocation_request(
+        order_line=new_line, tenant=tenant, quantity=4, confirm_domain=tenant.default_domain, acting_user=processor
+    )
+    line = OrderLine.objects.get(pk=new_line.pk)
+    line.quantity = 11
+    with pytest.raises(RowGuardError, match=r"down to the 4 seat\(s\) held, not up from the 10 the order bought"):
+        line.save()
+    line.quantity = 4
+    line.save()
+    assert OrderLine.objects.get(pk=new_line.pk).seats_left == 0
+
+
 def test_a_stale_instance_never_writes_back_the_seat_count(new_line, tenant, processor):
     stale = OrderLine.objects.get(pk=new_line.pk)
     services.allocation_request(
@@ -131,6 +144,7 @@ def test_the_database_refuses_what_bypasses_the_orm(bound, tenant, new_line):
         lambda: type(tenant).objects.filter(pk=tenant.pk).update(seats_requested_at=None),
         lambda: OrderLine.objects.filter(pk=new_line.pk).update(order=OrderFactory()),
         lambda: OrderLine.objects.filter(pk=new_line.pk).update(product=ProductFactory()),
+        lambda: OrderLine.objects.filter(pk=new_line.pk).update(quantity=60),
         lambda: type(new_line.product).objects.filter(pk=new_line.product_id).update(part_number="AAA-99999"),
         lambda: SeatAllocation.objects.filter(pk=bound.pk).update(status=Status.QUEUED),
         lambda: SeatAllocation.objects.filter(pk=bound.pk).update(quantity=20),
