@@ -49,6 +49,21 @@ def _open(drift: Drift) -> Drift:
     return drift
 
 
+def _no_correction_on_its_way(drift: Drift) -> None:
+    """Refuse a second way of settling a drift while a correction of it is waiting or on its way (read under its lock).
+
+    Taking the provider's value meanwhile would be undone by the correction; explaining it would close it
+    while our value still goes to the provider.
+    """
+    waiting = drift.corrections.exclude(status__in=[Correction.Status.REJECTED, Correction.Status.DONE]).first()
+    if waiting is not None:
+        raise ValidationError(
+            f"A correction of this drift is already on its way ({waiting.get_status_display().lower()}): "
+            "wait for it, or have a supervisor reject it first.",
+            code="duplicate",
+        )
+
+
 def _reason(reason: str) -> str:
     reason = (reason or "").strip()
     if not reason:
@@ -72,6 +87,7 @@ def drift_accept(*, drift: Drift, acting_user, reason: str) -> Drift:
         raise ValidationError("Only a supervisor can change a subscription to the provider's value.", code="perm")
     with transaction.atomic():
         drift = _open(drift)
+        _no_correction_on_its_way(drift)
         if drift.kind not in Drift.ACCEPTABLE or drift.subscription is None:
             raise ValidationError("There is no provider value to take for this drift: explain it.", code="kind")
         subscription = Subscription.objects.select_for_update().get(pk=drift.subscription_id)
@@ -101,6 +117,7 @@ def drift_explain(*, drift: Drift, acting_user, reason: str) -> Drift:
     reason = _reason(reason)
     with transaction.atomic():
         drift = _open(drift)
+        _no_correction_on_its_way(drift)
         _settle(drift, Drift.Status.EXPLAINED, acting_user, reason)
     return drift
 
@@ -113,8 +130,7 @@ def drift_push(*, drift: Drift, acting_user, reason: str) -> Correction:
         drift = _open(drift)
         if drift.kind not in Drift.PUSHABLE or drift.subscription is None:
             raise ValidationError("Only a quantity, term end or status can be pushed to the provider.", code="kind")
-        if drift.corrections.exclude(status__in=[Correction.Status.REJECTED, Correction.Status.DONE]).exists():
-            raise ValidationError("A correction of this drift is already on its way.", code="duplicate")
+        _no_correction_on_its_way(drift)
         subscription = drift.subscription
         changes = {
             Kind.QUANTITY: {"quantity": subscription.quantity},

@@ -212,6 +212,26 @@ def test_pushing_ours_goes_through_a_supervisor_and_the_worker(
     assert drift.status == Drift.Status.PUSHED
 
 
+def test_a_drift_whose_correction_is_on_its_way_is_not_settled_another_way_until_it_is_rejected(
+    desk, provider, processor, supervisor, make_user
+):
+    with provider.lock:
+        held(provider, desk["e3"])["commitmentEndDate"] = "2030-01-01"
+    reconcile()
+    drift = Drift.objects.get(kind=Kind.TERM_END)
+    correction = settle.drift_push(drift=drift, acting_user=processor, reason="The portal change was a mistake")
+    second = make_user("second-boss", "Supervisor")
+    for how in (settle.drift_explain, settle.drift_accept, settle.drift_push):
+        with pytest.raises(ValidationError, match=r"already on its way \(awaiting approval\)"):
+            how(drift=drift, acting_user=supervisor, reason="Customer changed it in the portal")
+    drift.refresh_from_db()
+    assert drift.status == Drift.Status.OPEN
+    assert Subscription.objects.get(pk=desk["e3"].pk).term_end == desk["e3"].term_end
+    settle.correction_reject(correction=correction, acting_user=second, reason="The portal change stands")
+    settle.drift_accept(drift=drift, acting_user=supervisor, reason="Customer changed it in the portal")
+    assert Subscription.objects.get(pk=desk["e3"].pk).term_end == date(2030, 1, 1)
+
+
 def test_an_approved_correction_whose_message_was_lost_is_sent_again_and_reaches_the_provider_once(
     desk, provider, supervisor, make_user, time_machine, django_capture_on_commit_callbacks
 ):
