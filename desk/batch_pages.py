@@ -57,6 +57,8 @@ class OrderGroup:
     chosen: Tenant | None = None
     typed: str = ""
     reason: str = ""
+    # A tenant was posted that is not one of the customer's: refused, never replaced by a default.
+    foreign_choice: bool = False
 
     @property
     def asks_tenant(self) -> bool:
@@ -100,6 +102,7 @@ def _plan(line_ids: list[int], data) -> list[CustomerGroup]:
             group.tenants = tenants
             wanted = data.get(f"tenant_{group.order.pk}") or ""
             group.chosen = next((t for t in tenants if str(t.pk) == wanted), None)
+            group.foreign_choice = bool(wanted) and group.chosen is None
             if group.chosen is None:
                 # The agreement's tenant, else the one the reseller suggested.
                 proposed = next((row["tenant"] for row in group.rows if row["tenant"]), None)
@@ -119,6 +122,11 @@ def _asks(plan: list[CustomerGroup]) -> list[services.SeatsAsked]:
                 if row["preview"] is not None:
                     asks.append(services.SeatsAsked(row["line"], row["tenant"], row["quantity"]))
                     continue
+                if group.foreign_choice:
+                    raise ValidationError(
+                        f"Order {group.order}: the tenant chosen is not one of {customer.customer}'s tenants; "
+                        "nothing was requested. Choose one of the tenants listed."
+                    )
                 if group.chosen is None:
                     raise ValidationError(f"Order {group.order}: choose the tenant for its new seats.")
                 asks.append(

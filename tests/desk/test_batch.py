@@ -59,3 +59,24 @@ def test_someone_who_cannot_request_bindings_cannot_open_a_batch_screen(client, 
     viewer.save()
     client.force_login(viewer)
     assert client.get(reverse("admin:desk_bulk_bind"), {"lines": "1"}).status_code == 403
+
+
+def test_a_tenant_of_another_customer_posted_for_an_order_is_refused_not_replaced(client, processor, three_orders):
+    client.force_login(processor)
+    lines, (_, two, three) = three_orders["lines"], three_orders["orders"]
+    opened = client.post(
+        reverse("admin:licensing_orderline_changelist"),
+        {"action": "bind_selected_lines", "_selected_action": [line.pk for line in lines], "index": "0"},
+    )
+    screen = client.get(opened.url)
+    # Northwind's order posted with Litware's tenant, its domain typed to match.
+    forged = {
+        f"tenant_{two.pk}": three_orders["litware"].pk,
+        f"confirm_{two.pk}": "litware.onmicrosoft.com",
+        f"tenant_{three.pk}": three_orders["litware"].pk,
+        f"confirm_{three.pk}": "litware.onmicrosoft.com",
+    }
+    refused = client.post(opened.url, {"lines": screen.context["lines"], **forged})
+    assert refused.status_code == 200
+    assert f"Order {two}: the tenant chosen is not one of Northwind Traders" in refused.content.decode()
+    assert not SeatAllocation.objects.exists()
