@@ -97,7 +97,11 @@ def text(value: str | date | None) -> str:
     return unneutralise(value.strip()).strip()
 
 
-_EXCEL_WHOLE = re.compile(r"^(\d+)\.0+$")
+# A whole number written with a decimal part of zeros, as a program exporting numbers writes it (10.0,
+# 10.00). Three zeros or more are not taken for that: "1.000" is one thousand in a sheet from Excel in
+# most of Europe, one in the rest of the world.
+_EXCEL_WHOLE = re.compile(r"^(\d+)\.0{1,2}$")
+_THOUSANDS = re.compile(r"^\d{1,3}([.,]\d{3})+$")
 
 
 def identifier(value: str | date | None) -> str:
@@ -141,6 +145,11 @@ def whole_number(value: str | date) -> int:
     raw = text(value)
     match = _EXCEL_WHOLE.match(raw)
     digits = match.group(1) if match else raw
+    if _THOUSANDS.match(raw):
+        raise CellError(
+            f"{shown(raw)} could be read two ways (a thousands separator or decimals): write the number "
+            "without separators"
+        )
     if not digits.isdigit() or not digits.isascii():
         raise CellError(f"{shown(raw)} is not a positive whole number")
     number = int(digits)

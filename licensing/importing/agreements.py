@@ -16,6 +16,9 @@ from licensing.importing.base import (
 )
 from licensing.importing.columns import AGREEMENTS_COLUMNS
 
+# Optional columns whose blank keeps the agreement's value, as a blank Customer Country keeps the customer's.
+OPTIONAL_KEPT = frozenset({"authorization_number", "osm_email"})
+
 
 class AgreementsImporter(SheetImporter):
     """One row per agreement: creates or updates partner, customer and agreement."""
@@ -86,6 +89,9 @@ class AgreementsImporter(SheetImporter):
             "osm_email": "Online Services Manager Email",
         }
         for name, value in values.items():
+            if not value and name in OPTIONAL_KEPT:
+                # A blank optional cell (or a sheet without the column) says nothing: what we hold stays.
+                continue
             changed |= self.state(agreement, name, value, number, columns[name])
         if agreement.values.get("dates_from_orders"):
             # The agreements sheet's dates are the agreement's own: order dates no longer move them.

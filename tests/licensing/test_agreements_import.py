@@ -45,6 +45,20 @@ def test_agreements_sheet_reimport_is_unchanged_and_a_correction_updates(import_
     assert Agreement.objects.get().ends_on == date(2029, 1, 31)
 
 
+def test_a_blank_authorization_number_or_manager_email_keeps_what_the_agreement_holds(import_agreements):
+    held = {"Program": "Open License", "Agreement Number": "L5000001", "Authorization Number": "AUTH-77"}
+    import_agreements(csv_bytes([agreement_row(**held)]))
+    blank = {**held, "Authorization Number": "", "Online Services Manager Email": ""}
+
+    report = import_agreements(csv_bytes([agreement_row(**blank)]))
+
+    assert (report.errors, report.updated, report.unchanged) == ([], 0, 1)
+    agreement = Agreement.objects.get()
+    assert (agreement.authorization_number, agreement.osm_email) == ("AUTH-77", "admin@northwind.example")
+    corrected = import_agreements(csv_bytes([agreement_row(**{**held, "Authorization Number": "AUTH-78"})]))
+    assert corrected.updated == 1 and Agreement.objects.get().authorization_number == "AUTH-78"
+
+
 def test_agreements_sheet_reports_a_changed_reseller_email_as_an_update(import_agreements):
     import_agreements(csv_bytes([agreement_row()]))
     corrected = csv_bytes([agreement_row(**{"Reseller Email": "licensing@contoso.example"})])

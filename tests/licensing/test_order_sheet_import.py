@@ -176,6 +176,18 @@ def test_us_dates_excel_numbers_and_trailing_empty_rows_are_read(import_orders):
     assert (line.quantity, line.line_number, line.starts_on) == (10, 1, date(2026, 11, 1))
 
 
+@pytest.mark.parametrize("quantity", ["1.000", "10.000", "1,000", "2.500"])
+def test_a_quantity_with_a_thousands_separator_is_refused_not_read_as_a_few_seats(import_orders, quantity):
+    # In a semicolon-separated sheet from Excel in much of Europe, 1.000 is a thousand seats.
+    report = import_orders(csv_bytes([order_row(Quantity=quantity)], delimiter=";"))
+
+    assert [str(error) for error in report.errors] == [
+        f"row 2, column Quantity: '{quantity}' could be read two ways (a thousands separator or decimals): "
+        "write the number without separators"
+    ]
+    assert not OrderLine.objects.exists()
+
+
 @pytest.mark.parametrize("name", ["orders.csv", "orders.xlsx"])
 def test_dates_with_surrounding_spaces_are_read(import_orders, name):
     row = order_row(**{"Order Date": " 2026-11-01", "Start Date": "\xa011/1/2026", "End Date": "2027-10-31\xa0 "})
