@@ -55,8 +55,11 @@ def header_key(name: str) -> str:
     return "".join(str(name).replace("\ufeff", "").replace("_", " ").split()).lower()
 
 
-def map_header(header: list[str], columns: tuple[Column, ...]) -> tuple[dict[str, int], list[RowError]]:
-    """Return each known column's index in `header`, and an error per missing or repeated column."""
+def map_header(
+    header: list[str], columns: tuple[Column, ...], *, row: int = 1
+) -> tuple[dict[str, int], list[RowError]]:
+    """Return each known column's index in `header` (on spreadsheet row `row`), and an error per missing or
+    repeated column."""
     positions: dict[str, int] = {}
     wanted = {header_key(c.label): c.label for c in columns}
     first: dict[str, int] = {}
@@ -69,7 +72,7 @@ def map_header(header: list[str], columns: tuple[Column, ...]) -> tuple[dict[str
             # Which of the two the file means is anyone's guess: neither is taken.
             errors.append(
                 RowError(
-                    1,
+                    row,
                     wanted.get(key, name.strip()[:SHOWN_CHARS]),
                     f"the header names this column twice, in columns {get_column_letter(first[key] + 1)} and "
                     f"{get_column_letter(index + 1)}; keep one",
@@ -81,7 +84,7 @@ def map_header(header: list[str], columns: tuple[Column, ...]) -> tuple[dict[str
         if label:
             positions[label] = index
     errors += [
-        RowError(1, c.label, "this required column is missing from the header")
+        RowError(row, c.label, "this required column is missing from the header")
         for c in columns
         if c.required and c.label not in positions
     ]

@@ -80,11 +80,13 @@ class SheetError(Exception):
 
 @dataclass
 class Sheet:
-    """A header and an iterator of (spreadsheet row number, cells); the header is row 1."""
+    """A header and an iterator of (spreadsheet row number, cells); the header is the first row that is not blank."""
 
     header: list[str]
     rows: Iterable[tuple[int, list[Cell]]]
     file_name: str = ""
+    # The header's row as the spreadsheet numbers it (blank rows above it count).
+    header_row: int = 1
     # The rows read once more from the first, for a second pass over the file.
     again: Callable[[], Iterable[tuple[int, list[Cell]]]] | None = None
 
@@ -360,7 +362,7 @@ def _open_csv(stream: IO[bytes], file_name: str) -> Sheet:
         except csv.Error as exc:
             raise _csv_error(exc, lines.row, limit) from exc
 
-    return Sheet(header=[str(h) for h in header], rows=rows(), file_name=file_name)
+    return Sheet(header=[str(h) for h in header], rows=rows(), file_name=file_name, header_row=header_row)
 
 
 def measure_sheet(stream: IO[bytes]) -> SheetSize:

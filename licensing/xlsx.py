@@ -252,4 +252,4 @@ def _sheet(feed: Iterator[None], reader: _SheetRows, file_name: str) -> Sheet:
                     raise SheetError(too_many_rows(max_rows), row=number)
             yield number, cells
 
-    return Sheet(header=[str(h) for h in header], rows=data_rows(), file_name=file_name)
+    return Sheet(header=[str(h) for h in header], rows=data_rows(), file_name=file_name, header_row=header_row)

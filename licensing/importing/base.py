@@ -116,7 +116,7 @@ class SheetImporter:
 
     def _run(self, sheet: Sheet) -> ImportReport:
         self.report.file_name = sheet.file_name
-        self.positions, header_errors = cells.map_header(sheet.header, self.columns)
+        self.positions, header_errors = cells.map_header(sheet.header, self.columns, row=sheet.header_row)
         if header_errors:
             for error in header_errors:
                 self.report.add_error(error)
@@ -141,7 +141,7 @@ class SheetImporter:
             if self.progress:
                 self.progress(self.report.rows_total)
         if self.report.rows_total == 0:
-            self.report.add_error(RowError(2, "-", "the sheet has a header but no rows"))
+            self.report.add_error(RowError(sheet.header_row + 1, "-", "the sheet has a header but no rows"))
         self.report.finish()
         return self.report
 

@@ -1,7 +1,9 @@
 """Importing order sheets: what is accepted, what is rejected, and that the whole file applies or nothing does."""
 
+import io
 from datetime import date
 
+import openpyxl
 import pytest
 from django.utils import timezone
 
@@ -446,6 +448,27 @@ def test_sheet_without_required_columns_is_refused_by_column(import_orders):
         "row 1, column Quantity: this required column is missing from the header",
         "row 1, column Order Type: this required column is missing from the header",
     ]
+
+
+def header_on_row_3(header: list[str], name: str) -> bytes:
+    if name.endswith("csv"):
+        return b"\r\n,,\r\n" + ",".join(header).encode() + b"\r\n"
+    workbook = openpyxl.Workbook()
+    for column, label in enumerate(header, start=1):
+        workbook.active.cell(row=3, column=column, value=label)
+    out = io.BytesIO()
+    workbook.save(out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name", ["orders.csv", "orders.xlsx"])
+def test_a_header_below_blank_rows_is_named_by_its_own_row(import_orders, name):
+    missing = header_on_row_3([h for h in ORDER_HEADER if h != "Quantity"], name)
+    assert [str(e) for e in import_orders(missing, name=name).errors] == [
+        "row 3, column Quantity: this required column is missing from the header"
+    ]
+    empty = header_on_row_3(ORDER_HEADER, name)
+    assert [str(e) for e in import_orders(empty, name=name).errors] == ["row 4: the sheet has a header but no rows"]
 
 
 def test_header_only_sheet_is_refused(import_orders):
