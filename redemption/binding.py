@@ -407,13 +407,26 @@ def _patch_steps(gateway, allocation, subscription: Subscription, steps: list, *
             tenant_id=allocation.tenant.tenant_id, subscription_id=subscription.provider_subscription_id
         )
         steps = [(step, changes) for step, changes in steps if not _already(current, changes)]
+    applied = []
     for step, changes in steps:
-        gateway.subscription_patch(
-            tenant_id=allocation.tenant.tenant_id,
-            subscription_id=subscription.provider_subscription_id,
-            request_id=_step_id(allocation, step),
-            changes=changes,
-        )
+        try:
+            gateway.subscription_patch(
+                tenant_id=allocation.tenant.tenant_id,
+                subscription_id=subscription.provider_subscription_id,
+                request_id=_step_id(allocation, step),
+                changes=changes,
+            )
+        except ProviderFinal as exc:
+            if not applied:
+                raise
+            # Staff must know the seats are partly in use: giving them back would bind them twice.
+            done = ", ".join(f"{name} {value}" for changes in applied for name, value in changes.items())
+            raise ProviderFinal(
+                f"{exc.message} The provider had already applied part of this binding ({done}): its seats are "
+                "in use, so the binding cannot be given up; retry it once the refusal is dealt with.",
+                exc.status_code,
+            ) from exc
+        applied.append(changes)
 
 
 def _already(current: ProviderSubscription, changes: dict) -> bool:

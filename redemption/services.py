@@ -608,17 +608,21 @@ def _refuse_if_applied(allocation: SeatAllocation) -> None:
                 )
             except ProviderNotFound:
                 return  # no such subscription at the provider: the change cannot have gone through
-            if (
-                (held.quantity, held.commitment_end)
-                == (allocation.target_quantity, allocation.target_term_end)
-                != (
-                    allocation.previous_quantity,
-                    allocation.previous_term_end,
+            # A change is sent a step at a time (quantity, term end, status): one step applied is enough
+            # for the seats to be in use, though a later step was refused.
+            applied = [
+                label
+                for label, planned, before, found in (
+                    ("the quantity", allocation.target_quantity, allocation.previous_quantity, held.quantity),
+                    ("the term end", allocation.target_term_end, allocation.previous_term_end, held.commitment_end),
+                    ("the status", allocation.target_status, allocation.previous_status, held.status),
                 )
-            ):
+                if planned not in (None, "") and planned != before and found == planned
+            ]
+            if applied:
                 raise ValidationError(
-                    f"The provider's subscription {held.id} shows this binding's change ({held.quantity} seats, "
-                    f"ending {held.commitment_end:%Y-%m-%d}): its seats are in use. {retry}",
+                    f"The provider's subscription {held.id} shows {' and '.join(applied)} this binding planned "
+                    f"({held.quantity} seats, ending {held.commitment_end:%Y-%m-%d}): its seats are in use. {retry}",
                     code="applied_at_provider",
                 )
     except ProviderError as exc:

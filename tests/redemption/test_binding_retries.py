@@ -323,6 +323,33 @@ def test_a_failed_binding_whose_order_went_through_cannot_be_given_up_only_retri
     assert list(SandboxSubscription.objects.values_list("quantity", flat=True)) == [10]
 
 
+def test_added_seats_whose_quantity_went_through_but_whose_end_was_refused_cannot_be_given_up(
+    agreement, product, tenant, bound_subscription, processor, supervisor, monkeypatch, time_machine
+):
+    time_machine.move_to(date(2026, 12, 1))
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    queued = services.allocation_request(order_line=line, tenant=tenant, quantity=5, acting_user=processor)
+    original = SandboxGateway.subscription_patch
+
+    def refuse_the_end(self, *, changes, **kwargs):
+        if "commitmentEndDate" in changes:
+            raise ProviderFinal("Provider answered 400: the end date cannot change now")
+        return original(self, changes=changes, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SandboxGateway, "subscription_patch", refuse_the_end)
+        failed = bind(queued)
+    assert (failed.status, failed.target_quantity) == (Status.FAILED, 15)
+    assert failed.target_term_end != failed.previous_term_end
+    assert SandboxSubscription.objects.get().quantity == 15  # the first step went through
+    assert "The provider had already applied part of this binding (quantity 15)" in failed.last_error
+
+    with pytest.raises(ValidationError, match="shows the quantity this binding planned"):
+        services.allocation_reject(allocation=failed, acting_user=supervisor, reason="Looks failed")
+    line.refresh_from_db()
+    assert (Status(SeatAllocation.objects.get(pk=failed.pk).status), line.seats_left) == (Status.FAILED, 0)
+
+
 def test_a_failed_binding_the_provider_refused_is_given_up_and_its_seats_go_back(
     queued_new_seats, new_line, supervisor, monkeypatch
 ):
