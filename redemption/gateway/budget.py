@@ -398,9 +398,26 @@ class CallBudget:
             # A slot used late bunches with the next caller's: later than one interval, it is let go.
             if not self.interval or time.monotonic() <= self._local.prepaid_until:
                 return
-        wait = self._reserve(max_wait)
-        if wait > 0:
+        self._sleep_until_slot(self._reserve(max_wait), max_wait, holding_nothing=False)
+
+    def _sleep_until_slot(self, wait: float, max_wait: float, *, holding_nothing: bool) -> None:
+        """Sleep until the reserved slot, then go, unless a 429 met meanwhile paused every caller.
+
+        A slot is reserved up to max_wait ahead; a pause that begins while its caller sleeps moves the
+        caller to a fresh slot after it (or BudgetHeldBack when that is further than max_wait). A caller
+        `holding_nothing` (no lock on its connection) gives the connection back for a long sleep.
+        """
+        while wait > 0:
+            if holding_nothing and wait > RELEASE_CONNECTION_AFTER_SECONDS and not connection.in_atomic_block:
+                connection.close()
             time.sleep(wait)
+            try:
+                paused = self.schedule.paused_for()
+            except self.schedule.errors:
+                return
+            if paused <= 0:
+                return
+            wait = self._reserve(max_wait)
 
     def prepay(self, *, max_wait: float = WAIT_MAX_SECONDS) -> None:
         """Take the slot of this thread's next call now, before any lock or transaction, and keep it for that call.
@@ -408,11 +425,7 @@ class CallBudget:
         The wait happens here, holding nothing: no transaction, no lock, and for a long wait not even a
         database connection. Raise BudgetHeldBack when the slot is further than max_wait.
         """
-        wait = self._reserve(max_wait)
-        if wait > RELEASE_CONNECTION_AFTER_SECONDS and not connection.in_atomic_block:
-            connection.close()
-        if wait > 0:
-            time.sleep(wait)
+        self._sleep_until_slot(self._reserve(max_wait), max_wait, holding_nothing=True)
         self._local.prepaid = 1
         self._local.prepaid_until = time.monotonic() + self.interval
 

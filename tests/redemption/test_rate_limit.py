@@ -2,11 +2,13 @@
 
 import itertools
 import statistics
+import threading
 import time
 import uuid
 from datetime import date, timedelta
 
 import pytest
+from django.db import connection
 from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
@@ -121,6 +123,27 @@ def test_a_pause_holds_every_callers_next_slot(schedule):
     assert schedule.paused_for() > 0.3
     rated = waits(schedule, 2, rate=20)
     assert 0.3 < rated[0] <= 0.5 and 0.04 < rated[1] - rated[0] < 0.06
+
+
+@on_the_database
+def test_a_caller_asleep_until_its_slot_when_a_429_comes_waits_out_the_pause(schedule):
+    budget = CallBudget(rate=10, burst=1, schedule=schedule)
+    waits(schedule, 4, rate=10)  # the next slot is 0.4 s away
+    went = []
+
+    def call():
+        budget.take()
+        went.append(time.monotonic())
+        connection.close()
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.1)
+    budget.pause(seconds=1.0)  # another worker's call was answered 429, Retry-After: 1
+    paused_at = time.monotonic()
+    caller.join(5)
+    # Not at its slot 0.3 s later, but after the pause, in a fresh slot.
+    assert went and went[0] - paused_at >= 0.95
 
 
 @on_the_database
