@@ -55,6 +55,11 @@ def header_key(name: str) -> str:
     return "".join(str(name).replace("\ufeff", "").replace("_", " ").split()).lower()
 
 
+def header_has(header: list[str], label: str) -> bool:
+    """Whether a header names this column (as map_header compares names)."""
+    return header_key(label) in {header_key(name) for name in header}
+
+
 def map_header(
     header: list[str], columns: tuple[Column, ...], *, row: int = 1
 ) -> tuple[dict[str, int], list[RowError]]:

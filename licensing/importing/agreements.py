@@ -25,6 +25,12 @@ class AgreementsImporter(SheetImporter):
 
     kind = "agreements"
     columns = AGREEMENTS_COLUMNS
+    # An order sheet has every column this one requires: its coverage dates would become agreement dates.
+    other_sheet = (
+        "an order sheet",
+        "as an order sheet",
+        ("License Number", "Line", "Part Number", "Quantity", "Order Type"),
+    )
 
     def process_batch(self, parsed: list[tuple[int, dict[str, Any]]]) -> None:
         named = {

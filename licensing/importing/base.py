@@ -69,6 +69,9 @@ class SheetImporter:
     columns: tuple[Column, ...] = ()
     # Required columns a row may leave blank, its value coming from elsewhere.
     blank_ok: tuple[str, ...] = ()
+    # Columns of the other sheet that this one never has: a file with two of them is the other sheet,
+    # uploaded in the wrong place, and is refused before its look-alike columns are read.
+    other_sheet: tuple[str, str, tuple[str, ...]] | None = None
 
     def __init__(
         self,
@@ -117,6 +120,18 @@ class SheetImporter:
     def _run(self, sheet: Sheet) -> ImportReport:
         self.report.file_name = sheet.file_name
         self.positions, header_errors = cells.map_header(sheet.header, self.columns, row=sheet.header_row)
+        if self.other_sheet:
+            name, where, columns = self.other_sheet
+            found = [label for label in columns if cells.header_has(sheet.header, label)]
+            if len(found) >= 2:
+                header_errors = [
+                    RowError(
+                        sheet.header_row,
+                        "-",
+                        f"this is {name} (its header has {', '.join(found)}): import it {where}; "
+                        "nothing was imported",
+                    )
+                ]
         if header_errors:
             for error in header_errors:
                 self.report.add_error(error)

@@ -6,7 +6,7 @@ from licensing.importing import base as importing_base
 from licensing.models import Agreement
 from tenants.models import Partner
 from tests.factories import AgreementFactory
-from tests.licensing.sheets import AGREEMENT_HEADER, agreement_row, csv_bytes, xlsx_bytes
+from tests.licensing.sheets import AGREEMENT_HEADER, agreement_row, csv_bytes, order_row, xlsx_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -57,6 +57,18 @@ def test_a_blank_authorization_number_or_manager_email_keeps_what_the_agreement_
     assert (agreement.authorization_number, agreement.osm_email) == ("AUTH-77", "admin@northwind.example")
     corrected = import_agreements(csv_bytes([agreement_row(**{**held, "Authorization Number": "AUTH-78"})]))
     assert corrected.updated == 1 and Agreement.objects.get().authorization_number == "AUTH-78"
+
+
+def test_an_order_sheet_uploaded_as_agreements_is_refused_before_its_dates_move_an_agreement(import_agreements):
+    import_agreements(csv_bytes([agreement_row(**{"Agreement Number": "V1000001", "End Date": "2029-03-01"})]))
+
+    report = import_agreements(csv_bytes([order_row(**{"Agreement Number": "V1000001", "End Date": "2027-02-28"})]))
+
+    assert [str(error) for error in report.errors] == [
+        "row 1: this is an order sheet (its header has License Number, Line, Part Number, Quantity, Order Type): "
+        "import it as an order sheet; nothing was imported"
+    ]
+    assert Agreement.objects.get().ends_on == date(2029, 3, 1)
 
 
 def test_agreements_sheet_reports_a_changed_reseller_email_as_an_update(import_agreements):
