@@ -11,7 +11,7 @@ from typing import IO
 from django.conf import settings
 from django.core.cache import cache
 from django.core.files import File
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -108,7 +108,7 @@ def sheet_import(
     except Exception as exc:
         # Whatever went wrong, the transaction is rolled back: the job says so instead of running for ever.
         logger.exception("Import of %s failed", sheet.file_name)
-        report.add_stop(failure_error(exc))
+        report.add_stop(concurrent_write_error(exc) if isinstance(exc, IntegrityError) else failure_error(exc))
         if job is not None:
             report.job_id = job.pk
             _finish(job, report, ImportJob.Status.FAILED)
@@ -134,6 +134,17 @@ def failure_error(exc: BaseException) -> RowError:
         detail = detail[:FAILURE_CHARS] + "…"
     return RowError(
         None, "-", f"The import stopped on an unexpected error and nothing was written ({detail}). It is logged."
+    )
+
+
+def concurrent_write_error(exc: IntegrityError) -> RowError:
+    """Return a duplicate the database refused at the write (the file's rows were all checked) as a person reads it."""
+    detail = str(exc).splitlines()[0][:FAILURE_CHARS] if str(exc) else type(exc).__name__
+    return RowError(
+        None,
+        "-",
+        "The database refused this import's write: another import or a person most likely added the same "
+        f"records while it ran ({detail}). Nothing was written; import the file again, it will find them.",
     )
 
 

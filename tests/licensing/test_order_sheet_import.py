@@ -5,6 +5,7 @@ from datetime import date
 
 import openpyxl
 import pytest
+from django.db import IntegrityError
 from django.utils import timezone
 
 from licensing.importing import base as importing_base
@@ -469,6 +470,23 @@ def test_a_header_below_blank_rows_is_named_by_its_own_row(import_orders, name):
     ]
     empty = header_on_row_3(ORDER_HEADER, name)
     assert [str(e) for e in import_orders(empty, name=name).errors] == ["row 4: the sheet has a header but no rows"]
+
+
+def test_a_duplicate_another_import_wrote_meanwhile_is_explained_and_nothing_is_written(import_orders, monkeypatch):
+    def raced(self, *args, **kwargs):
+        # What PostgreSQL answers when another import added the same customer after this one checked.
+        raise IntegrityError('duplicate key value violates unique constraint "customer_name_key_unique"\nDETAIL: …')
+
+    monkeypatch.setattr(importing_base.SheetImporter, "write_parents", raced)
+
+    report = import_orders(csv_bytes([order_row()]))
+
+    assert [str(error) for error in report.errors] == [
+        "The database refused this import's write: another import or a person most likely added the same records "
+        'while it ran (duplicate key value violates unique constraint "customer_name_key_unique"). Nothing was '
+        "written; import the file again, it will find them."
+    ]
+    assert not Customer.objects.exists() and not OrderLine.objects.exists()
 
 
 def test_header_only_sheet_is_refused(import_orders):
