@@ -107,7 +107,7 @@ def _readable(body: str) -> str:
     """Return a body as a person reads it: an HTML error page's words, without its markup, styles or scripts."""
     if "<" not in body:
         return body.strip()
-    text = re.sub(r"(?is)<(style|script)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", " ", body)
+    text = re.sub(r"(?is)<(head|style|script)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", " ", body)
     return " ".join(html.unescape(text).split())
 
 

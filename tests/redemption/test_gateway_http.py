@@ -255,7 +255,8 @@ def test_a_subscription_id_is_sent_whole_however_long_and_whatever_it_holds(serv
 
 def test_an_html_error_page_is_reported_by_its_words_not_its_markup(server, client):
     page = (
-        b"<!DOCTYPE html>\n<html><head><title>Error</title><style>body { width: 35em; margin: 0 auto; "
+        b"<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title>"
+        b"<style>body { width: 35em; margin: 0 auto; "
         + b"font-family: Tahoma, Verdana, Arial, sans-serif; }" * 10
         + b"</style></head><body><h1>An error occurred.</h1><p>The service is currently unavailable.&nbsp;"
         b"Please try again later.</p></body></html>"
@@ -264,7 +265,8 @@ def test_an_html_error_page_is_reported_by_its_words_not_its_markup(server, clie
     with pytest.raises(ProviderTransient) as raised:
         client.order_create(tenant_id=TENANT, request_id=uuid.uuid4(), order=ORDER)
     assert str(raised.value) == (
-        "Provider answered 503: Error An error occurred. The service is currently unavailable. Please try again later."
+        # The title repeats what the status line said: the page's words start at its body.
+        "Provider answered 503: An error occurred. The service is currently unavailable. Please try again later."
     )
 
 
