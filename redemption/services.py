@@ -17,7 +17,7 @@ from django.utils import timezone
 from config.history import save_with_history
 from config.queueing import enqueue_on_commit
 from licensing.models import Agreement, Order, OrderLine, Product
-from redemption.gateway import ProviderError, ProviderNotFound, gateway_get
+from redemption.gateway import ProviderError, ProviderFinal, ProviderNotFound, gateway_get
 from redemption.gateway.base import TenantIdentity
 from redemption.models import PlanAction, SeatAllocation, Subscription
 from tenants.models import VERIFIED_FIELDS, Customer, Tenant
@@ -187,6 +187,8 @@ def tenant_identity_resolve(*, tenant: Tenant) -> TenantIdentity:
             "check the tenant ID with the customer.",
             code="tenant_unknown",
         ) from exc
+    except ProviderFinal as exc:
+        raise ValidationError(exc.message, code="provider_refused") from exc
     except ProviderError as exc:
         raise ValidationError(exc.message, code="provider_unavailable") from exc
 
@@ -262,6 +264,8 @@ def tenant_lookup(*, domain: str) -> TenantIdentity:
             "Nothing was recorded.",
             code="tenant_unknown",
         ) from exc
+    except ProviderFinal as exc:
+        raise ValidationError(exc.message, code="provider_refused") from exc
     except ProviderError as exc:
         raise ValidationError(exc.message, code="provider_unavailable") from exc
 

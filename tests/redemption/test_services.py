@@ -9,6 +9,8 @@ from django.test import override_settings
 
 from licensing.models import OrderLine
 from redemption import binding, services
+from redemption.gateway import ProviderFinal
+from redemption.gateway.sandbox import SandboxGateway
 from redemption.models import SandboxSubscription, SeatAllocation, Subscription
 from tests.factories import CustomerFactory, TenantFactory
 from tests.redemption.conftest import known_to_provider, line_of
@@ -90,6 +92,22 @@ def test_provider_unavailable_while_resolving_identity_says_try_again(new_line, 
     monkeypatch.setattr("redemption.gateway.sandbox.time.sleep", lambda seconds: None)
     with pytest.raises(ValidationError, match="provider is unavailable right now and nothing was saved"):
         request(new_line, tenant, processor, confirm_domain=tenant.default_domain)
+    assert_nothing_written(new_line)
+
+
+def test_a_refusal_while_resolving_identity_is_told_as_a_refusal_not_as_try_again(
+    new_line, tenant, processor, monkeypatch
+):
+    def refuse(self, **kwargs):
+        raise ProviderFinal("Provider answered 403: this partner may not read the tenant")
+
+    monkeypatch.setattr(SandboxGateway, "customer_identity", refuse)
+    with pytest.raises(ValidationError) as refused:
+        request(new_line, tenant, processor, confirm_domain=tenant.default_domain)
+    assert (refused.value.code, refused.value.messages) == (
+        "provider_refused",
+        ["Provider answered 403: this partner may not read the tenant"],
+    )
     assert_nothing_written(new_line)
 
 
