@@ -336,16 +336,22 @@ def test_an_unbound_tenants_identity_can_be_corrected_and_must_be_confirmed_agai
     assert not spare.is_verified and spare.verified_tenant_id is None
 
 
-def test_a_quantity_below_the_bound_seats_is_a_form_error_not_a_server_error(desk, as_role):
-    client = as_role("Order processor")
+def post_line_quantity(client, desk, quantity: str) -> list:
+    """Post the bound line's quantity changed on its own change form and on its order's inline."""
+    responses = []
     for url in (_url(OrderLine, "change", desk.line.pk), _url(Order, "change", desk.order.pk)):
         page = client.get(url)
         data = change_form_data(page)
         if "quantity" in data:
-            data["quantity"] = "4"
+            data["quantity"] = quantity
         else:
-            data[f"{inline_prefix(page, OrderLine)}-0-quantity"] = "4"
-        response = client.post(url, data)
+            data[f"{inline_prefix(page, OrderLine)}-0-quantity"] = quantity
+        responses.append(client.post(url, data))
+    return responses
+
+
+def test_a_quantity_below_the_bound_seats_is_a_form_error_not_a_server_error(desk, as_role):
+    for response in post_line_quantity(as_role("Order processor"), desk, "4"):
         assert response.status_code == 200
         assert "10 seat(s) of this line are requested or bound" in response.content.decode()
     desk.line.refresh_from_db()
@@ -353,15 +359,7 @@ def test_a_quantity_below_the_bound_seats_is_a_form_error_not_a_server_error(des
 
 
 def test_a_bound_lines_quantity_cannot_grow_into_seats_the_order_never_bought(desk, as_role):
-    client = as_role("Order processor")
-    for url in (_url(OrderLine, "change", desk.line.pk), _url(Order, "change", desk.order.pk)):
-        page = client.get(url)
-        data = change_form_data(page)
-        if "quantity" in data:
-            data["quantity"] = "60"
-        else:
-            data[f"{inline_prefix(page, OrderLine)}-0-quantity"] = "60"
-        response = client.post(url, data)
+    for response in post_line_quantity(as_role("Order processor"), desk, "60"):
         assert response.status_code == 200
         assert "not up from the 10 the order bought" in response.content.decode()
     desk.line.refresh_from_db()

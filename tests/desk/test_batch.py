@@ -9,14 +9,19 @@ from redemption.models import SeatAllocation
 pytestmark = pytest.mark.django_db
 
 
+def open_bulk_screen(client, lines):
+    """Select the lines in the work queue and open the one-confirmation screen: (its URL, its page)."""
+    opened = client.post(
+        reverse("admin:licensing_orderline_changelist"),
+        {"action": "bind_selected_lines", "_selected_action": [line.pk for line in lines], "index": "0"},
+    )
+    return opened.url, client.get(opened.url)
+
+
 def test_lines_of_several_orders_and_customers_are_bound_with_one_confirmation(client, processor, three_orders):
     client.force_login(processor)
     lines, (one, two, three) = three_orders["lines"], three_orders["orders"]
-    queue = reverse("admin:licensing_orderline_changelist")
-    opened = client.post(
-        queue, {"action": "bind_selected_lines", "_selected_action": [line.pk for line in lines], "index": "0"}
-    )
-    screen = client.get(opened.url)
+    url, screen = open_bulk_screen(client, lines)
     text = screen.content.decode()
     assert text.index("Litware") < text.index("Northwind Traders")  # grouped by customer
     assert {g.order for c in screen.context["plan"] for g in c.orders} == {one, two, three}
@@ -26,11 +31,11 @@ def test_lines_of_several_orders_and_customers_are_bound_with_one_confirmation(c
         f"tenant_{three.pk}": three_orders["litware"].pk,
         f"confirm_{three.pk}": "wrong.onmicrosoft.com",
     }
-    refused = client.post(opened.url, {"lines": screen.context["lines"], **choices})
+    refused = client.post(url, {"lines": screen.context["lines"], **choices})
     assert "is not this tenant&#x27;s default domain" in refused.content.decode()
     assert not SeatAllocation.objects.exists()  # one confirmation: all or nothing
     choices[f"confirm_{three.pk}"] = "Litware.onmicrosoft.com "
-    done = client.post(opened.url, {"lines": screen.context["lines"], **choices})
+    done = client.post(url, {"lines": screen.context["lines"], **choices})
     batch_url = done.url
     assert SeatAllocation.objects.count() == 4
     state = client.get(batch_url + "status.json").json()
@@ -64,11 +69,7 @@ def test_someone_who_cannot_request_bindings_cannot_open_a_batch_screen(client, 
 def test_a_tenant_of_another_customer_posted_for_an_order_is_refused_not_replaced(client, processor, three_orders):
     client.force_login(processor)
     lines, (_, two, three) = three_orders["lines"], three_orders["orders"]
-    opened = client.post(
-        reverse("admin:licensing_orderline_changelist"),
-        {"action": "bind_selected_lines", "_selected_action": [line.pk for line in lines], "index": "0"},
-    )
-    screen = client.get(opened.url)
+    url, screen = open_bulk_screen(client, lines)
     # Northwind's order posted with Litware's tenant, its domain typed to match.
     forged = {
         f"tenant_{two.pk}": three_orders["litware"].pk,
@@ -76,7 +77,7 @@ def test_a_tenant_of_another_customer_posted_for_an_order_is_refused_not_replace
         f"tenant_{three.pk}": three_orders["litware"].pk,
         f"confirm_{three.pk}": "litware.onmicrosoft.com",
     }
-    refused = client.post(opened.url, {"lines": screen.context["lines"], **forged})
+    refused = client.post(url, {"lines": screen.context["lines"], **forged})
     assert refused.status_code == 200
     assert f"Order {two}: the tenant chosen is not one of Northwind Traders" in refused.content.decode()
     assert not SeatAllocation.objects.exists()

@@ -182,15 +182,20 @@ def test_accepting_the_providers_value_changes_our_subscription_with_the_reason(
     assert reconcile() and not Drift.objects.filter(kind=Kind.QUANTITY, status=Drift.Status.OPEN).exists()
 
 
+def term_end_changed_in_the_portal(provider, desk) -> Drift:
+    """Move e3's term end at the provider to 2030-01-01 and reconcile: the term-end drift found."""
+    with provider.lock:
+        held(provider, desk["e3"])["commitmentEndDate"] = "2030-01-01"
+    reconcile()
+    return Drift.objects.get(kind=Kind.TERM_END)
+
+
 def test_pushing_ours_goes_through_a_supervisor_and_the_worker(
     desk, provider, supervisor, make_user, django_capture_on_commit_callbacks
 ):
     from config.celery import app
 
-    with provider.lock:
-        held(provider, desk["e3"])["commitmentEndDate"] = "2030-01-01"
-    reconcile()
-    drift = Drift.objects.get(kind=Kind.TERM_END)
+    drift = term_end_changed_in_the_portal(provider, desk)
     correction = settle.drift_push(drift=drift, acting_user=supervisor, reason="The portal change was a mistake")
     assert correction.status == ProviderCorrection.Status.AWAITING_APPROVAL
     with pytest.raises(ValidationError, match="another supervisor must approve"):
@@ -215,10 +220,7 @@ def test_pushing_ours_goes_through_a_supervisor_and_the_worker(
 def test_a_drift_whose_correction_is_on_its_way_is_not_settled_another_way_until_it_is_rejected(
     desk, provider, processor, supervisor, make_user
 ):
-    with provider.lock:
-        held(provider, desk["e3"])["commitmentEndDate"] = "2030-01-01"
-    reconcile()
-    drift = Drift.objects.get(kind=Kind.TERM_END)
+    drift = term_end_changed_in_the_portal(provider, desk)
     correction = settle.drift_push(drift=drift, acting_user=processor, reason="The portal change was a mistake")
     second = make_user("second-boss", "Supervisor")
     for how in (settle.drift_explain, settle.drift_accept, settle.drift_push):
@@ -237,10 +239,7 @@ def test_an_approved_correction_whose_message_was_lost_is_sent_again_and_reaches
 ):
     from redemption.tasks import correction_apply_task
 
-    with provider.lock:
-        held(provider, desk["e3"])["commitmentEndDate"] = "2030-01-01"
-    reconcile()
-    drift = Drift.objects.get(kind=Kind.TERM_END)
+    drift = term_end_changed_in_the_portal(provider, desk)
     correction = settle.drift_push(drift=drift, acting_user=supervisor, reason="The portal change was a mistake")
     # Approved, but the message never reaches a worker (a flushed broker, a worker host that died).
     with django_capture_on_commit_callbacks(execute=False):
