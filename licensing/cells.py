@@ -119,6 +119,11 @@ def identifier(value: str | date | None) -> str:
     return match.group(1) if match else value
 
 
+def agreement_number(value: str | date | None) -> str:
+    """Return an agreement number as held: in capitals ("v1000001" is V1000001), Excel's 1000001.0 is 1000001."""
+    return identifier(value).upper()
+
+
 # Outside these a date is a typo, and an agreement's end computed from it may not exist.
 FIRST_DATE, LAST_DATE = date(1900, 1, 1), date(2999, 12, 31)
 

@@ -4,9 +4,11 @@ import os
 
 from dateutil.relativedelta import relativedelta
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.storage import FileSystemStorage
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Upper
 from simple_history.models import HistoricalRecords
 
 from config.guards import GuardedRow, local_day
@@ -67,6 +69,8 @@ class Agreement(GuardedRow, models.Model):
         ordering = ["program", "number"]
         indexes = [
             models.Index(fields=["number"], name="agreement_number_idx"),
+            # Imports find an agreement by its number in any case ("v1000001" is V1000001).
+            models.Index(Upper("number"), name="agreement_number_upper_idx"),
             models.Index(fields=["authorization_number"], name="agreement_auth_number_idx"),
             models.Index(fields=["ends_on"], name="agreement_ends_on_idx"),
         ]
@@ -90,6 +94,17 @@ class Agreement(GuardedRow, models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_program_display()} {self.number}"
+
+    def clean(self) -> None:
+        super().clean()
+        if self._state.adding and self.number:
+            # Agreement numbers are letters and digits in capitals; "v1000001" typed is V1000001.
+            self.number = self.number.strip().upper()
+        if (
+            self.number
+            and Agreement.objects.filter(program=self.program, number__iexact=self.number).exclude(pk=self.pk).exists()
+        ):
+            raise ValidationError({"number": "This agreement number already exists in this program."})
 
     def fixed_message(self, since) -> str:
         return (

@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 from django.db import DatabaseError, reset_queries
+from django.db.models.functions import Upper
 from django.utils import timezone
 from simple_history.utils import bulk_update_with_history
 
@@ -374,7 +375,9 @@ class SheetImporter:
 
     def load_agreements(self, numbers: set[str]) -> None:
         missing = numbers - self.agreements.keys()
-        for a in Agreement.objects.filter(number__in=missing).values(
+        # Numbers come in capitals (cells.agreement_number); one held as typed in another case is the same.
+        held = Agreement.objects.annotate(number_upper=Upper("number")).filter(number_upper__in=missing)
+        for a in held.values(
             "id",
             "number",
             "program",
@@ -388,7 +391,7 @@ class SheetImporter:
             "customer__name",
             "customer__name_key",
         ):
-            self.agreements[a["number"]] = Rec(
+            self.agreements[a["number"].upper()] = Rec(
                 a["id"],
                 {
                     "program": a["program"],

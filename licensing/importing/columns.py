@@ -56,7 +56,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "Line": cells.whole_number,
     "Order Date": cells.a_date,
     "Program": cells.program,
-    "Agreement Number": cells.identifier,
+    "Agreement Number": cells.agreement_number,
     "Authorization Number": cells.identifier,
     "Reseller": cells.text,
     "Reseller MPN ID": cells.identifier,

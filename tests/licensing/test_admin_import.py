@@ -274,7 +274,8 @@ def test_admin_subscription_export_is_neutralised(client, superuser):
     ],
 )
 def test_a_tampered_import_confirmation_is_refused_and_imports_nothing(staff_client, url_name, tampered):
-    preview = upload(staff_client, url_name.replace("process_import", "import"), csv_bytes([order_row()]))
+    sheet = csv_bytes([agreement_row() if "agreement" in url_name else order_row()])
+    preview = upload(staff_client, url_name.replace("process_import", "import"), sheet)
     confirm = {**preview.context["confirm_form"].initial, **tampered}
 
     response = staff_client.post(reverse(url_name), confirm)

@@ -31,6 +31,20 @@ def test_agreement_must_start_before_it_ends():
     _refused(agreement, "must start before it ends")
 
 
+def test_an_agreement_number_typed_in_another_case_is_the_one_held_and_new_ones_are_capitals():
+    existing = AgreementFactory(program=Program.OV, number="V4412871")
+    typed = AgreementFactory.build(
+        program=Program.OV, number="v4412871", customer=existing.customer, partner=existing.partner
+    )
+    with pytest.raises(ValidationError, match="already exists in this program"):
+        typed.full_clean()
+    fresh = AgreementFactory.build(
+        program=Program.OV, number=" v4412872", customer=existing.customer, partner=existing.partner
+    )
+    fresh.full_clean()
+    assert fresh.number == "V4412872"
+
+
 def test_agreement_number_is_unique_within_its_program_only():
     existing = AgreementFactory(program=Program.OV, number="V4412871")
     duplicate = AgreementFactory.build(

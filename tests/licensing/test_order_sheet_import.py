@@ -328,6 +328,22 @@ def test_agreement_number_of_another_customer_is_rejected(import_orders):
     assert not Order.objects.exists()
 
 
+@pytest.mark.parametrize(("held", "written"), [("V1000001", "v1000001"), ("v1000001", " V1000001 ")])
+def test_an_agreement_number_in_another_case_is_the_same_agreement(import_orders, held, written):
+    AgreementFactory(number=held, customer__name="Someone Else")
+
+    report = import_orders(csv_bytes([order_row(**{"Agreement Number": written})]))
+
+    assert [(e.row, e.column) for e in report.errors] == [(2, "Agreement Number")]
+    assert "Someone Else" in report.errors[0].message
+    assert Agreement.objects.count() == 1 and not Order.objects.exists()
+
+
+def test_a_new_agreement_number_is_held_in_capitals(import_orders):
+    assert import_orders(csv_bytes([order_row(**{"Agreement Number": "v1000009"})])).errors == []
+    assert list(Agreement.objects.values_list("number", flat=True)) == ["V1000009"]
+
+
 def test_tenant_domain_of_another_customer_is_rejected(import_orders):
     TenantFactory(default_domain="othertenant.onmicrosoft.com", customer__name="Other Customer")
 
