@@ -169,6 +169,11 @@ class WorkbookPart(Part):
             self.date1904 = attrs.get("date1904", "").lower() in ("1", "true")
 
 
+# Built-in formats ECMA-376 leaves to the locale: in Chinese, Japanese and Korean Excel these are dates
+# (27-31, 36, 50-58; 32-35 are times of day). A workbook uses them without defining them.
+EAST_ASIAN_DATE_FORMATS = frozenset({27, 28, 29, 30, 31, 36, *range(50, 59)})
+
+
 class StylesPart(Part):
     """The styles part: the number format of each cell format, to tell dates from numbers."""
 
@@ -199,7 +204,7 @@ class StylesPart(Part):
         dates, durations = set(), set()
         for index, format_id in enumerate(self.cell_formats):
             code = self.formats[format_id] if format_id in self.formats else BUILTIN_FORMATS.get(format_id)
-            if is_date_format(code):
+            if is_date_format(code) or (format_id in EAST_ASIAN_DATE_FORMATS and format_id not in self.formats):
                 dates.add(str(index))
             if is_timedelta_format(code):
                 durations.add(str(index))

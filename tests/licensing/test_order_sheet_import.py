@@ -1,6 +1,8 @@
 """Importing order sheets: what is accepted, what is rejected, and that the whole file applies or nothing does."""
 
 import io
+import re
+import zipfile
 from datetime import date
 
 import openpyxl
@@ -189,6 +191,32 @@ def test_a_quantity_with_a_thousands_separator_is_refused_not_read_as_a_few_seat
         "write the number without separators"
     ]
     assert not OrderLine.objects.exists()
+
+
+def test_dates_in_a_built_in_east_asian_date_format_are_read(import_orders):
+    # Japanese Excel writes 2026年11月1日 as a date serial in built-in format 31, which it never defines.
+    header = ORDER_HEADER
+    row = order_row()
+    workbook = openpyxl.Workbook()
+    workbook.active.append(header)
+    workbook.active.append([date(2026, 11, 1) if h == "Order Date" else row[h] for h in header])
+    workbook.active.cell(row=2, column=header.index("Order Date") + 1).number_format = 'yyyy"年"m"月"d"日"'
+    out = io.BytesIO()
+    workbook.save(out)
+    source, patched = zipfile.ZipFile(io.BytesIO(out.getvalue())), io.BytesIO()
+    with zipfile.ZipFile(patched, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "xl/styles.xml":
+                custom = re.search(rb'<numFmt numFmtId="(\d+)" formatCode="yyyy&quot;[^>]*/>', data)
+                used = b'numFmtId="' + custom.group(1) + b'"'
+                data = data.replace(custom.group(0), b"").replace(used, b'numFmtId="31"')
+            target.writestr(item, data)
+
+    report = import_orders(patched.getvalue(), name="orders.xlsx")
+
+    assert report.errors == []
+    assert Order.objects.get().ordered_on == date(2026, 11, 1)
 
 
 @pytest.mark.parametrize("name", ["orders.csv", "orders.xlsx"])
