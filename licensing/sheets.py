@@ -51,6 +51,15 @@ class ExcelError(str):
     """A workbook cell whose type is an error (t="e"), whatever error its text names."""
 
 
+class UncalculatedFormula(str):
+    """A workbook cell holding a formula and no value: the program that wrote it never calculated it."""
+
+    MESSAGE = (
+        "the cell holds a formula with no calculated value (the workbook was not saved by Excel): open it in "
+        "Excel and save it again"
+    )
+
+
 def excel_error(value: object) -> str | None:
     """Return the Excel error a cell holds ("#N/A"), or None for any other value."""
     if isinstance(value, ExcelError):

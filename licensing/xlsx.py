@@ -23,6 +23,7 @@ from licensing.sheets import (
     ExcelError,
     Sheet,
     SheetError,
+    UncalculatedFormula,
     beyond_columns,
     column_name,
     is_blank,
@@ -78,6 +79,7 @@ class _SheetRows(Part):
         self.text: str | None = None
         self.collecting = False
         self.in_cell = False
+        self.formula = False
         self.phonetic = 0
 
     def _refuse(self, message: str, column: int | None = None) -> SheetError:
@@ -99,7 +101,10 @@ class _SheetRows(Part):
             self.kind = attrs.get("t", "n")
             self.style = attrs.get("s")
             self.text = None
+            self.formula = False
             self.in_cell = True
+        elif name == "f" and self.in_cell:
+            self.formula = True
         elif (name == "v" or (name == "t" and not self.phonetic)) and self.in_cell:
             self.collecting = True
             if self.text is None:
@@ -129,7 +134,10 @@ class _SheetRows(Part):
         name = tag.rpartition(":")[2]
         if name == "c":
             self.in_cell = False
-            if self.text is not None:
+            if self.formula and not self.text and self.column < MAX_COLUMNS:
+                # Its value is unknown, not blank: the row's check refuses it rather than take it for empty.
+                self.values[self.column] = UncalculatedFormula("=")
+            elif self.text is not None:
                 value = self._value(self.text)
                 blank = isinstance(value, str) and not value.strip()
                 if self.column >= MAX_COLUMNS and not blank:

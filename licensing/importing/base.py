@@ -19,7 +19,7 @@ from licensing.filestate import FileState
 from licensing.importing.columns import MAX_LENGTHS, MAX_VALUES, PARSERS
 from licensing.importing.report import ImportReport
 from licensing.models import Agreement, Program
-from licensing.sheets import Sheet, excel_error
+from licensing.sheets import Sheet, UncalculatedFormula, excel_error
 from tenants.models import Customer, Partner
 
 NEW, UPDATED, UNCHANGED = "new", "update", "skip"
@@ -211,6 +211,10 @@ class SheetImporter:
         width = len(values)
         for label, index, required, parser, longest, largest in self.plan:
             raw = values[index] if index is not None and index < width else ""
+            if isinstance(raw, UncalculatedFormula):
+                self.error(number, label, UncalculatedFormula.MESSAGE)
+                ok = False
+                continue
             if raw is None or (isinstance(raw, str) and not raw.strip()):
                 if required:
                     self.error(number, label, "a value is required")

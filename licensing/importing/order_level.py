@@ -17,7 +17,7 @@ from licensing.cells import CellError
 from licensing.filestate import FileState
 from licensing.importing.columns import ORDER_LEVEL
 from licensing.models import Order
-from licensing.sheets import Cell, SheetError, excel_error, is_blank
+from licensing.sheets import Cell, SheetError, UncalculatedFormula, excel_error, is_blank
 
 # Order-level columns every line of an order may leave blank: the order then keeps what we hold.
 OPTIONAL = ("PO Number", "Tenant Domain")
@@ -136,6 +136,8 @@ def _value(values: list[Cell], index: int, parser: Callable[[Any], Any], longest
     """Return a cell's value, or None when it is blank or not a value its column takes (the check says why)."""
     raw = values[index] if index < len(values) else ""
     if raw is None or (isinstance(raw, str) and not raw.strip()) or excel_error(raw) is not None:
+        return None
+    if isinstance(raw, UncalculatedFormula):
         return None
     try:
         value = parser(raw)

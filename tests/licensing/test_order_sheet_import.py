@@ -193,6 +193,36 @@ def test_a_quantity_with_a_thousands_separator_is_refused_not_read_as_a_few_seat
     assert not OrderLine.objects.exists()
 
 
+def formula_workbook(cached: bytes | None) -> bytes:
+    """An order sheet whose Quantity is the formula 5*2, with `cached` as the value Excel calculated (or none)."""
+    row = {**order_row(), "Quantity": "=5*2"}
+    out = io.BytesIO()
+    workbook = openpyxl.Workbook()
+    workbook.active.append(ORDER_HEADER)
+    workbook.active.append([row[h] for h in ORDER_HEADER])
+    workbook.save(out)
+    if cached is None:
+        return out.getvalue()
+    source, patched = zipfile.ZipFile(io.BytesIO(out.getvalue())), io.BytesIO()
+    with zipfile.ZipFile(patched, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = data.replace(b"<f>5*2</f><v />", b"<f>5*2</f><v>" + cached + b"</v>")
+            target.writestr(item, data)
+    return patched.getvalue()
+
+
+def test_a_formula_is_read_by_the_value_excel_calculated_and_refused_without_one(import_orders):
+    refused = import_orders(formula_workbook(None), name="orders.xlsx")
+    assert [str(error) for error in refused.errors] == [
+        "row 2, column Quantity: the cell holds a formula with no calculated value (the workbook was not saved "
+        "by Excel): open it in Excel and save it again"
+    ]
+    assert import_orders(formula_workbook(b"10"), name="orders.xlsx").errors == []
+    assert OrderLine.objects.get().quantity == 10
+
+
 def test_dates_in_a_built_in_east_asian_date_format_are_read(import_orders):
     # Japanese Excel writes 2026年11月1日 as a date serial in built-in format 31, which it never defines.
     header = ORDER_HEADER
