@@ -459,16 +459,21 @@ class SheetImporter:
         return rec, changed
 
     def check_agreement_identity(self, row: int, number: str, rec: Rec, program: str, customer_key: str) -> None:
+        # An agreement this file brings is named by the row that brought it; one we hold, as held.
+        first = min(rec.seen.values(), default=None) if rec.new else None
+        where = f" in row {first} of this file" if first is not None else ""
         if rec["customer_key"] != customer_key:
+            owner = "is for" if first is not None else "belongs to"
             self.error(
                 row,
                 "Agreement Number",
-                f"agreement {number} belongs to customer {rec['customer_name']!r}, not to this row's customer",
+                f"agreement {number} {owner} customer {rec['customer_name']!r}{where}, not to this row's customer",
             )
             raise Conflict
         if rec["program"] != program:
             held, given = Program(rec["program"]).label, Program(program).label
-            self.error(row, "Program", f"agreement {number} is held as {held}, not {given}")
+            stated = f"is {held}{where}" if first is not None else f"is held as {held}"
+            self.error(row, "Program", f"agreement {number} {stated}, not {given}")
             raise Conflict
 
     # --- bulk writes ---------------------------------------------------------------------------

@@ -756,7 +756,7 @@ TAILSPIN = {"Agreement Number": "V5000002", "Customer": "Tailspin", "Customer Em
         (
             TAILSPIN | {"Agreement Number": "V5000001", "Tenant Domain": ""},
             "Agreement Number",
-            "belongs to customer 'Fabrikam'",
+            "is for customer 'Fabrikam' in row 2 of this file",
         ),
         ({"Reseller": "Other Reseller"}, "Reseller MPN ID", "belongs to 'Alpine Reseller' (row 2 says)"),
         ({"Product": "O365 E1"}, "Product", "differs from row 2"),
@@ -865,6 +865,30 @@ def test_a_held_order_stated_differently_beside_blanks_is_still_refused(import_o
     assert [(e.row, e.column) for e in report.errors] == [(2, column)]
     assert message in report.errors[0].message
     assert OrderLine.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "column", "message"),
+    [
+        (
+            {"Customer": "Tailspin Toys"},
+            "Agreement Number",
+            "agreement V1000001 is for customer 'Société Générale Café' in row 2 of this file, not to this row's "
+            "customer",
+        ),
+        ({"Program": "OVS"}, "Program", "agreement V1000001 is Open Value in row 2 of this file, not Open Value Sub"),
+    ],
+)
+def test_an_agreement_this_file_brings_stated_differently_later_is_named_by_its_row(
+    import_orders, change, column, message
+):
+    other = {"License Number": "60000002", "Customer Email": "it@tailspin.example"} | change
+
+    report = import_orders(csv_bytes([order_row(), order_row(**other)]))
+
+    assert [(e.row, e.column) for e in report.errors] == [(3, column)]
+    assert message in report.errors[0].message
+    assert not Agreement.objects.exists()
 
 
 def test_a_blank_reseller_is_not_taken_from_a_held_order_of_another_mpn_id(import_orders):
