@@ -88,11 +88,22 @@ def map_header(
         label = wanted.get(key)
         if label:
             positions[label] = index
-    errors += [
-        RowError(row, c.label, "this required column is missing from the header")
-        for c in columns
-        if c.required and c.label not in positions
-    ]
+    required = [c.label for c in columns if c.required]
+    missing = [label for label in required if label not in positions]
+    if len(missing) * 2 > len(required):
+        # Most are missing: the row taken for the header is not one (a title above it, another file).
+        named = f"only {len(required) - len(missing)}" if len(missing) < len(required) else "none"
+        errors.append(
+            RowError(
+                row,
+                "-",
+                f"this row, the first that is not blank, is taken as the header, but it names {named} of the "
+                f"{len(required)} columns this sheet needs (missing: {', '.join(missing)}). Is this the right file, "
+                "with the header as its first row (no title above it) on its first worksheet?",
+            )
+        )
+        return positions, errors
+    errors += [RowError(row, label, "this required column is missing from the header") for label in missing]
     return positions, errors
 
 

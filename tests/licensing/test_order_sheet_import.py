@@ -563,6 +563,19 @@ def test_a_duplicate_another_import_wrote_meanwhile_is_explained_and_nothing_is_
     assert not Customer.objects.exists() and not OrderLine.objects.exists()
 
 
+def test_a_title_above_the_header_is_named_as_the_row_taken_for_it(import_orders):
+    data = b"Contoso order export, November\r\n" + csv_bytes([order_row()])
+
+    report = import_orders(data)
+
+    assert len(report.errors) == 1
+    assert str(report.errors[0]).startswith(
+        "row 1: this row, the first that is not blank, is taken as the header, but it names none of the 15 "
+        "columns this sheet needs (missing: License Number, Line, Order Date"
+    )
+    assert "with the header as its first row (no title above it)" in report.errors[0].message
+
+
 def test_header_only_sheet_is_refused(import_orders):
     report = import_orders(",".join(ORDER_HEADER).encode() + b"\r\n,,,\r\n")
 
