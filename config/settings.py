@@ -290,8 +290,9 @@ CELERY_BEAT_SCHEDULE["renewals-tick"] = {
     "schedule": crontab(minute=f"*/{RENEWAL_TICK_MINUTES}"),
 }
 
-# Order-sheet and agreement imports. Files above IMPORT_ASYNC_ROWS data rows are checked and imported
-# by a worker; uploads above IMPORT_MAX_UPLOAD_BYTES are refused before they are read.
+# Order-sheet and agreement imports. Files above IMPORT_ASYNC_ROWS data rows (or too big to read in a
+# page: licensing.formats) are checked and imported by a worker; uploads above IMPORT_MAX_UPLOAD_BYTES
+# are refused before they are read.
 IMPORT_ASYNC_ROWS = env.int("IMPORT_ASYNC_ROWS", default=1000)
 IMPORT_MAX_UPLOAD_BYTES = env.int("IMPORT_MAX_UPLOAD_BYTES", default=50 * 1024 * 1024)
 IMPORT_MAX_ROWS = env.int("IMPORT_MAX_ROWS", default=500_000)

@@ -6,7 +6,6 @@ import os
 import shutil
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -15,9 +14,9 @@ from import_export.admin import ExportMixin, ImportExportMixin
 from import_export.forms import ConfirmImportForm, ExportForm
 from import_export.results import RowResult
 
-from licensing.formats import PREVIEW_MAX_CHARS, SafeCSV, SafeXLSX, SheetFormat
+from licensing.formats import SafeCSV, SafeXLSX, SheetFormat, too_big_for_the_page
 from licensing.services import import_job_create
-from licensing.sheets import SheetError, check_size, measure_sheet
+from licensing.sheets import SheetError, check_size
 
 
 class SafeExportMixin(ExportMixin):
@@ -87,19 +86,19 @@ class SheetImportExportMixin(SafeExportMixin, ImportExportMixin):
             try:
                 # The size is known before anything is read.
                 check_size(upload.size)
-                rows, chars = measure_sheet(upload)
+                # The page holds the sheet whole while it checks it: many rows, or much text, go to a worker.
+                too_big = too_big_for_the_page(upload)
             except SheetError as exc:
                 return self._refuse(request, str(exc), **kwargs)
             upload.seek(0)
-            # The page holds the sheet whole while it checks it: many rows, or much text, go to a worker.
-            if rows > settings.IMPORT_ASYNC_ROWS or chars > PREVIEW_MAX_CHARS:
+            if too_big:
                 resource = self.import_resource_classes[0]
                 job = import_job_create(
                     kind=resource.kind, upload=upload, file_name=upload.name, acting_user=request.user
                 )
                 messages.info(
                     request,
-                    f"{upload.name} has {rows} rows: it is being checked in the background. "
+                    f"The sheet {upload.name} is being checked in the background: {too_big}. "
                     "You can leave this page and come back; nothing is written until you confirm.",
                 )
                 return HttpResponseRedirect(reverse("admin:licensing_importjob_change", args=[job.pk]))

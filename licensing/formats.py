@@ -5,12 +5,33 @@ from __future__ import annotations
 import io
 
 import tablib
+from django.conf import settings
 from import_export.formats import base_formats
 
-from licensing.sheets import SheetError, is_blank, neutralise, open_sheet
+from licensing.sheets import SheetError, is_blank, measure_sheet, neutralise, open_sheet, unpacked_size
 
 # A sheet checked in the page is held whole: past this many characters it goes to a worker instead.
 PREVIEW_MAX_CHARS = 5_000_000
+# Nor does the page read more than this to find out: a file that unpacks to more goes to a worker unread.
+PREVIEW_MAX_UNPACKED_BYTES = 10 * 1024 * 1024
+
+
+def too_big_for_the_page(stream) -> str:
+    """Return why a sheet is to be checked by a worker rather than in the page ('' if it is not).
+
+    The page reads no more of the file than it takes to tell: a sheet that unpacks to much is not read
+    at all (a small workbook may unpack to hundreds of MB of empty rows), and counting stops past the
+    page's limits. A file that is no sheet raises SheetError.
+    """
+    unpacked = unpacked_size(stream)
+    if unpacked > PREVIEW_MAX_UNPACKED_BYTES:
+        return f"it unpacks to {unpacked / 1_048_576:.0f} MB"
+    size = measure_sheet(stream, rows_over=settings.IMPORT_ASYNC_ROWS, chars_over=PREVIEW_MAX_CHARS)
+    if size.rows > settings.IMPORT_ASYNC_ROWS:
+        return f"it has more than {settings.IMPORT_ASYNC_ROWS} rows"
+    if size.more:
+        return f"it holds more than {PREVIEW_MAX_CHARS:,} characters"
+    return ""
 
 
 class SheetFormat(base_formats.Format):

@@ -19,7 +19,7 @@ from config.queueing import enqueue_on_commit
 from licensing.cells import RowError
 from licensing.importing import AgreementsImporter, ImportReport, OrderSheetImporter, SheetImporter
 from licensing.models import ImportJob
-from licensing.sheets import Sheet, SheetError, count_rows, open_sheet
+from licensing.sheets import Sheet, SheetError, measure_sheet, open_sheet
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,13 @@ class JobProgress:
 
     rows: int
     first_pass: bool = False
+    counting: bool = False  # the worker is counting the sheet's rows before it checks them
 
     def text(self, total: int) -> str:
+        if self.counting:
+            return f"counting the rows: {self.rows} so far"
+        if not total:
+            return f"{self.rows} rows"  # not counted yet (waiting for a worker) or none to count
         if self.first_pass:
             return (
                 f"{self.rows} of {total} rows read "
@@ -204,14 +209,12 @@ def file_import(*, kind: str, path: str, acting_user=None, dry_run: bool = False
 
 def import_job_create(*, kind: str, upload: IO[bytes], file_name: str, acting_user) -> ImportJob:
     """Keep an uploaded sheet for a worker to check, and queue the check; nothing is imported yet."""
-    rows_total = count_rows(upload)
-    upload.seek(0)
+    # The rows are counted by the worker (import_job_run): a large file is not read in the request.
     job = ImportJob(
         kind=kind,
         file_name=file_name[:255],
         created_by=acting_user,
         dry_run=True,
-        rows_total=rows_total,
         queued_at=timezone.now(),
     )
     job.file.save(file_name.rsplit("/", 1)[-1][:100], File(upload), save=False)
@@ -288,6 +291,15 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
     cache.set(key, (0, False), timeout=86400)
     try:
         with job.file.open("rb") as handle:
+            if not job.rows_total:
+                # Counted first, for the progress of the check that follows.
+                cache.set(key, (0, False, True), timeout=86400)
+                counted = measure_sheet(
+                    handle, progress=lambda rows: cache.set(key, (rows, False, True), timeout=86400)
+                ).rows
+                job.rows_total = counted
+                ImportJob.objects.filter(pk=job.pk).update(rows_total=counted)
+                cache.set(key, (0, False), timeout=86400)
             sheet = open_sheet(handle, file_name=job.file_name)
             sheet_import(
                 kind=job.kind,

@@ -109,8 +109,9 @@ class Sheet:
 
 
 class SheetSize(NamedTuple):
-    rows: int
-    chars: int
+    rows: int  # rows that hold a value, below the header
+    chars: int  # characters of text in them
+    more: bool = False  # measuring stopped at a bound it was given: the sheet holds more than this
 
 
 def _limit_bytes() -> int:
@@ -374,21 +375,55 @@ def _open_csv(stream: IO[bytes], file_name: str) -> Sheet:
     return Sheet(header=[str(h) for h in header], rows=rows(), file_name=file_name, header_row=header_row)
 
 
-def measure_sheet(stream: IO[bytes]) -> SheetSize:
-    """Return how many non-blank data rows a sheet has and how many characters they hold, reading it as a stream."""
+def measure_sheet(
+    stream: IO[bytes],
+    *,
+    rows_over: int | None = None,
+    chars_over: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SheetSize:
+    """Return how many non-blank data rows a sheet has and how many characters they hold, reading it as a stream.
+
+    Past `rows_over` rows or `chars_over` characters it stops reading (`more`); `progress` hears the
+    rows counted so far, every PROGRESS_ROWS of them.
+    """
     sheet = open_sheet(stream)
     rows = chars = 0
     for _, cells in sheet.rows:
-        if not is_blank(cells):
-            rows += 1
-            chars += sum(len(c) for c in cells if isinstance(c, str))
+        if is_blank(cells):
+            continue
+        rows += 1
+        chars += sum(len(c) for c in cells if isinstance(c, str))
+        if (rows_over is not None and rows > rows_over) or (chars_over is not None and chars > chars_over):
+            stream.seek(0)
+            return SheetSize(rows, chars, more=True)
+        if progress is not None and rows % PROGRESS_ROWS == 0:
+            progress(rows)
     stream.seek(0)
     return SheetSize(rows, chars)
 
 
-def count_rows(stream: IO[bytes]) -> int:
-    """Return the number of non-blank data rows of a sheet, reading it as a stream."""
-    return measure_sheet(stream).rows
+PROGRESS_ROWS = 1000
+
+
+def unpacked_size(stream: IO[bytes]) -> int:
+    """Return how many bytes reading the sheet takes at most: a CSV's size, or a workbook's parts unpacked.
+
+    Nothing is parsed (a workbook's zip directory says it); a file that is no sheet is left to open_sheet.
+    """
+    stream.seek(0)
+    head = stream.read(len(XLSX_MAGIC))
+    stream.seek(0)
+    if head == XLSX_MAGIC:
+        from licensing.xlsx import unpacked_bytes
+
+        try:
+            return unpacked_bytes(stream)
+        except SheetError:
+            pass
+        finally:
+            stream.seek(0)
+    return _file_size(stream) or 0
 
 
 def neutralise(value: Any) -> Any:

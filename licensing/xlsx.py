@@ -186,14 +186,27 @@ class _SheetRows(Part):
             return text
 
 
-def open_xlsx(stream: IO[bytes], file_name: str) -> Sheet:
-    """Return the first worksheet of a workbook, read as a stream."""
+def _archive(stream: IO[bytes]) -> tuple[zipfile.ZipFile, int]:
+    """Return the workbook's zip and what its parts unpack to, as its directory says (nothing unpacked yet).
+
+    A part that unpacks to more than the directory says is refused as it unpacks.
+    """
     try:
         check_directory(stream)
         archive = zipfile.ZipFile(stream)
-        inflated = sum(info.file_size for info in archive.infolist())
+        return archive, sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise SheetError(NOT_A_WORKBOOK) from exc
+
+
+def unpacked_bytes(stream: IO[bytes]) -> int:
+    """Return how many bytes reading the workbook unpacks at most, from its zip directory alone."""
+    return _archive(stream)[1]
+
+
+def open_xlsx(stream: IO[bytes], file_name: str) -> Sheet:
+    """Return the first worksheet of a workbook, read as a stream."""
+    archive, inflated = _archive(stream)
     limit = settings.IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES
     if inflated > limit:
         raise SheetError(f"This workbook unpacks to {mb(inflated)}, over the {mb(limit)} limit; it is refused.")

@@ -129,8 +129,7 @@ class SheetImporter:
                     RowError(
                         sheet.header_row,
                         "-",
-                        f"this is {name} (its header has {', '.join(found)}): import it {where}; "
-                        "nothing was imported",
+                        f"this is {name} (its header has {', '.join(found)}): import it {where}; nothing was imported",
                     )
                 ]
         if header_errors:

@@ -153,6 +153,7 @@ def test_large_file_is_checked_and_imported_by_a_worker_after_confirmation(
 
     page = staff_client.get(response.url).content.decode()
     assert "4 of 4 rows" in page and "Confirm import" in page
+    assert "The sheet orders.csv is being checked in the background: it has more than 2 rows." in page
 
     with django_capture_on_commit_callbacks(execute=True):
         staff_client.post(reverse("admin:licensing_importjob_confirm", args=[job.pk]))

@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from django.core.validators import validate_email
 from django.urls import reverse
 
-from licensing import tasks, xlsx_parts
+from licensing import formats, tasks, xlsx_parts
 from licensing.importing import OrderSheetImporter
 from licensing.models import ImportJob, Order, OrderLine
 from licensing.services import import_job_run
@@ -616,3 +616,33 @@ def test_the_import_job_history_page_answers(staff_client):
     response = staff_client.get(reverse("admin:licensing_importjob_history", args=[job.pk]))
 
     assert response.status_code == 200
+
+
+def test_a_small_workbook_unpacking_to_many_empty_rows_goes_to_a_worker_unread_and_is_refused_there(
+    tmp_path, staff_client, monkeypatch, django_capture_on_commit_callbacks
+):
+    # A file that unpacks to 2 MB of formatted empty rows (10 MB in the page's limit, lowered here): reading them
+    # would hold the page for nothing, as 250 MB of them would for minutes.
+    monkeypatch.setattr(formats, "PREVIEW_MAX_UNPACKED_BYTES", hostile.MB)
+    path = tmp_path / "empty-rows.xlsx"
+    rows = (f'<row r="{n}"><c r="A{n}" s="1"/></row>'.encode() for n in range(1, 60_001))
+    assert hostile.write_xlsx(path, hostile.sheet_xml(rows)) < 2 * hostile.MB / 5
+    counted = []
+    monkeypatch.setattr(formats, "measure_sheet", lambda *args, **kwargs: counted.append(args))
+    monkeypatch.setattr(tasks.import_job_run_task, "apply_async", lambda args, **_: None)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_upload(staff_client, path.read_bytes(), name="empty-rows.xlsx")
+
+    job = ImportJob.objects.get()
+    assert response.url == reverse("admin:licensing_importjob_change", args=[job.pk])
+    assert counted == []  # the page read none of its rows
+    page = staff_client.get(response.url).content.decode()
+    assert "The sheet empty-rows.xlsx is being checked in the background: it unpacks to 2 MB" in page
+
+    import_job_run(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.REJECTED
+    assert "The file is empty." in staff_client.get(response.url).content.decode()
+    assert nothing_written()

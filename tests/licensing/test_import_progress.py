@@ -68,3 +68,39 @@ def test_a_finished_job_shows_the_rows_it_went_through():
         assert import_job_progress(job=job).text(job.rows_total) == "600 of 600 rows"
     finally:
         cache.delete(_progress_key(job.pk))
+
+
+def test_a_job_counting_its_rows_says_so_with_a_bar_that_does_not_pretend(client, processor):
+    job = ImportJob.objects.create(
+        kind=ImportJob.Kind.ORDER_SHEET, file_name="big.xlsx", status=ImportJob.Status.RUNNING
+    )
+    client.force_login(processor)
+    cache.set(_progress_key(job.pk), (3000, False, True))
+    try:
+        page = client.get(reverse("admin:licensing_importjob_change", args=[job.pk])).content.decode()
+        assert "counting the rows: 3000 so far" in page
+        assert "<progress></progress>" in page  # no total yet: the bar only says work is going on
+    finally:
+        cache.delete(_progress_key(job.pk))
+
+
+def test_the_worker_counts_the_rows_first_and_reports_them_as_it_goes(settings, monkeypatch):
+    from django.core.files.base import ContentFile
+
+    from licensing import services
+
+    data = csv_bytes(
+        [order_row(**{"License Number": str(60000000 + n // 5), "Line": str(n % 5 + 1)}) for n in range(2500)]
+    )
+    job = ImportJob(kind=ImportJob.Kind.ORDER_SHEET, file_name="big.csv", dry_run=True)
+    job.file.save("big.csv", ContentFile(data), save=False)
+    job.save()
+    heard = []
+    monkeypatch.setattr(services.cache, "set", lambda key, value, timeout=None: heard.append(value))
+
+    services.import_job_run(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert (job.status, job.rows_total) == (ImportJob.Status.READY, 2500)
+    # Counting (1000, 2000 rows so far), then the first pass and the check against the total counted.
+    assert heard[:5] == [(0, False), (0, False, True), (1000, False, True), (2000, False, True), (0, False)]

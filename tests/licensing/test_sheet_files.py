@@ -2,13 +2,14 @@
 
 import io
 import zipfile
+from unittest.mock import ANY
 
 import openpyxl
 import pytest
 
 from licensing.models import OrderLine
-from licensing.sheets import SheetError, open_sheet
-from tests.licensing.sheets import ORDER_HEADER, order_row, xlsx_bytes
+from licensing.sheets import SheetError, measure_sheet, open_sheet
+from tests.licensing.sheets import ORDER_HEADER, csv_bytes, order_row, xlsx_bytes
 
 
 @pytest.mark.parametrize(
@@ -83,3 +84,13 @@ def test_csv_with_too_many_rows_is_refused(settings):
 
     with pytest.raises(SheetError, match="more than 3 rows"):
         list(sheet.rows)
+
+
+def test_measuring_a_sheet_stops_past_the_bounds_it_is_given():
+    data = csv_bytes([order_row(Line=str(n)) for n in range(1, 6)])
+
+    assert measure_sheet(io.BytesIO(data)).rows == 5
+    assert measure_sheet(io.BytesIO(data), rows_over=2) == (3, ANY, True)
+    whole = measure_sheet(io.BytesIO(data))
+    assert measure_sheet(io.BytesIO(data), chars_over=whole.chars // 2).more
+    assert not measure_sheet(io.BytesIO(data), rows_over=5, chars_over=whole.chars).more
