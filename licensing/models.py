@@ -69,14 +69,14 @@ class Agreement(GuardedRow, models.Model):
         ordering = ["program", "number"]
         indexes = [
             models.Index(fields=["number"], name="agreement_number_idx"),
-            # Imports find an agreement by its number in any case ("v1000001" is V1000001).
-            models.Index(Upper("number"), name="agreement_number_upper_idx"),
             models.Index(fields=["authorization_number"], name="agreement_auth_number_idx"),
             models.Index(fields=["ends_on"], name="agreement_ends_on_idx"),
         ]
         constraints = [
+            # In any case: "v1000001" is V1000001. Its index is also how imports find an agreement by number.
             models.UniqueConstraint(
-                fields=["program", "number"],
+                Upper("number"),
+                F("program"),
                 name="agreement_number_unique_in_program",
                 violation_error_message="This agreement number already exists in this program.",
             ),

@@ -109,3 +109,51 @@ def test_an_order_line_never_has_more_seats_allocated_than_it_bought():
             ends_on=line.ends_on,
             seats_allocated=2,
         ).full_clean()
+
+
+def test_the_database_refuses_an_agreement_number_held_in_another_case():
+    existing = AgreementFactory(program=Program.OV, number="V4412871")
+    other_case = AgreementFactory.build(
+        program=Program.OV, number="v4412871", customer=existing.customer, partner=existing.partner
+    )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        other_case.save()  # past every form and import: the constraint itself refuses it
+    assert AgreementFactory(program=Program.OVS, number="v4412871", customer=existing.customer).pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_names_agreement_numbers_already_held_in_two_cases():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = (
+        ("licensing", "0010_agreement_number_upper_index"),
+        ("licensing", "0011_agreement_number_unique_in_any_case"),
+    )
+    executor = MigrationExecutor(connection)
+    executor.migrate([before])
+    try:
+        apps = executor.loader.project_state([before]).apps
+        partner = apps.get_model("tenants", "Partner").objects.create(name="Reseller", mpn_id="4412345")
+        customer = apps.get_model("tenants", "Customer").objects.create(
+            name="Contoso", name_key="contoso", email="it@contoso.example", partner=partner
+        )
+        held = apps.get_model("licensing", "Agreement").objects
+        for number in ("V1000001", "v1000001"):
+            held.create(
+                program="OV",
+                number=number,
+                customer=customer,
+                partner=customer.partner,
+                starts_on=date(2026, 1, 1),
+                ends_on=date(2029, 1, 1),
+            )
+        executor = MigrationExecutor(connection)
+        with pytest.raises(RuntimeError, match=r"OV: V1000001 \(#\d+\), v1000001 \(#\d+\)"):
+            executor.migrate([after])
+        held.filter(number="v1000001").delete()
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    assert ("licensing", after[1]) in MigrationExecutor(connection).loader.applied_migrations
