@@ -197,10 +197,11 @@ class ImportJobAdmin(BackOfficeListAdmin):
         "unchanged_count",
         "error_count",
         "created_by",
+        "confirmed_by",
         "created_at",
         "finished_at",
     ]
-    list_select_related = ["created_by"]
+    list_select_related = ["created_by", "confirmed_by"]
     list_filter = ["kind", "status"]
     search_fields = ["file_name", "=id"]
     ordering = ["-created_at"]
@@ -240,7 +241,7 @@ class ImportJobAdmin(BackOfficeListAdmin):
             "progress": progress,
             "progress_text": progress.text(job.rows_total),
             "refresh": job.is_active,
-            "can_confirm": job.status == ImportJob.Status.READY and self.has_view_permission(request, job),
+            "can_confirm": job.status == ImportJob.Status.READY and may_confirm(request.user, job),
             "error_lines": error_lines,
             "errors_not_listed": max(job.error_count - len(error_lines), 0),
             "import_url": reverse(
@@ -267,10 +268,15 @@ class ImportJobAdmin(BackOfficeListAdmin):
         return _confirm(request, job_id)
 
 
+def may_confirm(user, job: ImportJob) -> bool:
+    """Whether `user` may have the job's rows written: whoever may import that kind of sheet."""
+    model = "order" if job.kind == ImportJob.Kind.ORDER_SHEET else "agreement"
+    return user.has_perm(f"licensing.add_{model}")
+
+
 def _confirm(request: HttpRequest, job_id: int):
     job = get_object_or_404(ImportJob, pk=job_id)
-    model = "order" if job.kind == ImportJob.Kind.ORDER_SHEET else "agreement"
-    if not request.user.has_perm(f"licensing.add_{model}"):
+    if not may_confirm(request.user, job):
         raise PermissionDenied
     try:
         import_job_confirm(job_id=job.pk, acting_user=request.user)

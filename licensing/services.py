@@ -233,7 +233,8 @@ def import_job_confirm(*, job_id: int, acting_user) -> ImportJob:
         job.status = ImportJob.Status.PENDING
         job.rows_done = 0
         job.queued_at = timezone.now()
-        job.save(update_fields=["dry_run", "status", "rows_done", "queued_at"])
+        job.confirmed_by = acting_user if acting_user is not None and acting_user.is_authenticated else None
+        job.save(update_fields=["dry_run", "status", "rows_done", "queued_at", "confirmed_by"])
         _enqueue(job)
     return job
 
@@ -286,7 +287,7 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
     )
     if not claimed:
         return None
-    job = ImportJob.objects.select_related("created_by").get(pk=job_id)
+    job = ImportJob.objects.select_related("created_by", "confirmed_by").get(pk=job_id)
     key = _progress_key(job.pk)
     cache.set(key, (0, False), timeout=86400)
     try:
@@ -304,7 +305,8 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
             sheet_import(
                 kind=job.kind,
                 sheet=sheet,
-                acting_user=job.created_by,
+                # Written in the name of whoever confirmed it; checked in the uploader's.
+                acting_user=(job.confirmed_by or job.created_by) if not job.dry_run else job.created_by,
                 dry_run=job.dry_run,
                 job=job,
                 progress=lambda done, first_pass=False: cache.set(key, (done, first_pass), timeout=86400),

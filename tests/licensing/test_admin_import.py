@@ -329,3 +329,50 @@ def test_another_session_cannot_confirm_an_import_it_did_not_preview(staff_clien
         ).status_code
         == 302
     )
+
+
+def test_a_job_confirmed_by_another_clerk_is_written_in_their_name_and_says_who_confirmed_it(
+    staff_client, client, make_user, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.IMPORT_ASYNC_ROWS = 1
+    monkeypatch.setattr(tasks.import_job_run_task, "apply_async", lambda args, **_: import_job_run(job_id=args[0]))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload(staff_client, "admin:licensing_order_import", csv_bytes([order_row(), order_row(Line="2")]))
+    job = ImportJob.objects.get()
+    colleague = make_user("colleague")
+    client.force_login(colleague)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("admin:licensing_importjob_confirm", args=[job.pk]))
+
+    job.refresh_from_db()
+    assert (job.status, job.created_by.username, job.confirmed_by) == ("done", "processor", colleague)
+    assert {record.history_user for record in Order.history.all()} == {colleague}
+    assert "by processor · confirmed by colleague" in client.get(response.url).content.decode().replace("&middot;", "·")
+
+
+def test_only_who_may_import_that_sheet_sees_the_confirm_button(
+    staff_client, make_user, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+
+    settings.IMPORT_ASYNC_ROWS = 1
+    monkeypatch.setattr(tasks.import_job_run_task, "apply_async", lambda args, **_: import_job_run(job_id=args[0]))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upload(staff_client, "admin:licensing_order_import", csv_bytes([order_row(), order_row(Line="2")]))
+    # May follow imports (they import agreements) but not import order sheets.
+    agreements_only = make_user("agreements-clerk", role=None)
+    agreements_only.is_superuser = False
+    agreements_only.save()
+    agreements_only.user_permissions.add(Permission.objects.get(codename="add_agreement"))
+    client = Client()
+    client.force_login(agreements_only)
+
+    page = client.get(response.url)
+    assert page.status_code == 200 and "Confirm import" not in page.content.decode()
+    assert (
+        client.post(reverse("admin:licensing_importjob_confirm", args=[ImportJob.objects.get().pk])).status_code == 403
+    )
+    assert "Confirm import" in staff_client.get(response.url).content.decode()
+    assert not Order.objects.exists()
