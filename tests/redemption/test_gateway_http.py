@@ -257,7 +257,8 @@ def test_an_html_error_page_is_reported_by_its_words_not_its_markup(server, clie
     page = (
         b"<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title>"
         b"<style>body { width: 35em; margin: 0 auto; "
-        + b"font-family: Tahoma, Verdana, Arial, sans-serif; }" * 10
+        + b"font-family: Tahoma, Verdana, Arial, sans-serif; }"
+        * 10
         + b"</style></head><body><h1>An error occurred.</h1><p>The service is currently unavailable.&nbsp;"
         b"Please try again later.</p></body></html>"
     )
