@@ -196,7 +196,8 @@ class Order(GuardedRow, models.Model):
 
 
 class OrderLine(GuardedRow, models.Model):
-    fixed_fields = ("order", "product", "kind", "line_number")
+    # The coverage dates too: a binding's end date is the line's (rule 7), shown before it is confirmed.
+    fixed_fields = ("order", "product", "kind", "line_number", "starts_on", "ends_on")
     service_fields = ("seats_allocated", "seats_requested_at")
     watched_fields = ("quantity",)
 
@@ -262,8 +263,8 @@ class OrderLine(GuardedRow, models.Model):
 
     def fixed_message(self, since) -> str:
         return (
-            f"Seats of this line have been requested since {local_day(since)}: its order, product, kind and "
-            "line number are fixed."
+            f"Seats of this line have been requested since {local_day(since)}: its order, product, kind, "
+            "line number and coverage dates are fixed."
         )
 
     def extra_guard_errors(self, stored) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The rows guard their own state whatever writes them: the shell, a bulk update, raw SQL on PostgreSQL."""
 
 import uuid
+from datetime import date
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -75,7 +76,7 @@ def test_a_bound_tenants_identity_cannot_change_from_the_shell(bound, tenant):
 def test_a_bound_line_keeps_its_product_and_never_drops_below_its_seats(bound, new_line):
     line = OrderLine.objects.get(pk=new_line.pk)
     line.kind = OrderLine.Kind.RENEWAL
-    with pytest.raises(RowGuardError, match="order, product, kind and line number are fixed"):
+    with pytest.raises(RowGuardError, match="order, product, kind, line number and coverage dates are fixed"):
         line.save()
     line = OrderLine.objects.get(pk=new_line.pk)
     line.quantity = 3
@@ -102,7 +103,7 @@ def test_a_stale_instance_never_writes_back_the_seat_count(new_line, tenant, pro
     services.allocation_request(
         order_line=new_line, tenant=tenant, quantity=4, confirm_domain=tenant.default_domain, acting_user=processor
     )
-    stale.starts_on = stale.starts_on.replace(day=2)
+    stale.quantity = 9  # down, to no fewer than the 4 held: allowed
     stale.save()
     assert OrderLine.objects.get(pk=new_line.pk).seats_allocated == 4
     assert stale.seats_allocated == 4
@@ -145,6 +146,7 @@ def test_the_database_refuses_what_bypasses_the_orm(bound, tenant, new_line):
         lambda: OrderLine.objects.filter(pk=new_line.pk).update(order=OrderFactory()),
         lambda: OrderLine.objects.filter(pk=new_line.pk).update(product=ProductFactory()),
         lambda: OrderLine.objects.filter(pk=new_line.pk).update(quantity=60),
+        lambda: OrderLine.objects.filter(pk=new_line.pk).update(ends_on=date(2040, 1, 1)),
         lambda: type(new_line.product).objects.filter(pk=new_line.product_id).update(part_number="AAA-99999"),
         lambda: SeatAllocation.objects.filter(pk=bound.pk).update(status=Status.QUEUED),
         lambda: SeatAllocation.objects.filter(pk=bound.pk).update(quantity=20),
@@ -157,3 +159,17 @@ def test_the_database_refuses_what_bypasses_the_orm(bound, tenant, new_line):
             attempt()
     bound.refresh_from_db()
     assert (bound.status, bound.quantity) == (Status.BOUND, 10)
+
+
+def test_a_line_whose_seats_were_requested_keeps_its_coverage_dates(new_line, tenant, processor):
+    allocation = services.allocation_request(
+        order_line=new_line, tenant=tenant, quantity=4, confirm_domain=tenant.default_domain, acting_user=processor
+    )
+    ends_on = allocation.order_line.ends_on
+    # The binding's end date is the line's: moved after the request (even before an approval), the
+    # subscription would be bound to a date nobody saw.
+    line = OrderLine.objects.get(pk=new_line.pk)
+    line.ends_on = ends_on.replace(year=ends_on.year + 13)
+    with pytest.raises(RowGuardError, match="coverage dates are fixed"):
+        line.save()
+    assert OrderLine.objects.get(pk=new_line.pk).ends_on == ends_on
