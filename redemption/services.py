@@ -321,6 +321,7 @@ def allocation_request(
     quantity = int(quantity)
     if quantity > order_line.seats_left:
         raise ValidationError(_seats_left_message(order_line, quantity), code="seats_exhausted")
+    _refuse_part_of_a_renewal(order_line, quantity)
     existing = agreement_tenant(agreement=agreement, product=order_line.product)
     override = existing is not None and existing.pk != tenant.pk
     if override and not reason:
@@ -355,6 +356,7 @@ def allocation_request(
         line = OrderLine.objects.select_for_update().select_related("order__agreement").get(pk=order_line.pk)
         if quantity > line.seats_left:
             raise ValidationError(_seats_left_message(line, quantity), code="seats_exhausted")
+        _refuse_part_of_a_renewal(line, quantity)
         # The tenant is the one checked above, and stays so: its identity is fixed from now on.
         locked_tenant = _tenant_as_checked(tenant)
         if (
@@ -402,6 +404,16 @@ def allocation_request(
             allocation_enqueue(allocation.pk)
     order_line.seats_allocated = line.seats_allocated
     return allocation
+
+
+def _refuse_part_of_a_renewal(line: OrderLine, quantity: int) -> None:
+    """A renewal line is bound whole, once: each binding of it sets the quantity and starts a further term (rule 7)."""
+    if line.kind == OrderLine.Kind.RENEWAL and quantity != line.quantity:
+        raise ValidationError(
+            f"{line} is a renewal: it sets the subscription to its {line.quantity} seat(s) for one further term, "
+            f"so it is bound whole, not {quantity} seat(s) of it.",
+            code="renewal_whole",
+        )
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 from django.test import override_settings
+from django.urls import reverse
 
 from licensing.models import OrderLine
 from redemption import binding, services
@@ -386,3 +387,23 @@ def test_the_sandbox_knows_the_tenants_an_imported_sheet_suggests_and_nothing_el
 
     with pytest.raises(ProviderNotFound):
         SandboxGateway().tenant_for_domain(domain="neverimported.onmicrosoft.com")
+
+
+@time_machine.travel(date(2027, 5, 1), tick=False)
+def test_a_renewal_is_bound_whole_never_a_term_per_part(
+    agreement, product, tenant, bound_subscription, processor, client
+):
+    line = line_of(agreement, product, OrderLine.Kind.RENEWAL, 50)
+    # Each part would set the quantity to itself and start a further term: 10 seats to 2028, then 40 to 2029.
+    with pytest.raises(ValidationError, match="is a renewal: it sets the subscription to its 50 seat"):
+        services.allocation_request(order_line=line, tenant=tenant, quantity=10, acting_user=processor)
+    client.force_login(processor)
+    url = reverse("admin:licensing_orderline_bind", args=[line.pk]) + f"?tenant={tenant.pk}"
+    page = client.post(url, {"tenant": tenant.pk, "quantity": 10}).content.decode()
+    assert "bound whole, not 10 seat(s) of it" in page
+    assert not SeatAllocation.objects.filter(order_line=line).exists()
+    assert 'type="hidden" name="quantity" value="50"' in client.get(url).content.decode()
+
+    bind(services.allocation_request(order_line=line, tenant=tenant, quantity=50, acting_user=processor))
+    bound_subscription.refresh_from_db()
+    assert (bound_subscription.quantity, bound_subscription.term_end) == (50, date(2028, 6, 30))
