@@ -327,7 +327,8 @@ def allocation_decide_view(
     if decision not in DECISIONS:
         raise PermissionDenied
     allocation = get_object_or_404(
-        SeatAllocation.objects.select_related("tenant", "order_line__order"), pk=allocation_id
+        SeatAllocation.objects.select_related("tenant", "order_line__order__agreement", "order_line__product"),
+        pk=allocation_id,
     )
     if not services.allocation_decision_permitted(allocation=allocation, decision=decision, user=request.user):
         raise PermissionDenied
@@ -349,6 +350,16 @@ def allocation_decide_view(
         else:
             model_admin.message_user(request, f"Binding {allocation.pk} ({allocation}): {DONE[decision]}.")
             return HttpResponseRedirect(status_url(allocation))
+    preview = None
+    waiting = (SeatAllocation.Status.AWAITING_APPROVAL, SeatAllocation.Status.FAILED)
+    if decision in ("approve", "retry") and allocation.status in waiting:
+        # Rule 7: whoever lets the binding go sees what it results in, as the requester did.
+        try:
+            preview = services.allocation_preview(
+                order_line=allocation.order_line, tenant=allocation.tenant, quantity=allocation.quantity
+            )
+        except ValidationError as exc:
+            errors.extend(_errors(exc))
     return TemplateResponse(
         request,
         "admin/redemption/allocation_decide.html",
@@ -361,5 +372,6 @@ def allocation_decide_view(
             label=label,
             needs_reason=needs_reason,
             errors=errors,
+            preview=preview,
         ),
     )

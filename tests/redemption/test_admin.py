@@ -27,6 +27,9 @@ def test_new_seats_are_bound_by_typing_the_domain_then_approved(
 
     client.force_login(supervisor)
     approve = reverse("admin:redemption_seatallocation_decide", args=[allocation.pk, "approve"])
+    # The approver sees what the binding results in, as the requester did (rule 7).
+    confirm = client.get(approve).content.decode()
+    assert f"<strong>10</strong> seat(s) ending <strong>{new_line.ends_on:%Y-%m-%d}</strong>" in confirm
     with django_capture_on_commit_callbacks(execute=True):
         assert client.post(approve).status_code == 302
     status = client.get(reverse("admin:redemption_seatallocation_status", args=[allocation.pk])).content.decode()
