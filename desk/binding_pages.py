@@ -351,15 +351,9 @@ def allocation_decide_view(
             model_admin.message_user(request, f"Binding {allocation.pk} ({allocation}): {DONE[decision]}.")
             return HttpResponseRedirect(status_url(allocation))
     preview = None
-    waiting = (SeatAllocation.Status.AWAITING_APPROVAL, SeatAllocation.Status.FAILED)
-    if decision in ("approve", "retry") and allocation.status in waiting:
-        # Rule 7: whoever lets the binding go sees what it results in, as the requester did.
-        try:
-            preview = services.allocation_preview(
-                order_line=allocation.order_line, tenant=allocation.tenant, quantity=allocation.quantity
-            )
-        except ValidationError as exc:
-            errors.extend(_errors(exc))
+    if decision in ("approve", "retry"):
+        preview, refusal = services.allocation_outcome(allocation=allocation)
+        errors.extend([refusal] if refusal else [])
     return TemplateResponse(
         request,
         "admin/redemption/allocation_decide.html",

@@ -180,11 +180,14 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
 
     def _decide_many(self, request, queryset, action, label, done, call, *, reason_required):
         """Confirm a decision on the selected bindings with one reason, then make it for each."""
-        selected = list(queryset.select_related("order_line__order", "tenant")[:500])
+        selected = list(queryset.select_related("order_line__order__agreement", "order_line__product", "tenant")[:500])
         reason = request.POST.get("reason", "").strip()
         if "apply" in request.POST and (reason or not reason_required):
             self._each(request, selected, done, lambda allocation: call(allocation, reason))
             return None
+        if action == "approve_selected":
+            for allocation in selected:
+                allocation.outcome, allocation.refusal = services.allocation_outcome(allocation=allocation)
         return TemplateResponse(
             request,
             "admin/redemption/allocation_decide_many.html",

@@ -174,6 +174,22 @@ def allocation_preview(
     )
 
 
+def allocation_outcome(*, allocation: SeatAllocation) -> tuple[Preview | None, str]:
+    """Return what letting a waiting or failed binding go results in, as of today, or why it cannot be bound.
+
+    Rule 7 for the second person: whoever approves or retries sees the quantity and end date too.
+    """
+    if allocation.status not in (Status.AWAITING_APPROVAL, Status.FAILED):
+        return None, ""
+    try:
+        preview = allocation_preview(
+            order_line=allocation.order_line, tenant=allocation.tenant, quantity=allocation.quantity
+        )
+    except ValidationError as exc:
+        return None, " ".join(exc.messages)
+    return preview, ""
+
+
 # --- tenants ---------------------------------------------------------------------------------------
 
 

@@ -194,3 +194,19 @@ def test_a_supervisor_approves_several_bindings_with_one_reason(
             allocation.history.latest("history_date").history_change_reason
             == "Approved: Tenant checked with the customer"
         )
+
+
+def test_approving_from_the_list_shows_each_bindings_result_first(client, new_line, tenant, processor, supervisor):
+    from redemption import services
+
+    allocation = services.allocation_request(
+        order_line=new_line, tenant=tenant, quantity=10, confirm_domain=tenant.default_domain, acting_user=processor
+    )
+    assert allocation.status == SeatAllocation.Status.AWAITING_APPROVAL
+    client.force_login(supervisor)
+    page = client.post(
+        reverse("admin:redemption_seatallocation_changelist"),
+        {"action": "approve_selected", "_selected_action": [allocation.pk], "index": "0"},
+    ).content.decode()
+    assert f"10 seat(s) ending {new_line.ends_on:%Y-%m-%d}" in page
+    assert SeatAllocation.objects.get(pk=allocation.pk).status == SeatAllocation.Status.AWAITING_APPROVAL
