@@ -26,12 +26,29 @@ def too_big_for_the_page(stream) -> str:
     unpacked = unpacked_size(stream)
     if unpacked > PREVIEW_MAX_UNPACKED_BYTES:
         return f"it unpacks to {unpacked / 1_048_576:.0f} MB"
-    size = measure_sheet(stream, rows_over=settings.IMPORT_ASYNC_ROWS, chars_over=PREVIEW_MAX_CHARS)
+    try:
+        size = measure_sheet(stream, rows_over=settings.IMPORT_ASYNC_ROWS, chars_over=PREVIEW_MAX_CHARS)
+    except SheetError:
+        # Refused where the sheet opens (no sheet at all, no header): that is the page's answer.
+        stream.seek(0)
+        open_sheet(stream)
+        # A row that cannot be read, within the page's limits: the page checks the rows before it.
+        stream.seek(0)
+        return ""
     if size.rows > settings.IMPORT_ASYNC_ROWS:
         return f"it has more than {settings.IMPORT_ASYNC_ROWS} rows"
     if size.more:
         return f"it holds more than {PREVIEW_MAX_CHARS:,} characters"
     return ""
+
+
+class SheetDataset(tablib.Dataset):
+    """A sheet's rows for the preview: read, even with no rows, so that the importer says what is wrong with it
+    (a header naming none of the columns, no rows, a row that could not be read) rather than the library's
+    "No valid data to import"."""
+
+    def __bool__(self) -> bool:
+        return True
 
 
 class SheetFormat(base_formats.Format):
@@ -45,28 +62,35 @@ class SheetFormat(base_formats.Format):
         return "CSV or Excel (.xlsx)"
 
     def create_dataset(self, in_stream: bytes) -> tablib.Dataset:
-        """Return the sheet's non-blank rows, each with its row number as the spreadsheet shows it."""
+        """Return the sheet's non-blank rows, each with its row number as the spreadsheet shows it.
+
+        A row that cannot be read stops the reading: the rows before it are kept, to be checked as the
+        command checks them, and the refusal goes with them (`reading_stop`), reported after them.
+        """
         sheet = open_sheet(io.BytesIO(in_stream))
-        dataset = tablib.Dataset(headers=sheet.header)
+        dataset = SheetDataset(headers=sheet.header)
         width = len(sheet.header)
         numbers: list[int] = []
         chars = 0
-        for number, cells in sheet.rows:
-            row = (list(cells) + [""] * width)[:width]
-            if is_blank(row):
-                continue
-            chars += sum(len(c) for c in row if isinstance(c, str))
-            if chars > PREVIEW_MAX_CHARS:
-                raise SheetError(
-                    f"The sheet holds more than {PREVIEW_MAX_CHARS} characters, too much to check in the page.",
-                    row=number,
-                )
-            dataset.append(row)
-            numbers.append(number)
-        if not numbers:
-            raise SheetError("The sheet has a header but no rows.")
+        dataset.reading_stop = None
+        try:
+            for number, cells in sheet.rows:
+                row = (list(cells) + [""] * width)[:width]
+                if is_blank(row):
+                    continue
+                chars += sum(len(c) for c in row if isinstance(c, str))
+                if chars > PREVIEW_MAX_CHARS:
+                    raise SheetError(
+                        f"The sheet holds more than {PREVIEW_MAX_CHARS} characters, too much to check in the page.",
+                        row=number,
+                    )
+                dataset.append(row)
+                numbers.append(number)
+        except SheetError as exc:
+            dataset.reading_stop = exc
         # Row numbers go with the rows: blank rows and gaps in a workbook are not stored as rows.
         dataset.row_numbers = numbers
+        dataset.header_row = sheet.header_row
         return dataset
 
     def get_extension(self) -> str:

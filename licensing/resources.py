@@ -43,11 +43,20 @@ class SheetImportResource(SafeExportResource):
     def import_data(self, dataset: tablib.Dataset, dry_run: bool = False, **kwargs) -> Result:
         numbers = getattr(dataset, "row_numbers", None) or range(2, 2 + len(dataset))
         headers = [str(h or "") for h in dataset.headers or []]
+        stop = getattr(dataset, "reading_stop", None)
 
         def rows():
-            return zip(numbers, (list(row) for row in dataset), strict=True)
+            yield from zip(numbers, (list(row) for row in dataset), strict=True)
+            if stop is not None:
+                raise stop  # where the file could not be read further, as when the command reads it
 
-        sheet = Sheet(header=headers, rows=rows(), file_name=kwargs.get("file_name") or "", again=rows)
+        sheet = Sheet(
+            header=headers,
+            rows=rows(),
+            file_name=kwargs.get("file_name") or "",
+            again=rows,
+            header_row=getattr(dataset, "header_row", 1),
+        )
         report = sheet_import(
             kind=self.kind, sheet=sheet, acting_user=kwargs.get("user"), dry_run=dry_run, keep_row_outcomes=True
         )

@@ -280,6 +280,20 @@ def import_job_sweep(*, now: datetime | None = None) -> list[int]:
     return requeued
 
 
+def _count_rows(job: ImportJob, handle: IO[bytes], key: str) -> None:
+    """Count the job's rows first, for the progress of the check that follows."""
+    cache.set(key, (0, False, True), timeout=86400)
+    try:
+        counted = measure_sheet(handle, progress=lambda rows: cache.set(key, (rows, False, True), timeout=86400)).rows
+    except SheetError:
+        # The check reads up to the same place and reports it, with what it finds in the rows before.
+        handle.seek(0)
+        counted = 0
+    job.rows_total = counted
+    ImportJob.objects.filter(pk=job.pk).update(rows_total=counted)
+    cache.set(key, (0, False), timeout=86400)
+
+
 def import_job_run(*, job_id: int) -> ImportJob | None:
     """Run a queued job (check, or check and write); a second worker on the same job does nothing."""
     claimed = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.PENDING).update(
@@ -293,14 +307,7 @@ def import_job_run(*, job_id: int) -> ImportJob | None:
     try:
         with job.file.open("rb") as handle:
             if not job.rows_total:
-                # Counted first, for the progress of the check that follows.
-                cache.set(key, (0, False, True), timeout=86400)
-                counted = measure_sheet(
-                    handle, progress=lambda rows: cache.set(key, (rows, False, True), timeout=86400)
-                ).rows
-                job.rows_total = counted
-                ImportJob.objects.filter(pk=job.pk).update(rows_total=counted)
-                cache.set(key, (0, False), timeout=86400)
+                _count_rows(job, handle, key)
             sheet = open_sheet(handle, file_name=job.file_name)
             sheet_import(
                 kind=job.kind,

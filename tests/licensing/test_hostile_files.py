@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zipfile
 
+import openpyxl
 import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -646,3 +647,58 @@ def test_a_small_workbook_unpacking_to_many_empty_rows_goes_to_a_worker_unread_a
     assert job.status == ImportJob.Status.REJECTED
     assert "The file is empty." in staff_client.get(response.url).content.decode()
     assert nothing_written()
+
+
+def a_bad_row_then_an_unreadable_one(rows: int) -> bytes:
+    """An order sheet of `rows` lines whose row 10 has a bad quantity and whose last row holds a NUL byte."""
+    lines = [order_row(**{"License Number": str(61000000 + n), "Line": "1"}) for n in range(rows)]
+    lines[8]["Quantity"] = "ten"
+    lines[-1]["PO Number"] = "PO\x00"
+    return csv_bytes(lines)
+
+
+def test_the_preview_lists_the_rows_rejected_before_the_row_that_stopped_the_reading(staff_client):
+    response = staff_upload(staff_client, a_bad_row_then_an_unreadable_one(150))
+
+    page = response.content.decode()
+    assert "row 151: this row holds a NUL character" in page
+    assert "row 10, column Quantity:" in page  # the command lists it too: staff fix both at once
+    assert nothing_written()
+
+
+def test_a_background_job_lists_the_rows_rejected_before_the_row_that_stopped_the_reading(
+    staff_client, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.IMPORT_ASYNC_ROWS = 100
+    monkeypatch.setattr(tasks.import_job_run_task, "apply_async", lambda args, **_: import_job_run(job_id=args[0]))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_upload(staff_client, a_bad_row_then_an_unreadable_one(150))
+
+    job = ImportJob.objects.get()
+    assert job.status == ImportJob.Status.REJECTED
+    page = staff_client.get(response.url).content.decode()
+    assert "row 151: this row holds a NUL character" in page and "row 10, column Quantity:" in page
+    assert nothing_written()
+
+
+def test_a_workbook_whose_first_tab_is_notes_gets_the_header_hint_in_the_admin(staff_client):
+    workbook = openpyxl.Workbook()
+    workbook.active.title = "Read me"
+    workbook.active.append(["Orders of November, see the next tab"])
+    orders = workbook.create_sheet("Orders")
+    orders.append(ORDER_HEADER)
+    orders.append([order_row()[h] for h in ORDER_HEADER])
+    data = io.BytesIO()
+    workbook.save(data)
+
+    page = staff_upload(staff_client, data.getvalue(), name="orders.xlsx").content.decode()
+
+    assert "first worksheet" in page and "header but no rows" not in page
+    assert nothing_written()
+
+
+def test_a_refused_file_still_shows_the_columns_the_importer_reads(staff_client):
+    page = staff_upload(staff_client, b"\xff\xfeO\x00r\x00", name="orders.csv").content.decode()
+
+    assert "UTF-16" in page
+    assert "License Number, Line" in page
