@@ -115,7 +115,10 @@ class SheetImportExportMixin(SafeExportMixin, ImportExportMixin):
             "form": form,
             "opts": self.model._meta,
             "media": self.media + form.media,
-            "fields_list": [],
+            "fields_list": [
+                (resource.get_display_name(), [f.column_name for f in resource().get_user_visible_fields()])
+                for resource in self.get_import_resource_classes(request)
+            ],
             "import_error_display": self.import_error_display,
         }
         request.current_app = self.admin_site.name

@@ -423,7 +423,7 @@ class SheetImporter:
             )
             rec.seen["name"] = self.stated_at(row, "Reseller")
         elif cells.name_key(rec["name"]) != cells.name_key(p["Reseller"]):
-            where = f"row {rec.seen['name']} says" if "name" in rec.seen else "we hold it as"
+            where = f"as row {rec.seen['name']} says" if "name" in rec.seen else "as we hold it"
             message = f"MPN ID {mpn} belongs to {rec['name']!r} ({where}), not {p['Reseller']!r}"
             self.error(row, "Reseller MPN ID", message)
             raise Conflict

@@ -771,7 +771,7 @@ TAILSPIN = {"Agreement Number": "V5000002", "Customer": "Tailspin", "Customer Em
             "Agreement Number",
             "is for customer 'Fabrikam' in row 2 of this file",
         ),
-        ({"Reseller": "Other Reseller"}, "Reseller MPN ID", "belongs to 'Alpine Reseller' (row 2 says)"),
+        ({"Reseller": "Other Reseller"}, "Reseller MPN ID", "belongs to 'Alpine Reseller' (as row 2 says)"),
         ({"Product": "O365 E1"}, "Product", "differs from row 2"),
         (TAILSPIN, "Tenant Domain", "is given for customer 'Fabrikam' on row 2"),
     ],
