@@ -8,7 +8,6 @@ what the bound seats hang on, none may answer a 500, and each refusal says why.
 
 import uuid
 from dataclasses import dataclass
-from datetime import date
 
 import pytest
 from django.contrib import admin
@@ -384,8 +383,10 @@ def test_a_form_opened_before_a_binding_cannot_undo_its_seat_count(desk, as_role
         confirm_domain=desk.tenant.default_domain,
         acting_user=desk.allocation.requested_by,
     )
-    # The clerk saves the page opened before: only what the form shows is written.
-    response = client.post(_url(OrderLine, "change", line.pk), {**data, "ends_on": "2027-12-31"})
+    ends_on = line.ends_on
+    # The clerk saves the page opened before: only what the form may still change is written (the
+    # quantity, down to the seats held); the coverage dates are fixed now, and the seat count is the service's.
+    response = client.post(_url(OrderLine, "change", line.pk), {**data, "quantity": "5", "ends_on": "2040-12-31"})
     assert response.status_code == 302
     line.refresh_from_db()
-    assert (line.seats_allocated, line.ends_on) == (4, date(2027, 12, 31))
+    assert (line.seats_allocated, line.quantity, line.ends_on) == (4, 5, ends_on)
