@@ -507,6 +507,16 @@ def _defer(allocation: SeatAllocation, deferred: BindingDeferred) -> None:
 # --- reversal (rule 10) ----------------------------------------------------------------------------
 
 
+# The provider's status of a subscription in each of ours. Expired and disabled are the lifecycle after the
+# term end (rule 8), which the provider follows from the term end set back: an expired subscription is in
+# use there ("active"; "suspended" would be a drift), and a disabled one may show either.
+PROVIDER_STATUS = {
+    Subscription.Status.ACTIVE: "active",
+    Subscription.Status.EXPIRED: "active",
+    Subscription.Status.SUSPENDED: "suspended",
+}
+
+
 def _reverse_one(allocation: SeatAllocation) -> SeatAllocation:
     """Set the subscription back to what it was before the binding; the caller holds its subscription's lock.
 
@@ -540,9 +550,10 @@ def _reverse_one(allocation: SeatAllocation) -> SeatAllocation:
             ("reverse-quantity", {"quantity": allocation.previous_quantity}),
             ("reverse-term", {"commitmentEndDate": allocation.previous_term_end.isoformat()}),
         ]
-        if allocation.previous_status and allocation.previous_status != allocation.target_status:
+        was = PROVIDER_STATUS.get(allocation.previous_status)
+        if allocation.previous_status != allocation.target_status and was:
             # The binding reactivated the subscription (a renewal, or seats replacing reversed ones).
-            steps.append(("reverse-status", {"status": allocation.previous_status}))
+            steps.append(("reverse-status", {"status": was}))
     try:
         _patch_steps(gateway_get(), allocation, subscription, steps, look_up=True)
     except ProviderFinal as exc:

@@ -169,9 +169,11 @@ def allocation_preview(
     new_end = blended_end(
         today=today, end=old_end, old_qty=old_qty, added_qty=quantity, term_months=product.term_months
     )
-    return Preview(
-        PlanAction.PATCH, old_qty + quantity, new_end, old_status, old_qty, old_end, old_status, subscription
-    )
+    # Seats added after the term end blend it into the future (days_left is 0): the subscription is in its
+    # term again, so no longer expired or disabled (rule 8), and its reminders follow the new end (rule 9).
+    ended = old_status in (Subscription.Status.EXPIRED, Subscription.Status.DISABLED) and new_end >= today
+    status = Subscription.Status.ACTIVE if ended else old_status
+    return Preview(PlanAction.PATCH, old_qty + quantity, new_end, status, old_qty, old_end, old_status, subscription)
 
 
 def allocation_outcome(*, allocation: SeatAllocation) -> tuple[Preview | None, str]:

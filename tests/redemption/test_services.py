@@ -407,3 +407,48 @@ def test_a_renewal_is_bound_whole_never_a_term_per_part(
     bind(services.allocation_request(order_line=line, tenant=tenant, quantity=50, acting_user=processor))
     bound_subscription.refresh_from_db()
     assert (bound_subscription.quantity, bound_subscription.term_end) == (50, date(2028, 6, 30))
+
+
+@time_machine.travel(date(2027, 8, 15), tick=False)
+def test_seats_added_after_the_term_end_make_the_subscription_active_again(
+    agreement, product, tenant, bound_subscription, processor
+):
+    # Ended 2027-06-30, expired since: days_left is 0, so the 5 added seats carry a whole term blended
+    # with the 10 held: 2027-08-15 + (10 * 0 + 5 * 366) / 15 = 122 days, 2027-12-15 (rule 7).
+    Subscription.objects.filter(pk=bound_subscription.pk).update(status=Subscription.Status.EXPIRED)
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    preview = services.allocation_preview(order_line=line, tenant=tenant, quantity=5)
+    assert (preview.quantity, preview.term_end, preview.status) == (15, date(2027, 12, 15), "active")
+    bind(request(line, tenant, processor))
+    bound_subscription.refresh_from_db()
+    # In its term again: not expired (rule 8), and its reminders follow the new end (rule 9).
+    assert (bound_subscription.quantity, bound_subscription.term_end, bound_subscription.status) == (
+        15,
+        date(2027, 12, 15),
+        "active",
+    )
+
+
+@pytest.mark.parametrize("ended", [Subscription.Status.EXPIRED, Subscription.Status.DISABLED])
+def test_a_renewal_of_an_ended_subscription_is_reversed_to_where_it_was(
+    agreement, product, tenant, bound_subscription, processor, supervisor, ended
+):
+    with time_machine.travel(date(2027, 8, 15), tick=False):
+        Subscription.objects.filter(pk=bound_subscription.pk).update(status=ended)
+        line = line_of(agreement, product, OrderLine.Kind.RENEWAL, 8)
+        allocation = bind(request(line, tenant, processor))
+        bound_subscription.refresh_from_db()
+        assert (bound_subscription.quantity, bound_subscription.term_end) == (8, date(2028, 8, 15))
+    with time_machine.travel(date(2027, 8, 18), tick=False):
+        services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Ordered by mistake")
+        reversed_ = bind(allocation)
+    assert reversed_.status == Status.REVERSED, reversed_.last_error
+    bound_subscription.refresh_from_db()
+    assert (bound_subscription.quantity, bound_subscription.term_end, bound_subscription.status) == (
+        10,
+        date(2027, 6, 30),
+        ended,
+    )
+    at_provider = SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id)
+    assert (at_provider.quantity, at_provider.commitment_end) == (10, date(2027, 6, 30))
+    assert OrderLine.objects.get(pk=line.pk).seats_allocated == 0
