@@ -146,7 +146,7 @@ class ProviderCorrectionAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
     list_select_related = ["subscription__product", "subscription__tenant", "requested_by", "approved_by"]
     list_filter = ["status"]
     ordering = ["-created_at", "-id"]
-    actions = ["approve_selected"]
+    actions = ["approve_selected", "reject_selected"]
 
     @admin.action(description="Approve the selected corrections", permissions=["supervisor"])
     def approve_selected(self, request, queryset):
@@ -159,6 +159,35 @@ class ProviderCorrectionAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
                 self.message_user(request, f"Correction {correction.pk}: {' '.join(exc.messages)}", messages.ERROR)
         if done:
             self.message_user(request, f"{done} correction(s) approved and queued.")
+
+    @admin.action(description="Reject the selected corrections (one reason for all)", permissions=["supervisor"])
+    def reject_selected(self, request, queryset):
+        """Confirm with one reason, then reject each: its drift can then be explained or accepted instead."""
+        selected = list(queryset.select_related("subscription__product", "subscription__tenant")[:200])
+        reason = request.POST.get("reason", "").strip()
+        if "apply" in request.POST and reason:
+            done = 0
+            for correction in selected:
+                try:
+                    settle.correction_reject(correction=correction, acting_user=request.user, reason=reason)
+                    done += 1
+                except ValidationError as exc:
+                    self.message_user(request, f"Correction {correction.pk}: {' '.join(exc.messages)}", messages.ERROR)
+            if done:
+                self.message_user(request, f"{done} correction(s) rejected: nothing of them is sent.")
+            return None
+        return TemplateResponse(
+            request,
+            "admin/redemption/correction_reject.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Reject {len(selected)} correction(s)?",
+                "opts": self.model._meta,
+                "corrections": selected,
+                "missing_reason": "apply" in request.POST,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
 
     def has_supervisor_permission(self, request) -> bool:
         return request.user.has_perm("redemption.supervisor")

@@ -132,11 +132,8 @@ def drift_push(*, drift: Drift, acting_user, reason: str) -> Correction:
             raise ValidationError("Only a quantity, term end or status can be pushed to the provider.", code="kind")
         _no_correction_on_its_way(drift)
         subscription = drift.subscription
-        changes = {
-            Kind.QUANTITY: {"quantity": subscription.quantity},
-            Kind.TERM_END: {"commitmentEndDate": subscription.term_end.isoformat()},
-            Kind.STATUS: {"status": "suspended" if subscription.status == Subscription.Status.SUSPENDED else "active"},
-        }[drift.kind]
+        field = {Kind.QUANTITY: "quantity", Kind.TERM_END: "commitmentEndDate", Kind.STATUS: "status"}[drift.kind]
+        changes = {field: _pushed_value(subscription)[field]}
         return Correction.objects.create(
             drift=drift, subscription=subscription, changes=changes, requested_by=acting_user, reason=reason
         )
@@ -155,7 +152,8 @@ def correction_approve(*, correction: Correction, acting_user) -> Correction:
         if correction.status == Correction.Status.FAILED:
             correction.round += 1
         correction.status = Correction.Status.QUEUED
-        correction.approved_by = correction.approved_by or acting_user
+        # Whoever lets it go (again, after a failure) answers for it: the drift names them once it is sent.
+        correction.approved_by = acting_user
         correction.attempts = 0
         correction.save(update_fields=["status", "approved_by", "attempts", "round", "updated_at"])
         from redemption.tasks import correction_apply_task
@@ -198,7 +196,14 @@ def correction_apply(*, correction_id: int, last_attempt: bool = False) -> Corre
         )
         if not tried:
             return Correction.objects.get(pk=correction.pk)
-        subscription = correction.subscription
+        subscription = Subscription.objects.select_related("tenant").get(pk=correction.subscription_id)
+        stale = _stale(correction, subscription)
+        if stale:
+            # A binding, an accepted value or a run since: sending the value asked for would undo it.
+            Correction.objects.filter(pk=correction.pk).update(
+                status=Correction.Status.FAILED, last_error=stale, updated_at=timezone.now()
+            )
+            return Correction.objects.get(pk=correction.pk)
         try:
             gateway_get().subscription_patch(
                 tenant_id=subscription.tenant.tenant_id,
@@ -230,6 +235,34 @@ def correction_apply(*, correction_id: int, last_attempt: bool = False) -> Corre
         if key is not None:
             slot_unlock(key)
     return Correction.objects.get(pk=correction.pk)
+
+
+def _pushed_value(subscription: Subscription) -> dict:
+    """Return what a correction of each kind sends of our subscription: our value, as the provider takes it."""
+    return {
+        "quantity": subscription.quantity,
+        "commitmentEndDate": subscription.term_end.isoformat(),
+        "status": "suspended" if subscription.status == Subscription.Status.SUSPENDED else "active",
+    }
+
+
+def _stale(correction: Correction, subscription: Subscription) -> str:
+    """Return why the correction may no longer be sent ('' if it may), read under the subscription's lock."""
+    drift = Drift.objects.get(pk=correction.drift_id)
+    if drift.status != Drift.Status.OPEN:
+        return (
+            f"Its drift was settled meanwhile ({drift.get_status_display().lower()}): nothing was sent. "
+            "Reject this correction; the next reconciliation run compares again."
+        )
+    ours = _pushed_value(subscription)
+    changed = {name: ours[name] for name, value in correction.changes.items() if ours.get(name) != value}
+    if changed:
+        held = ", ".join(f"{name} {value}" for name, value in changed.items())
+        return (
+            f"We hold {held} now, not the value this correction was asked to send (a binding or an accepted "
+            "value since): nothing was sent. Reject it; the next reconciliation run compares again."
+        )
+    return ""
 
 
 def correction_sweep(*, now: datetime | None = None) -> list[int]:
