@@ -125,6 +125,8 @@ class Drift(models.Model):
             models.Index(fields=["status", "kind"], name="drift_status_kind_idx"),
             models.Index(fields=["tenant", "status"], name="drift_tenant_idx"),
             models.Index(fields=["-first_seen_at"], name="drift_recent_idx"),
+            # A run looks up how a key was last settled: an explanation holds while nothing changes.
+            models.Index(fields=["key", "closed_at"], name="drift_key_settled_idx"),
         ]
         constraints = [
             models.UniqueConstraint(

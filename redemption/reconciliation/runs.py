@@ -228,6 +228,7 @@ def _upsert(run: Run, findings: list[Finding]) -> None:
     """Keep one open drift per finding: refresh the one that is open, open a new one otherwise."""
     now = timezone.now()
     existing = {d.key: d for d in Drift.objects.filter(status=Drift.Status.OPEN, key__in=[f.key for f in findings])}
+    explained = _explained(finding for finding in findings if finding.key not in existing)
     created = []
     for finding in findings:
         drift = existing.get(finding.key)
@@ -236,6 +237,8 @@ def _upsert(run: Run, findings: list[Finding]) -> None:
             drift.last_run, drift.last_seen_at = run, now
             drift.save(update_fields=["ours", "provider", "last_run", "last_seen_at"])
             continue
+        if explained.get(finding.key) == (finding.ours, finding.provider):
+            continue  # explained by a person, and still just as it was: the explanation holds
         created.append(
             Drift(
                 key=finding.key,
@@ -255,6 +258,18 @@ def _upsert(run: Run, findings: list[Finding]) -> None:
         )
     Drift.objects.bulk_create(created, batch_size=bulk_batch_rows(Drift))
     run.new_count += len(created)
+
+
+def _explained(findings) -> dict[str, tuple]:
+    """Return, by key, the values of the findings' last settled drifts where that settlement was an explanation."""
+    keys = [finding.key for finding in findings]
+    if not keys:
+        return {}
+    last: dict[str, Drift] = {}
+    settled = Drift.objects.filter(key__in=keys).exclude(status=Drift.Status.OPEN).order_by("key", "closed_at", "pk")
+    for drift in settled.only("key", "status", "ours", "provider"):
+        last[drift.key] = drift
+    return {key: (drift.ours, drift.provider) for key, drift in last.items() if drift.status == Drift.Status.EXPLAINED}
 
 
 def _record_unbound(run: Run) -> None:

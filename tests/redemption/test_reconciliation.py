@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import override_settings
+from django.urls import reverse
 
 from licensing.models import OrderLine
 from redemption import binding, services
@@ -375,3 +376,94 @@ def test_a_pushed_correction_reaches_the_provider_through_a_real_worker(broker, 
         if worker is not None:
             worker.stop()
         server.stop()
+
+
+def quantity_changed_in_the_portal(provider, desk, quantity: int) -> Drift:
+    with provider.lock:
+        held(provider, desk["e3"])["quantity"] = quantity
+    reconcile()
+    return Drift.objects.get(kind=Kind.QUANTITY, status=Drift.Status.OPEN)
+
+
+def test_a_correction_asked_before_a_binding_is_not_sent_over_it(desk, provider, processor, supervisor, make_user):
+    drift = quantity_changed_in_the_portal(provider, desk, 8)  # ours 10
+    correction = settle.drift_push(drift=drift, acting_user=processor, reason="Ten were bought")
+    # Four more seats bound meanwhile: 14 here and at the provider.
+    line = OrderLineFactory(
+        order=OrderFactory(agreement=desk["e3"].agreement),
+        product=desk["e3"].product,
+        quantity=4,
+        kind=OrderLine.Kind.ADDITIONAL,
+    )
+    bound(line, desk["main"], processor, supervisor)
+    assert held(provider, desk["e3"])["quantity"] == 14
+
+    settle.correction_approve(correction=correction, acting_user=make_user("second-boss", "Supervisor"))
+    correction = settle.correction_apply(correction_id=correction.pk)
+
+    # Sending the 10 asked for would take the 4 seats just bound away at the provider.
+    assert correction.status == ProviderCorrection.Status.FAILED
+    assert "We hold quantity 14 now" in correction.last_error and "nothing was sent" in correction.last_error
+    assert held(provider, desk["e3"])["quantity"] == 14
+    assert Drift.objects.get(pk=drift.pk).status == Drift.Status.OPEN
+
+
+def test_a_correction_whose_drift_went_away_is_not_sent_and_can_be_rejected_from_the_list(
+    desk, provider, processor, make_user, client
+):
+    drift = quantity_changed_in_the_portal(provider, desk, 8)
+    correction = settle.drift_push(drift=drift, acting_user=processor, reason="Ten were bought")
+    with provider.lock:
+        held(provider, desk["e3"])["quantity"] = 10
+    reconcile()  # the drift is gone by itself
+    with provider.lock:
+        held(provider, desk["e3"])["quantity"] = 12
+    reconcile()  # a new one, accepted: we hold 12
+    second = make_user("second-boss", "Supervisor")
+    settle.drift_accept(
+        drift=Drift.objects.get(kind=Kind.QUANTITY, status=Drift.Status.OPEN), acting_user=second, reason="Bought 12"
+    )
+    settle.correction_approve(correction=correction, acting_user=second)
+    correction = settle.correction_apply(correction_id=correction.pk)
+    assert correction.status == ProviderCorrection.Status.FAILED and "settled meanwhile" in correction.last_error
+    assert held(provider, desk["e3"])["quantity"] == 12
+
+    # A supervisor rejects it from the list, with a reason, after a confirmation.
+    client.force_login(second)
+    url = reverse("admin:redemption_providercorrection_changelist")
+    page = client.post(url, {"action": "reject_selected", "_selected_action": [correction.pk], "index": "0"})
+    assert "Reject 1 correction(s)" in page.content.decode()
+    client.post(
+        url, {"action": "reject_selected", "_selected_action": [correction.pk], "apply": "1", "reason": "Stale"}
+    )
+    correction.refresh_from_db()
+    assert correction.status == ProviderCorrection.Status.REJECTED and "Stale" in correction.last_error
+
+
+def test_a_failed_correction_sent_on_a_second_approval_names_who_sent_it(desk, provider, processor, make_user):
+    drift = term_end_changed_in_the_portal(provider, desk)
+    correction = settle.drift_push(drift=drift, acting_user=processor, reason="The portal change was a mistake")
+    first, second = make_user("first-boss", "Supervisor"), make_user("second-boss", "Supervisor")
+    provider.inject(Fault("final", method="PATCH", status=409, message="Locked for billing", times=1))
+    settle.correction_approve(correction=correction, acting_user=first)
+    assert settle.correction_apply(correction_id=correction.pk).status == ProviderCorrection.Status.FAILED
+
+    settle.correction_approve(correction=correction, acting_user=second)
+    correction = settle.correction_apply(correction_id=correction.pk)
+
+    assert (correction.status, correction.approved_by) == (ProviderCorrection.Status.DONE, second)
+    assert Drift.objects.get(pk=drift.pk).resolved_by == second
+
+
+def test_an_explained_drift_stays_explained_until_its_values_change(desk, provider, processor):
+    drift = quantity_changed_in_the_portal(provider, desk, 8)
+    settle.drift_explain(drift=drift, acting_user=processor, reason="Customer returns two seats in January")
+
+    reconcile()
+    assert not Drift.objects.filter(kind=Kind.QUANTITY, status=Drift.Status.OPEN).exists()
+
+    with provider.lock:
+        held(provider, desk["e3"])["quantity"] = 7
+    reconcile()
+    reopened = Drift.objects.get(kind=Kind.QUANTITY, status=Drift.Status.OPEN)
+    assert (reopened.ours, reopened.provider) == (10, 7)
