@@ -37,7 +37,7 @@ from redemption.gateway import (
 from redemption.gateway.base import OrderRequest, ProviderSubscription
 from redemption.models import PlanAction, SeatAllocation, Subscription
 from redemption.queue_head import queue_head, slot_lock_with_head
-from redemption.services import allocation_enqueue, allocation_preview, seats_release
+from redemption.services import allocation_enqueue, allocation_preview, reversal_blockers, seats_release
 from redemption.statements import Change, Guard, Lease, Ref, slot_unlock, write_with_history
 from redemption.throttle import queue_drain_seconds
 
@@ -532,9 +532,7 @@ def _reverse_one(allocation: SeatAllocation) -> SeatAllocation:
         reason=f"Reversing: attempt {allocation.attempts}",
         fields=["attempts", "next_attempt_at"],
     )
-    blockers = SeatAllocation.objects.filter(
-        subscription_id=allocation.subscription_id, pk__gt=allocation.pk, status__in=SeatAllocation.AT_PROVIDER
-    ).values_list("pk", flat=True)
+    blockers = reversal_blockers(allocation, queued_count=False)
     if blockers:
         return _fail(
             allocation,

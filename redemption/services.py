@@ -12,6 +12,7 @@ from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from config.history import save_with_history
@@ -767,16 +768,22 @@ def allocation_reverse(*, allocation: SeatAllocation, acting_user, reason: str) 
     return allocation
 
 
-def reversal_blockers(allocation: SeatAllocation) -> list[int]:
-    """Return the later allocations of the same subscription that a reversal must not undo."""
+def reversal_blockers(allocation: SeatAllocation, *, queued_count: bool = True) -> list[int]:
+    """Return the later allocations of the same subscription that a reversal must not undo.
+
+    `queued_count`: a later binding not applied yet counts too (when the reversal is asked for; the
+    worker, applying changes in order, lets it follow the reversal).
+    """
     line = allocation.order_line
     same_subscription = SeatAllocation.objects.filter(
         order_line__order__agreement_id=line.order.agreement_id,
         order_line__product_id=line.product_id,
         tenant_id=allocation.tenant_id,
     )
-    # Bindings of one subscription are applied in the order they were requested.
-    later = same_subscription.filter(
-        pk__gt=allocation.pk, status__in=SeatAllocation.IN_FLIGHT | SeatAllocation.AT_PROVIDER
-    )
-    return list(later.values_list("pk", flat=True)[:20])
+    # Bindings of one subscription are applied in the order they were requested, and one that failed and
+    # was retried after this one was bound is applied after it too: either undoes it if set back.
+    pending = SeatAllocation.IN_FLIGHT if queued_count else frozenset()
+    later = Q(pk__gt=allocation.pk, status__in=pending | SeatAllocation.AT_PROVIDER)
+    if allocation.bound_at is not None:
+        later |= Q(bound_at__gt=allocation.bound_at, status__in=SeatAllocation.AT_PROVIDER)
+    return list(same_subscription.filter(later).exclude(pk=allocation.pk).values_list("pk", flat=True)[:20])

@@ -452,3 +452,27 @@ def test_a_renewal_of_an_ended_subscription_is_reversed_to_where_it_was(
     at_provider = SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id)
     assert (at_provider.quantity, at_provider.commitment_end) == (10, date(2027, 6, 30))
     assert OrderLine.objects.get(pk=line.pk).seats_allocated == 0
+
+
+def test_a_binding_retried_after_a_later_one_was_bound_blocks_that_ones_reversal(
+    agreement, product, tenant, bound_subscription, processor, supervisor, monkeypatch
+):
+    from redemption.gateway import ProviderTransient
+
+    first = request(line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 2, line_number=1), tenant, processor)
+    patch = SandboxGateway.subscription_patch
+
+    def unreachable(self, **kwargs):
+        raise ProviderTransient("The provider is unreachable.")
+
+    monkeypatch.setattr(SandboxGateway, "subscription_patch", unreachable)
+    with override_settings(BINDING_MAX_ATTEMPTS=1):
+        assert bind(first).status == Status.FAILED
+    monkeypatch.setattr(SandboxGateway, "subscription_patch", patch)
+    second = bind(request(line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 3, line_number=2), tenant, processor))
+    services.allocation_retry(allocation=SeatAllocation.objects.get(pk=first.pk), acting_user=processor)
+    assert bind(first).status == Status.BOUND  # 10 + 3, then + 2: 15
+    # Setting the subscription back to before the 3 would take the 2 bound after them too.
+    with pytest.raises(ValidationError, match=rf"reverse it first \(allocation {first.pk}\)|{first.pk}"):
+        services.allocation_reverse(allocation=second, acting_user=supervisor, reason="Ordered by mistake")
+    assert SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id).quantity == 15
