@@ -85,6 +85,17 @@ def drift_accept(*, drift: Drift, acting_user, reason: str) -> Drift:
     reason = _reason(reason)
     if not _is_supervisor(acting_user):
         raise ValidationError("Only a supervisor can change a subscription to the provider's value.", code="perm")
+    # The subscription's lock, as a binding of it holds from its plan to its result: a binding under way
+    # finishes first (and the value taken is written after its result), or waits and plans from this one.
+    key = subscription_lock(subscription_id=drift.subscription_id) if drift.subscription_id else None
+    try:
+        return _accept(drift, acting_user, reason)
+    finally:
+        if key is not None:
+            slot_unlock(key)
+
+
+def _accept(drift: Drift, acting_user, reason: str) -> Drift:
     with transaction.atomic():
         drift = _open(drift)
         _no_correction_on_its_way(drift)

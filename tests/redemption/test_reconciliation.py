@@ -467,3 +467,42 @@ def test_an_explained_drift_stays_explained_until_its_values_change(desk, provid
     reconcile()
     reopened = Drift.objects.get(kind=Kind.QUANTITY, status=Drift.Status.OPEN)
     assert (reopened.ours, reopened.provider) == (10, 7)
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_accepting_a_drift_waits_for_a_binding_of_its_subscription_under_way(desk, provider, make_user):
+    import threading
+
+    from django.db import connection, connections
+
+    from redemption.statements import slot_unlock, subscription_lock
+
+    with provider.lock:
+        held(provider, desk["e3"])["status"] = "suspended"
+    reconcile()
+    drift = Drift.objects.get(kind=Kind.STATUS)
+    boss = make_user("accepting-boss", "Supervisor")
+    # A binding of the subscription holds its lock from its plan (which read "active") to its result.
+    key = subscription_lock(subscription_id=desk["e3"].pk)
+    done = threading.Event()
+
+    def accept():
+        try:
+            settle.drift_accept(drift=drift, acting_user=boss, reason="Suspended for non-payment")
+        finally:
+            connections.close_all()
+            done.set()
+
+    accepting = threading.Thread(target=accept)
+    accepting.start()
+    try:
+        # Were it written now, the binding's result would write "active" over it when it finishes.
+        assert not done.wait(1.0)
+        assert Subscription.objects.get(pk=desk["e3"].pk).status == Subscription.Status.ACTIVE
+    finally:
+        slot_unlock(key)
+        connection.close()
+    assert done.wait(10)
+    accepting.join()
+    assert Subscription.objects.get(pk=desk["e3"].pk).status == Subscription.Status.SUSPENDED
