@@ -69,7 +69,7 @@ class OrderSheetImporter(SheetImporter):
 
         touched: dict[str, list[Rec]] = {"partner": [], "customer": [], "agreement": [], "product": [], "order": []}
         new_lines: list[tuple[Rec, dict[str, Any], Rec]] = []
-        changed_lines: list[tuple[int, dict[str, Any], Rec]] = []
+        changed_lines: list[tuple[int, int, dict[str, Any], Rec]] = []
         for number, p in parsed:
             try:
                 outcome = self._row(number, p, touched, existing_lines, new_lines, changed_lines)
@@ -425,7 +425,7 @@ class OrderSheetImporter(SheetImporter):
                     f"({existing['seats_allocated']} held); it cannot be changed by an import",
                 )
                 return None
-            changed_lines.append((existing["id"], wanted, product))
+            changed_lines.append((number, existing["id"], wanted, product))
             return UPDATED
         return UPDATED if changed else UNCHANGED
 
@@ -445,10 +445,23 @@ class OrderSheetImporter(SheetImporter):
             ]
             insert_with_history(OrderLine, objs, user=self.acting_user, reason=self.change_reason, when=self.now)
         if changed_lines:
-            wanted = {line_id: (values, product) for line_id, values, product in changed_lines}
-            objs = list(OrderLine.objects.filter(pk__in=wanted))
+            wanted = {line_id: (number, values, product) for number, line_id, values, product in changed_lines}
+            # Locked, as a binding request locks a line: seats requested since the line was checked (at the
+            # same moment) refuse the change here, rather than change a line whose seats are in use.
+            objs = list(OrderLine.objects.select_for_update().filter(pk__in=wanted).order_by("pk"))
+            requested = [obj for obj in objs if obj.seats_requested_at is not None]
+            for obj in requested:
+                self.error(
+                    wanted[obj.pk][0],
+                    "Line",
+                    f"seats of line {obj.line_number} were requested while this file was being imported "
+                    f"({obj.seats_allocated} held): it cannot be changed by an import. Nothing was written; "
+                    "import the file again to see what still applies.",
+                )
+            if requested:
+                return
             for obj in objs:
-                values, product = wanted[obj.pk]
+                _, values, product = wanted[obj.pk]
                 values["product_id"] = product.id
                 for name, value in values.items():
                     setattr(obj, name, value)

@@ -928,3 +928,22 @@ def test_agreement_dates_a_person_set_are_not_moved_by_order_dates(import_orders
     import_orders(csv_bytes([_earlier_order()]))
     agreement.refresh_from_db()
     assert (agreement.starts_on, agreement.ends_on) == (date(2026, 12, 1), date(2029, 11, 30))
+
+
+def test_seats_requested_while_the_file_is_imported_refuse_the_change_of_their_line(import_orders, monkeypatch):
+    from licensing.importing import OrderSheetImporter
+
+    import_orders(csv_bytes([order_row()]))
+    write_lines = OrderSheetImporter._write_lines
+
+    def requested_meanwhile(self, new_lines, changed_lines):
+        # A clerk's request commits after the import checked the line and before it writes it.
+        OrderLine.objects.update(seats_allocated=5, seats_requested_at=timezone.now())
+        return write_lines(self, new_lines, changed_lines)
+
+    monkeypatch.setattr(OrderSheetImporter, "_write_lines", requested_meanwhile)
+    report = import_orders(csv_bytes([order_row(Quantity="8")]))
+
+    assert [(e.row, e.column) for e in report.errors] == [(2, "Line")]
+    assert "were requested while this file was being imported (5 held)" in report.errors[0].message
+    assert OrderLine.objects.get().quantity == 10
