@@ -88,6 +88,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "desk.sign_in.locked_out"
+AXES_USERNAME_CALLABLE = "desk.sign_in.attempted_username"
 # The desk has its own list of locked accounts, with an unlock that records who and why.
 AXES_ENABLE_ADMIN = False
 AXES_VERBOSE = False

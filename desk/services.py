@@ -6,6 +6,7 @@ import segno
 from axes.models import AccessAttempt
 from axes.utils import reset
 from django.conf import settings
+from django.contrib.auth.signals import user_login_failed
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import HttpRequest
@@ -66,10 +67,29 @@ def two_factor_setup_start(*, user) -> TOTPDevice:
     return device or TOTPDevice.objects.create(user=user, name=DEVICE_NAME, confirmed=False)
 
 
-def two_factor_setup_confirm(*, request: HttpRequest, device: TOTPDevice, token: str) -> None:
-    """Confirm the authenticator with a code it shows now; the session counts as verified from then on."""
-    if device.user_id != request.user.pk or device.confirmed:
+def two_factor_setup_refusal(user) -> str:
+    """Return why this session may not set up an authenticator ('' if it may).
+
+    Replacing one takes a session signed in with it: a session opened with the password alone before the
+    user set theirs up (a stolen cookie, a password known then) must not swap it for its own.
+    """
+    if sign_in_device(user) is not None and not (getattr(user, "is_verified", None) and user.is_verified()):
+        return (
+            "Two-factor sign-in is already set up for your account: sign in again with its code to replace it, "
+            "or ask an administrator to remove it if the phone is lost."
+        )
+    return ""
+
+
+def two_factor_setup_confirm(*, request: HttpRequest, device: TOTPDevice, token: str, password: str) -> None:
+    """Confirm the authenticator with a code it shows now and the user's password; the session counts as
+    verified from then on."""
+    if device.user_id != request.user.pk or device.confirmed or two_factor_setup_refusal(request.user):
         raise PermissionDenied
+    if not request.user.check_password(password or ""):
+        # Counted as a failed sign-in: guessing the password here ends in the same lockout.
+        user_login_failed.send(sender=__name__, credentials={"username": request.user.get_username()}, request=request)
+        raise ValidationError("That is not your password.", code="invalid_password")
     refusal = code_refusal(device, token)
     if refusal:
         raise ValidationError(f"{refusal} (If it keeps failing, check the phone's clock.)", code="invalid_token")

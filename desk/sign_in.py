@@ -13,7 +13,7 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django_otp import login as otp_login
 
 from desk import services
-from desk.forms import AuthenticatorCodeForm, UnlockForm
+from desk.forms import AuthenticatorSetupForm, UnlockForm
 from desk.models import LockedAccount
 
 
@@ -37,6 +37,18 @@ class StaffLoginView(LoginView):
         return response
 
 
+def attempted_username(request: HttpRequest, credentials: dict | None = None) -> str:
+    """Return the user name a sign-in attempt is recorded and locked under (django-axes' AXES_USERNAME_CALLABLE).
+
+    As typed, cut to the longest a user name can be: a longer one is no user's, and would not fit the record.
+    """
+    typed = (credentials or {}).get("username") or request.POST.get("username") or ""
+    return str(typed)[:USERNAME_MAX_LENGTH]
+
+
+USERNAME_MAX_LENGTH = 150
+
+
 def locked_out(request: HttpRequest, original_response=None, credentials: dict | None = None) -> HttpResponse:
     """Say that sign-in is locked, for how long, and who can lift it (django-axes' lockout page)."""
     from django.contrib import admin
@@ -56,13 +68,22 @@ def two_factor_setup_view(admin_site, request: HttpRequest) -> HttpResponse:
     user = request.user
     if not (user.is_authenticated and user.is_active and user.is_staff):
         return redirect_to_login(request.get_full_path(), resolve_url("admin:login"))
+    refusal = services.two_factor_setup_refusal(user)
+    if refusal:
+        messages.error(request, refusal)
+        return redirect_to_login(request.get_full_path(), resolve_url("admin:login"))
     device = services.two_factor_setup_start(user=user)
-    form = AuthenticatorCodeForm(request.POST or None)
+    form = AuthenticatorSetupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            services.two_factor_setup_confirm(request=request, device=device, token=form.cleaned_data["token"])
+            services.two_factor_setup_confirm(
+                request=request,
+                device=device,
+                token=form.cleaned_data["token"],
+                password=form.cleaned_data["password"],
+            )
         except ValidationError as exc:
-            form.add_error("token", exc)
+            form.add_error("password" if exc.code == "invalid_password" else "token", exc)
         else:
             messages.success(request, "Two-factor sign-in is set up: from now on you sign in with a code from the app.")
             return HttpResponseRedirect(_next_url(request))

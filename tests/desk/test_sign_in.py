@@ -104,10 +104,19 @@ def test_a_supervisor_sets_up_two_factor_before_working(make_user, time_machine)
     setup = browser.get(signed_in.url)
     assert "Your role signs in with a second factor" in setup.text
     device = TOTPDevice.objects.get(user=boss, confirmed=False)
-    assert "That code is not right" in browser.post(signed_in.url, {"token": "000000"}).text
-    assert "Too many wrong codes in a row" in browser.post(signed_in.url, {"token": authenticator_code(device)}).text
+    assert "That code is not right" in browser.post(signed_in.url, {"token": "000000", "password": PASSWORD}).text
+    assert (
+        "Too many wrong codes in a row"
+        in browser.post(signed_in.url, {"token": authenticator_code(device), "password": PASSWORD}).text
+    )
     time_machine.shift(timedelta(seconds=2))
-    done = browser.post(signed_in.url, {"token": authenticator_code(device), "next": INDEX})
+    # The password too: a session alone does not change how the account signs in.
+    assert (
+        "That is not your password"
+        in browser.post(signed_in.url, {"token": authenticator_code(device), "password": "wrong"}).text
+    )
+    time_machine.shift(timedelta(seconds=40))
+    done = browser.post(signed_in.url, {"token": authenticator_code(device), "password": PASSWORD, "next": INDEX})
     assert done.status_code == 302
     assert browser.get(INDEX).status_code == 200
     assert SignInEvent.objects.filter(kind=SignInEvent.Kind.TWO_FACTOR_ENABLED, username="boss").exists()
@@ -118,9 +127,13 @@ def test_a_supervisor_with_an_authenticator_needs_its_code(make_user, time_machi
     boss = make_user("boss", "Supervisor")
     phone = authenticator_for(boss)
     browser = Client()
-    assert "Enter the 6-digit code" in sign_in(browser, "boss").text
-    assert "That code is not right" in sign_in(browser, "boss", code="123456").text
-    time_machine.shift(timedelta(seconds=2))
+    # The same answer as a wrong password: nothing says the password was right.
+    wrong_password = sign_in(browser, "boss", "wrong", code="123456").text
+    assert "Please enter the correct username and password" in wrong_password
+    for answer in (sign_in(browser, "boss").text, sign_in(browser, "boss", code="123456").text):
+        assert "Please enter the correct username and password" in answer
+        assert "6-digit" not in answer and "not right" not in answer and "Too many" not in answer
+    time_machine.shift(timedelta(seconds=40))
     assert sign_in(browser, "boss", code=authenticator_code(phone)).status_code == 302
     assert browser.get(INDEX).status_code == 200
 
@@ -143,7 +156,7 @@ def test_two_factor_is_optional_for_an_order_processor(make_user):
     # Once set up, it is used.
     phone = authenticator_for(clerk)
     browser = Client()
-    assert "Enter the 6-digit code" in sign_in(browser, "clerk").text
+    assert "Please enter the correct username and password" in sign_in(browser, "clerk").text
     assert sign_in(browser, "clerk", code=authenticator_code(phone)).status_code == 302
 
 
@@ -175,3 +188,22 @@ def test_an_idle_session_expires(make_user, time_machine):
     time_machine.shift(timedelta(minutes=61))
     response = browser.get(INDEX)
     assert response.status_code == 302 and response.url.startswith(LOGIN)
+
+
+def test_a_session_signed_in_without_the_code_cannot_replace_the_authenticator(make_user, time_machine):
+    time_machine.move_to(MORNING)
+    clerk = make_user("clerk")
+    before = Client()
+    assert sign_in(before, "clerk").status_code == 302  # no authenticator yet: the password alone
+    phone = authenticator_for(clerk)  # set up since, from another session
+    setup = reverse("admin:two_factor_setup")
+
+    assert before.get(setup).url.startswith(LOGIN)  # no new secret shown
+    assert before.post(setup, {"token": "123456", "password": PASSWORD}).url.startswith(LOGIN)
+    assert list(TOTPDevice.objects.filter(user=clerk, confirmed=True)) == [phone]
+
+
+def test_a_user_name_longer_than_any_gets_the_sign_in_page_not_an_error(make_user):
+    answer = sign_in(Client(raise_request_exception=False), "A" * 300, "wrong")
+    assert answer.status_code == 200
+    assert "Please enter the correct username and password" in answer.text or "at most 150" in answer.text
