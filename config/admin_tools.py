@@ -216,7 +216,22 @@ class ActionPermissionMixin:
             actions = {action[1]: action for action in self._get_base_actions()}
             if name in actions and not self._filter_actions_by_permissions(request, [actions[name]]):
                 raise PermissionDenied
+            if not _selection_valid(self.model, request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME)):
+                self.message_user(
+                    request, "The selection names no rows of this list: reload it and select again.", messages.ERROR
+                )
+                return HttpResponseRedirect(request.get_full_path())
         return super().changelist_view(request, extra_context)
+
+
+def _selection_valid(model, selected: list[str]) -> bool:
+    """Whether every value a list's action was posted with is one of its primary keys' form (a hand-made POST)."""
+    try:
+        for value in selected:
+            model._meta.pk.to_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 class HistoryVersionsReadOnlyMixin:

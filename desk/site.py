@@ -108,7 +108,7 @@ class BackOfficeAdminSite(admin.AdminSite):
         """Show an order, where its seats went, and who did what, in one page."""
         if not request.user.has_perm("licensing.view_order"):
             raise PermissionDenied
-        story = order_story(get_object_or_404(Order, pk=order_id))
+        story = order_story(get_object_or_404(Order, pk=order_id), user=request.user)
         context = {
             **self.each_context(request),
             "title": f"Order {story.order.license_number}",

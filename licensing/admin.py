@@ -3,7 +3,7 @@ from datetime import timedelta
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
-from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
@@ -232,6 +232,8 @@ class ImportJobAdmin(BackOfficeListAdmin):
         return False
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        if not str(object_id).isdigit():
+            raise Http404("No import job has this number.")
         job = get_object_or_404(ImportJob, pk=object_id)
         error_lines = job.error_lines()
         progress = import_job_progress(job=job)

@@ -53,7 +53,8 @@ def lookup_anything(query: str, *, visible: Callable[[type[Model]], bool] = lamb
 
     Only records of the models `visible` allows are looked for (a person's view permissions: may_view).
     """
-    text = query.strip()
+    # A NUL is in no number, and PostgreSQL refuses it in a query.
+    text = query.replace("\x00", "").strip()
     if not text:
         return []
     hits: list[LookupHit] = []
@@ -61,13 +62,16 @@ def lookup_anything(query: str, *, visible: Callable[[type[Model]], bool] = lamb
         hits += _order_hits(Order.objects.filter(license_number=text), "license number")
         hits += _order_hits(Order.objects.filter(po_number=text), "PO number")
     if visible(Agreement):
-        for agreement in Agreement.objects.filter(number=text).select_related("customer", "partner")[:LOOKUP_LIMIT]:
+        # Agreement numbers are held in capitals and read out in any case ("v1000001" is V1000001).
+        by_number = Agreement.objects.filter(number__iexact=text).select_related("customer", "partner")
+        for agreement in by_number[:LOOKUP_LIMIT]:
             hits.append(
                 LookupHit(
                     "Agreement", str(agreement), f"{agreement.customer} · {agreement.partner}", _admin_url(agreement)
                 )
             )
-        for agreement in Agreement.objects.filter(authorization_number=text).select_related("customer")[:LOOKUP_LIMIT]:
+        by_authorization = Agreement.objects.filter(authorization_number__iexact=text).select_related("customer")
+        for agreement in by_authorization[:LOOKUP_LIMIT]:
             hits.append(
                 LookupHit(
                     "Agreement", str(agreement), f"authorization number · {agreement.customer}", _admin_url(agreement)
@@ -233,8 +237,13 @@ class OrderStory:
     drifts: list[Drift] = field(default_factory=list)
 
 
-def order_story(order: Order) -> OrderStory:
-    """Gather an order, its lines, where their seats went and who did what, oldest event first."""
+def order_story(order: Order, *, user=None) -> OrderStory:
+    """Gather an order, its lines, where their seats went and who did what, oldest event first.
+
+    For `user`, only what they may view: bindings, subscriptions and drift each need their own view
+    permission, as their pages do (None: everything).
+    """
+    sees = lambda model: user is None or user.has_perm(f"redemption.view_{model._meta.model_name}")  # noqa: E731
     order = Order.objects.select_related("agreement__customer", "agreement__partner").get(pk=order.pk)
     lines = list(order.lines.select_related("product").order_by("line_number"))
     by_line: dict[int, list[SeatAllocation]] = {line.pk: [] for line in lines}
@@ -242,6 +251,8 @@ def order_story(order: Order) -> OrderStory:
         SeatAllocation.objects.filter(order_line__order=order)
         .select_related("tenant", "requested_by", "approved_by", "subscription")
         .order_by("created_at")
+        if sees(SeatAllocation)
+        else []
     )
     for allocation in all_allocations:
         by_line[allocation.order_line_id].append(allocation)
@@ -249,6 +260,8 @@ def order_story(order: Order) -> OrderStory:
         line.story_allocations = by_line[line.pk]
     subscriptions = list(
         Subscription.objects.filter(agreement=order.agreement).select_related("tenant", "product").order_by("id")
+        if sees(Subscription)
+        else []
     )
     events: list[StoryEvent] = []
     for records in _history_by_object(Order, [order.pk]).values():
@@ -257,7 +270,7 @@ def order_story(order: Order) -> OrderStory:
         events += _events_for(records, lambda r: f"line {r.line_number}")
     for records in _history_by_object(SeatAllocation, [a.pk for a in all_allocations]).values():
         events += _events_for(records, lambda r: f"allocation #{r.id} ({r.quantity} seats)")
-    bound_ids = {a.subscription_id for a in all_allocations if a.subscription_id}
+    bound_ids = {a.subscription_id for a in all_allocations if a.subscription_id} if sees(Subscription) else set()
     for records in _history_by_object(Subscription, bound_ids).values():
         events += _events_for(records, lambda r: f"subscription #{r.id}")
     events.sort(key=lambda event: event.when)
@@ -265,6 +278,8 @@ def order_story(order: Order) -> OrderStory:
         Drift.objects.filter(
             Q(order_line__order=order) | Q(subscription__in=[s.pk for s in subscriptions]), status=Drift.Status.OPEN
         ).select_related("tenant", "order_line")
+        if sees(Drift)
+        else []
     )
     return OrderStory(order, lines, subscriptions, events, drifts)
 

@@ -119,3 +119,38 @@ def test_lookup_asks_only_for_the_models_allowed(desk):
     hits = lookup_anything("61234567", visible=lambda model: model is not Order)
     assert hits == []
     assert [hit.kind for hit in lookup_anything("61234567", visible=lambda model: model is Order)] == ["Order"]
+
+
+def test_order_story_shows_bindings_only_to_who_may_view_them(client, make_user, desk):
+    from django.contrib.auth.models import Permission
+
+    order = Order.objects.get(license_number="61000000")
+    orders_only = _staff_without_perms(make_user)
+    orders_only.user_permissions.add(Permission.objects.get(codename="view_order"))
+    client.force_login(orders_only)
+
+    page = client.get(reverse("admin:order_story", args=[order.pk]))
+
+    assert page.status_code == 200 and "61000000" in page.text
+    # Which tenant got the seats, who asked, the provider's subscription: the bindings' own pages ask more.
+    assert "adventureworks.onmicrosoft.com" not in page.text
+    assert not order_story(order, user=orders_only).lines[0].story_allocations
+
+
+def test_hand_made_requests_get_answers_not_error_pages(client, superuser, desk):
+    client.force_login(superuser)
+    # A NUL in the look-up, a job number that is no number, an action on a selection that names no row.
+    assert client.get(reverse("admin:lookup"), {"q": "61000000\x00"}).status_code == 200
+    assert client.get("/admin/licensing/importjob/abc/change/").status_code == 404
+    listed = reverse("admin:licensing_orderline_changelist")
+    answer = client.post(listed, {"action": "bind_selected_lines", "_selected_action": ["abc"]}, follow=True)
+    assert answer.status_code == 200 and "The selection names no rows of this list" in answer.text
+
+
+def test_an_agreement_number_read_out_in_lower_case_is_found(client, superuser, desk):
+    from licensing.models import Agreement
+
+    agreement = Agreement.objects.filter(number__regex=r"[A-Z]").first()
+    client.force_login(superuser)
+    page = client.get(reverse("admin:lookup"), {"q": agreement.number.lower()})
+    assert str(agreement) in page.text
