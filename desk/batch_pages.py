@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.cache import never_cache
 
-from desk.binding_pages import _proposals
+from desk.binding_pages import _proposals, follow_batch
 from desk.models import BindingBatch
 from licensing.models import Order, OrderLine
 from redemption import services
@@ -154,10 +154,8 @@ def bulk_bind_view(admin_site, request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             errors.extend(exc.messages)
         else:
-            batch = BindingBatch.objects.create(created_by=request.user)
-            batch.allocations.set(allocations)
             messages.success(request, f"{len(allocations)} binding(s) requested: this page follows them.")
-            return HttpResponseRedirect(reverse("admin:desk_batch", args=[batch.pk]))
+            return HttpResponseRedirect(follow_batch(request, allocations))
     context = {
         **admin_site.each_context(request),
         "title": "Bind the selected lines",
@@ -207,7 +205,13 @@ def batch_summary(rows: list[dict]) -> dict:
     counts = {"bound": 0, "failed": 0, "waiting": 0, "queued": 0, "other": 0}
     for row in rows:
         counts[BUCKETS.get(row["status"], "other")] += 1
-    return {"total": len(rows), "counts": counts, "finished": counts["queued"] == 0}
+    # Bindings waiting for a supervisor are not finished: the page goes on following them (more slowly).
+    return {
+        "total": len(rows),
+        "counts": counts,
+        "finished": counts["queued"] == 0 and counts["waiting"] == 0,
+        "waiting_only": counts["queued"] == 0 and counts["waiting"] > 0,
+    }
 
 
 def progress_bars(summary: dict, width: int = 1000) -> list[dict]:

@@ -11,6 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
+from desk.models import BindingBatch
 from licensing.models import Agreement, Order, OrderLine
 from redemption import services
 from redemption.models import SeatAllocation
@@ -23,6 +24,13 @@ def _errors(exc: ValidationError) -> list[str]:
 
 def _context(model_admin: ModelAdmin, request: HttpRequest, title: str, **extra) -> dict:
     return {**model_admin.admin_site.each_context(request), "title": title, "opts": model_admin.model._meta, **extra}
+
+
+def follow_batch(request: HttpRequest, allocations: list[SeatAllocation]) -> str:
+    """Record bindings requested together and return the address of the page that follows them."""
+    batch = BindingBatch.objects.create(created_by=request.user)
+    batch.allocations.set(allocations)
+    return reverse("admin:desk_batch", args=[batch.pk])
 
 
 def status_url(allocation: SeatAllocation) -> str:
@@ -190,8 +198,8 @@ def bind_pending_view(
                 + (f", {waiting} waiting for a supervisor" if waiting else "")
                 + ".",
             )
-            ids = ",".join(str(a.pk) for a in allocations)
-            return HttpResponseRedirect(reverse("admin:redemption_seatallocation_changelist") + f"?id__in={ids}")
+            # The page that follows them until they are bound, as the batch screen's does.
+            return HttpResponseRedirect(follow_batch(request, allocations))
     return TemplateResponse(
         request,
         "admin/redemption/bind_pending.html",

@@ -81,3 +81,12 @@ def test_a_tenant_of_another_customer_posted_for_an_order_is_refused_not_replace
     assert refused.status_code == 200
     assert f"Order {two}: the tenant chosen is not one of Northwind Traders" in refused.content.decode()
     assert not SeatAllocation.objects.exists()
+
+
+def test_a_batch_waiting_for_a_supervisor_is_followed_until_it_is_decided():
+    from desk.batch_pages import batch_summary
+
+    waiting = batch_summary([{"status": "bound"}, {"status": "awaiting_approval"}])
+    assert (waiting["finished"], waiting["waiting_only"]) == (False, True)
+    done = batch_summary([{"status": "bound"}, {"status": "failed"}])
+    assert (done["finished"], done["waiting_only"]) == (True, False)

@@ -65,9 +65,13 @@ def test_one_screen_queues_every_pending_add_and_renew_line(
     assert page.count(tenant.default_domain) == 2
     assert "15 seat(s)" in page  # the renewal's 10 plus the 5 added, chained on one subscription
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        client.post(url)
+        done = client.post(url)
     assert len(callbacks) == 2
     assert sorted(SeatAllocation.objects.values_list("order_line_id", flat=True)) == sorted([renewal.pk, extra.pk])
+    # On to the page that follows them by itself until they are bound.
+    followed = client.get(done.url)
+    assert 'data-status-url="' in followed.content.decode()
+    assert client.get(done.url + "status.json").json()["counts"]["queued"] == 2
 
 
 def test_reject_needs_a_reason_and_reversal_is_offered_to_supervisors(client, new_line, tenant, processor, supervisor):

@@ -1,5 +1,6 @@
-// The batch page follows its bindings: it asks the desk for their state every two seconds until all
-// have finished, and updates the rows and the progress bar in place (no reload).
+// The batch page follows its bindings: it asks the desk for their state every two seconds (ten while they
+// only wait for a supervisor) until all have finished, and updates the rows and the progress bar in place
+// (no reload).
 (function () {
   "use strict";
   const page = document.querySelector(".batch[data-status-url]");
@@ -29,7 +30,9 @@
     const all = state.counts.bound === state.total;
     document.getElementById("batch-state").textContent = state.finished
       ? (all ? "All bound." : "Finished.")
-      : "Binding: this page follows them by itself.";
+      : state.waiting_only
+        ? "Waiting for a supervisor: this page follows them by itself."
+        : "Binding: this page follows them by itself.";
     page.dataset.finished = state.finished ? "true" : "false";
   }
 
@@ -38,7 +41,8 @@
       .then((response) => (response.ok ? response.json() : Promise.reject(response.status)))
       .then((state) => {
         show(state);
-        if (!state.finished) window.setTimeout(poll, 2000);
+        // A supervisor's decision can take a while: asked every ten seconds meanwhile.
+        if (!state.finished) window.setTimeout(poll, state.waiting_only ? 10000 : 2000);
       })
       .catch(() => window.setTimeout(poll, 5000));
   }
