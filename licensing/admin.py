@@ -49,6 +49,20 @@ class AgeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class OrderAgeFilter(AgeFilter):
+    """An order line's age is its order's, in days, as the work queue's Age column and the landing page count it."""
+
+    ranges = {"1d": ("Today", 0), "7d": ("Past 7 days", 7), "30d": ("Past 30 days", 30)}
+
+    def queryset(self, request, queryset):
+        today = timezone.localdate()
+        if self.value() in self.ranges:
+            return queryset.filter(order__ordered_on__gte=today - timedelta(days=self.ranges[self.value()][1]))
+        if self.value() == "older30d":
+            return queryset.filter(order__ordered_on__lt=today - timedelta(days=30))
+        return queryset
+
+
 class EndingSoonFilter(admin.SimpleListFilter):
     """Filter on a date field by how soon it ends."""
 
@@ -160,7 +174,7 @@ class OrderLineAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
         "created_at",
     ]
     list_select_related = ["order__agreement__customer", "order__agreement__partner", "product"]
-    list_filter = ["kind", "order__agreement__program", UnboundSeatsFilter, AgeFilter]
+    list_filter = ["kind", "order__agreement__program", UnboundSeatsFilter, OrderAgeFilter]
     search_fields = [
         "=order__license_number",
         "=order__agreement__number",

@@ -54,3 +54,24 @@ def test_without_grouping_the_queue_has_no_headings(client, processor, three_ord
     page = client.get(reverse("admin:licensing_orderline_changelist"), {"unbound": "yes"})
     assert 'scope="rowgroup"' not in page.content.decode()
     assert len([row for row in listed(page) if not row.startswith("order ")]) == 4
+
+
+def test_the_age_filter_counts_days_since_the_order_as_the_age_column_does(client, processor, time_machine):
+    from datetime import date, timedelta
+
+    from tests.factories import OrderFactory, OrderLineFactory
+
+    time_machine.move_to(date(2026, 12, 7))
+    for days in (0, 5, 67):
+        order = OrderFactory(ordered_on=date(2026, 12, 7) - timedelta(days=days), license_number=f"6100{days:04d}")
+        OrderLineFactory(order=order, quantity=3)
+    client.force_login(processor)
+    queue = reverse("admin:licensing_orderline_changelist")
+
+    def ages(value: str) -> list[str]:
+        page = client.get(queue, {"age": value}).content.decode()
+        return sorted(re.findall(r'<td class="field-age">(\d+ d)</td>', page))
+
+    assert ages("1d") == ["0 d"]
+    assert ages("7d") == ["0 d", "5 d"]
+    assert ages("older30d") == ["67 d"]
