@@ -200,12 +200,14 @@ USING_FILESYSTEM_BROKER = CELERY_BROKER_URL.startswith("filesystem://")
 if USING_FILESYSTEM_BROKER:
     _broker_dir = VAR_DIR / "broker"
     # kombu's filesystem transport expects its folders to exist.
-    for _folder in ("queue", "processed"):
+    for _folder in ("queue", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Its exchange tables too (kombu's default is a "control" folder wherever the process runs).
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 else:
