@@ -87,7 +87,12 @@ def sheet_import(
     user = acting_user if acting_user is not None and acting_user.is_authenticated else None
     if job is None and not dry_run:
         job = ImportJob.objects.create(
-            kind=kind, file_name=sheet.file_name[:255], created_by=user, status=ImportJob.Status.RUNNING
+            # Checked and confirmed by the same person, on the page (or the command line: nobody).
+            kind=kind,
+            file_name=sheet.file_name[:255],
+            created_by=user,
+            confirmed_by=user,
+            status=ImportJob.Status.RUNNING,
         )
     reason = f"Import #{job.pk} of {sheet.file_name}" if job else f"Import of {sheet.file_name}"
     importer = IMPORTERS[kind](

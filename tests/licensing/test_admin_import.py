@@ -46,6 +46,7 @@ def test_admin_import_shows_a_preview_and_imports_only_on_confirm(staff_client):
     assert "2 new, 0 updated, 0 unchanged rows" in response.content.decode()
     job = ImportJob.objects.get()
     assert (job.file_name, job.created_by.username, job.status) == ("orders.csv", "processor", "done")
+    assert job.confirmed_by == job.created_by  # checked and confirmed on the page by the same person
 
 
 def test_admin_preview_of_the_same_file_again_says_unchanged(staff_client, import_orders):
