@@ -60,6 +60,14 @@ class OrderGroup:
     # A tenant was posted that is not one of the customer's: refused, never replaced by a default.
     foreign_choice: bool = False
 
+    def record_query(self, back: str) -> str:
+        """The query of the page recording a tenant: back here after it, with the reseller's domain typed in."""
+        query = {"next": back}
+        suggested = self.order.suggested_tenant_domain
+        if suggested and not any(t.default_domain == suggested for t in self.tenants):
+            query["domain"] = suggested
+        return urlencode(query)
+
     @property
     def asks_tenant(self) -> bool:
         return any(row["preview"] is None for row in self.rows)
@@ -147,6 +155,13 @@ def bulk_bind_view(admin_site, request: HttpRequest) -> HttpResponse:
         raise PermissionDenied
     line_ids = _line_ids(request)
     plan = _plan(line_ids, request.POST if request.method == "POST" else request.GET)
+    back = reverse("admin:desk_bulk_bind") + "?" + urlencode({"lines": ",".join(map(str, line_ids))})
+    for group in (group for customer in plan for group in customer.orders):
+        group.record_url = (
+            reverse("admin:redemption_tenant_record", args=[group.order.agreement.customer_id])
+            + "?"
+            + group.record_query(back)
+        )
     errors: list[str] = []
     if request.method == "POST" and plan:
         try:

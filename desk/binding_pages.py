@@ -230,7 +230,8 @@ def tenant_record_view(model_admin: ModelAdmin, request: HttpRequest, customer_i
         else:
             model_admin.message_user(request, f"Tenant {tenant} ({tenant.display_name}) recorded for {customer}.")
             if next_url:
-                return HttpResponseRedirect(f"{next_url}?tenant={tenant.pk}")
+                joined = "&" if "?" in next_url else "?"
+                return HttpResponseRedirect(f"{next_url}{joined}tenant={tenant.pk}")
             return HttpResponseRedirect(reverse("admin:tenants_tenant_change", args=[tenant.pk]))
     identity = None
     if domain:

@@ -90,3 +90,28 @@ def test_a_batch_waiting_for_a_supervisor_is_followed_until_it_is_decided():
     assert (waiting["finished"], waiting["waiting_only"]) == (False, True)
     done = batch_summary([{"status": "bound"}, {"status": "failed"}])
     assert (done["finished"], done["waiting_only"]) == (True, False)
+
+
+def test_recording_a_tenant_from_the_screen_comes_back_to_it_with_the_resellers_domain_typed_in(client, processor):
+    from html import unescape
+    from urllib.parse import parse_qs, urlsplit
+
+    from redemption.gateway.sandbox import sandbox_tenant_add
+    from tests.factories import OrderFactory, OrderLineFactory
+
+    line = OrderLineFactory(order=OrderFactory(suggested_tenant_domain="oldorderco.onmicrosoft.com"), quantity=3)
+    sandbox_tenant_add(
+        tenant_id="5d1c0f5e-9e7e-4b52-8f6a-1a2b3c4d5e6f", domain="oldorderco.onmicrosoft.com", company_name="Old Co"
+    )
+    client.force_login(processor)
+    screen_url, screen = open_bulk_screen(client, [line])
+    page = screen.content.decode()
+    record = unescape(page.split('">record one</a>')[0].rsplit('<a href="', 1)[1])
+    query = parse_qs(urlsplit(record).query)
+    assert query["domain"] == ["oldorderco.onmicrosoft.com"] and query["next"] == [screen_url]
+
+    done = client.post(record, {"domain": "oldorderco.onmicrosoft.com", "confirm_domain": "oldorderco.onmicrosoft.com"})
+
+    assert done.url.startswith(screen_url + "&tenant=")
+    back = client.get(done.url).content.decode()
+    assert "selected>oldorderco.onmicrosoft.com" in back
