@@ -23,6 +23,8 @@ demo: migrate
 	$(PY) manage.py seed_demo
 	# The demo's subscriptions ending in 6, 20, 58 and 85 days get their reminders (console mail) now.
 	$(PY) manage.py send_renewal_reminders
+	# The logins once more, last, where they are seen (loading again changes nothing).
+	$(PY) manage.py seed_demo
 
 ## Admin web server, Celery worker and Celery beat together; Ctrl-C stops all three.
 ## The demo logins sign in without an authenticator app (DEMO_SKIP_2FA; refused with DEBUG off).
