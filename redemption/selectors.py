@@ -70,6 +70,9 @@ def lookup_anything(query: str, *, visible: Callable[[type[Model]], bool] = lamb
                     "Agreement", str(agreement), f"{agreement.customer} · {agreement.partner}", _admin_url(agreement)
                 )
             )
+            if visible(Order):
+                # Each order's whole story is one click away, most recent first.
+                hits += _order_hits(agreement.orders.order_by("-ordered_on", "-pk"), f"under {agreement}")
         by_authorization = Agreement.objects.filter(authorization_number__iexact=text).select_related("customer")
         for agreement in by_authorization[:LOOKUP_LIMIT]:
             hits.append(
@@ -110,6 +113,12 @@ def lookup_anything(query: str, *, visible: Callable[[type[Model]], bool] = lamb
             )
     if visible(Order):
         hits += _order_hits(Order.objects.filter(suggested_tenant_domain=domain), "suggested tenant")
+    if visible(Order) and visible(SeatAllocation):
+        # The orders whose seats went to the tenant: where a partner's "which order is this tenant's" leads.
+        bound_here = Order.objects.filter(lines__allocations__tenant__in=tenants).exclude(
+            suggested_tenant_domain=domain
+        )
+        hits += _order_hits(bound_here.distinct().order_by("-ordered_on", "-pk"), "seats on this tenant")
     if visible(Subscription):
         for subscription in Subscription.objects.filter(provider_subscription_id=text).select_related(
             "tenant", "product"

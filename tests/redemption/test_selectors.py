@@ -40,7 +40,22 @@ def test_lookup_finds_what_a_partner_reads_out(desk, read_out, kind, label):
 def test_lookup_by_tenant_id(desk):
     tenant = Tenant.objects.get(default_domain="tailspintoys.onmicrosoft.com")
     hits = lookup_anything(str(tenant.tenant_id).upper())
-    assert [(hit.kind, hit.label) for hit in hits] == [("Tenant", "tailspintoys.onmicrosoft.com")]
+    assert (hits[0].kind, hits[0].label) == ("Tenant", "tailspintoys.onmicrosoft.com")
+    # Then the orders whose seats went there, each with its whole story.
+    bound_here = Order.objects.filter(lines__allocations__tenant=tenant).distinct()
+    assert bound_here.exists()
+    assert {hit.label for hit in hits[1:]} == {order.license_number for order in bound_here}
+    assert all(hit.kind == "Order" and hit.story_url for hit in hits[1:])
+
+
+def test_lookup_of_an_agreement_number_lists_its_orders_with_their_stories(desk):
+    from licensing.models import Agreement
+
+    agreement = Agreement.objects.filter(orders__isnull=False).distinct().first()
+    hits = lookup_anything(agreement.number)
+    orders = [hit for hit in hits if hit.kind == "Order"]
+    assert {hit.label for hit in orders} == set(agreement.orders.values_list("license_number", flat=True))
+    assert all(hit.story_url for hit in orders)
 
 
 def test_lookup_of_an_unknown_number_finds_nothing(desk):
