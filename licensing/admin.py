@@ -32,35 +32,36 @@ class UnboundSeatsFilter(admin.SimpleListFilter):
 
 
 class AgeFilter(admin.SimpleListFilter):
+    """Rows by how long ago `field` was: today, the past 7 or 30 days, or longer ago."""
+
     title = "age"
     parameter_name = "age"
     field = "created_at"
     ranges = {"1d": ("Today", 1), "7d": ("Past 7 days", 7), "30d": ("Past 30 days", 30)}
 
+    def since(self, days: int):
+        """The moment `days` ago, as `field` holds it."""
+        return timezone.now() - timedelta(days=days)
+
     def lookups(self, request, model_admin):
         return [(key, label) for key, (label, _) in self.ranges.items()] + [("older30d", "Older than 30 days")]
 
     def queryset(self, request, queryset):
-        now = timezone.now()
         if self.value() in self.ranges:
-            return queryset.filter(**{f"{self.field}__gte": now - timedelta(days=self.ranges[self.value()][1])})
+            return queryset.filter(**{f"{self.field}__gte": self.since(self.ranges[self.value()][1])})
         if self.value() == "older30d":
-            return queryset.filter(**{f"{self.field}__lt": now - timedelta(days=30)})
+            return queryset.filter(**{f"{self.field}__lt": self.since(30)})
         return queryset
 
 
 class OrderAgeFilter(AgeFilter):
     """An order line's age is its order's, in days, as the work queue's Age column and the landing page count it."""
 
+    field = "order__ordered_on"
     ranges = {"1d": ("Today", 0), "7d": ("Past 7 days", 7), "30d": ("Past 30 days", 30)}
 
-    def queryset(self, request, queryset):
-        today = timezone.localdate()
-        if self.value() in self.ranges:
-            return queryset.filter(order__ordered_on__gte=today - timedelta(days=self.ranges[self.value()][1]))
-        if self.value() == "older30d":
-            return queryset.filter(order__ordered_on__lt=today - timedelta(days=30))
-        return queryset
+    def since(self, days: int):
+        return timezone.localdate() - timedelta(days=days)
 
 
 class EndingSoonFilter(admin.SimpleListFilter):

@@ -1,38 +1,24 @@
 """Drift in the desk: the list with both values side by side, settling one, runs and their progress."""
 
-from datetime import timedelta
-
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from config.admin_tools import BackOfficeListAdmin, ReadOnlyAdminMixin
 from config.queueing import enqueue_on_commit
+from licensing.admin import AgeFilter
 from redemption.models import Drift, ProviderCorrection, ReconciliationRun
 from redemption.reconciliation import runs
 from redemption.reconciliation import services as settle
 
 
-class DriftAgeFilter(admin.SimpleListFilter):
+class DriftAgeFilter(AgeFilter):
     title = "first seen"
-    parameter_name = "age"
-    ranges = {"1d": ("Today", 1), "7d": ("Past 7 days", 7), "30d": ("Past 30 days", 30)}
-
-    def lookups(self, request, model_admin):
-        return [(key, label) for key, (label, _) in self.ranges.items()] + [("older30d", "Older than 30 days")]
-
-    def queryset(self, request, queryset):
-        now = timezone.now()
-        if self.value() in self.ranges:
-            return queryset.filter(first_seen_at__gte=now - timedelta(days=self.ranges[self.value()][1]))
-        if self.value() == "older30d":
-            return queryset.filter(first_seen_at__lt=now - timedelta(days=30))
-        return queryset
+    field = "first_seen_at"
 
 
 def _value(value) -> str:
