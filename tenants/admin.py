@@ -43,7 +43,15 @@ class TenantAdmin(BackOfficeModelAdmin):
     list_select_related = ["customer"]
     search_fields = ["default_domain", "=tenant_id", "display_name", "customer__name", "=customer__partner__mpn_id"]
     autocomplete_fields = ["customer"]
-    # Who the tenant is becomes read-only (with the reason) once seats are requested for it.
-    readonly_fields = [*VERIFIED_FIELDS, "seats_requested_at"]
+    # Who the tenant is becomes read-only (with the reason) once seats are requested for it. Who verified it
+    # is named, not linked: the user's own page is for whoever may view users.
+    readonly_fields = [
+        *(f if f != "verified_by" else "verified_by_name" for f in VERIFIED_FIELDS),
+        "seats_requested_at",
+    ]
     list_filter = [("verified_at", admin.EmptyFieldListFilter)]
     ordering = ["default_domain"]
+
+    @admin.display(description="verified by")
+    def verified_by_name(self, tenant: Tenant) -> str:
+        return tenant.verified_by.get_username() if tenant.verified_by else "-"

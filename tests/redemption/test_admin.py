@@ -214,3 +214,22 @@ def test_approving_from_the_list_shows_each_bindings_result_first(client, new_li
     ).content.decode()
     assert f"10 seat(s) ending {new_line.ends_on:%Y-%m-%d}" in page
     assert SeatAllocation.objects.get(pk=allocation.pk).status == SeatAllocation.Status.AWAITING_APPROVAL
+
+
+def test_a_tenants_page_names_who_verified_it_without_a_link_an_order_processor_cannot_open(
+    client, customer, processor
+):
+    from redemption.gateway.sandbox import sandbox_tenant_add
+
+    sandbox_tenant_add(
+        tenant_id="4f1c0f5e-9e7e-4b52-8f6a-1a2b3c4d5e6f", domain="namedco.onmicrosoft.com", company_name="NamedCo"
+    )
+    client.force_login(processor)
+    url = reverse("admin:redemption_tenant_record", args=[customer.pk])
+    client.post(url, {"domain": "namedco.onmicrosoft.com", "confirm_domain": "namedco.onmicrosoft.com"})
+    tenant = customer.tenants.get()
+
+    page = client.get(reverse("admin:tenants_tenant_change", args=[tenant.pk])).content.decode()
+
+    assert "processor" in page
+    assert reverse("admin:auth_user_change", args=[processor.pk]) not in page
