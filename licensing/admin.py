@@ -13,7 +13,7 @@ from config.admin_tools import BackOfficeListAdmin, BackOfficeModelAdmin, Guarde
 from licensing.admin_import import SheetImportExportMixin
 from licensing.models import Agreement, ImportJob, Order, OrderLine, Product
 from licensing.resources import AgreementSheetResource, OrderResource, OrderSheetResource
-from licensing.services import import_job_confirm, import_job_progress
+from licensing.services import import_job_confirm, import_job_may_confirm, import_job_progress
 
 
 class UnboundSeatsFilter(admin.SimpleListFilter):
@@ -258,7 +258,7 @@ class ImportJobAdmin(BackOfficeListAdmin):
             "progress": progress,
             "progress_text": progress.text(job.rows_total),
             "refresh": job.is_active,
-            "can_confirm": job.status == ImportJob.Status.READY and may_confirm(request.user, job),
+            "can_confirm": job.status == ImportJob.Status.READY and import_job_may_confirm(user=request.user, job=job),
             "error_lines": error_lines,
             "errors_not_listed": max(job.error_count - len(error_lines), 0),
             "import_url": reverse(
@@ -285,15 +285,9 @@ class ImportJobAdmin(BackOfficeListAdmin):
         return _confirm(request, job_id)
 
 
-def may_confirm(user, job: ImportJob) -> bool:
-    """Whether `user` may have the job's rows written: whoever may import that kind of sheet."""
-    model = "order" if job.kind == ImportJob.Kind.ORDER_SHEET else "agreement"
-    return user.has_perm(f"licensing.add_{model}")
-
-
 def _confirm(request: HttpRequest, job_id: int):
     job = get_object_or_404(ImportJob, pk=job_id)
-    if not may_confirm(request.user, job):
+    if not import_job_may_confirm(user=request.user, job=job):
         raise PermissionDenied
     try:
         import_job_confirm(job_id=job.pk, acting_user=request.user)

@@ -10,6 +10,7 @@ from typing import IO
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
 from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -228,10 +229,19 @@ def import_job_create(*, kind: str, upload: IO[bytes], file_name: str, acting_us
     return job
 
 
+def import_job_may_confirm(*, user, job: ImportJob) -> bool:
+    """Whether `user` may have the job's rows written: whoever may import that kind of sheet."""
+    model = "order" if job.kind == ImportJob.Kind.ORDER_SHEET else "agreement"
+    return user is not None and user.has_perm(f"licensing.add_{model}")
+
+
 def import_job_confirm(*, job_id: int, acting_user) -> ImportJob:
-    """Queue the real import of a checked job; refuse a job that is not waiting for confirmation."""
+    """Queue the real import of a checked job; refuse someone who may not import it (PermissionDenied) and a
+    job that is not waiting for confirmation (ValueError)."""
     with transaction.atomic():
         job = ImportJob.objects.select_for_update().get(pk=job_id)
+        if not import_job_may_confirm(user=acting_user, job=job):
+            raise PermissionDenied
         if job.status != ImportJob.Status.READY:
             raise ValueError(f"Import #{job.pk} is {job.get_status_display().lower()}: it cannot be confirmed.")
         job.dry_run = False

@@ -377,3 +377,18 @@ def test_only_who_may_import_that_sheet_sees_the_confirm_button(
     )
     assert "Confirm import" in staff_client.get(response.url).content.decode()
     assert not Order.objects.exists()
+
+
+def test_the_confirm_service_itself_refuses_who_may_not_import_that_sheet(make_user):
+    from django.core.exceptions import PermissionDenied
+
+    from licensing.services import import_job_confirm
+
+    job = ImportJob.objects.create(kind="order_sheet", file_name="big.csv", status="ready", dry_run=True)
+    viewer = make_user("viewer-only", role=None)
+    viewer.is_superuser = False
+    viewer.save()
+    with pytest.raises(PermissionDenied):
+        import_job_confirm(job_id=job.pk, acting_user=viewer)
+    job.refresh_from_db()
+    assert (job.status, job.dry_run, job.confirmed_by) == ("ready", True, None)
