@@ -55,6 +55,17 @@ class Conflict(Exception):
     pass
 
 
+# Email addresses are compared without regard to case: IT@x.example and it@x.example reach the same mailbox.
+EMAIL_FIELDS = frozenset({"email", "osm_email"})
+
+
+def _same(name: str, value: Any, current: Any) -> bool:
+    """Whether a value the file states is the one already held (or stated by an earlier row)."""
+    if name in EMAIL_FIELDS and isinstance(value, str) and isinstance(current, str):
+        return value.casefold() == current.casefold()
+    return value == current
+
+
 def _display(value: Any) -> str:
     if isinstance(value, Rec):
         return str(value.values.get("label", ""))
@@ -254,13 +265,13 @@ class SheetImporter:
         current = rec.values.get(name)
         first = rec.seen.get(name)
         if first is not None:
-            if value != current:
+            if not _same(name, value, current):
                 message = f"{_display(value)!r} differs from row {first}, which says {_display(current)!r}"
                 self.error(row, column, message)
                 raise Conflict
             return False
         rec.seen[name] = self.stated_at(row, column)
-        if value == current:
+        if _same(name, value, current):
             return False
         rec.values[name] = value
         if rec.id is not None:

@@ -160,6 +160,44 @@ def test_a_changed_reseller_email_is_reported_as_an_update(import_orders):
     assert Partner.history.filter(history_type="~").count() == 1
 
 
+def test_an_email_written_in_other_capitals_is_the_same_address_across_files(import_orders):
+    import_orders(csv_bytes([order_row()]))
+    shouting = csv_bytes(
+        [order_row(**{"Customer Email": "IT@Societe.Example", "Reseller Email": "Orders@Contoso.example"})]
+    )
+
+    report = import_orders(shouting)
+
+    assert report.errors == []
+    assert (report.new, report.updated, report.unchanged) == (0, 0, 1)
+    assert Customer.objects.get().email == "it@societe.example"
+    assert Partner.objects.get().email == "orders@contoso.example"
+    assert not Customer.history.filter(history_type="~").exists()
+
+
+def test_an_email_written_in_other_capitals_is_the_same_address_within_a_file(import_orders):
+    rows = [
+        order_row(),
+        order_row(**{"Line": "2", "Customer Email": "IT@SOCIETE.EXAMPLE", "Reseller Email": "ORDERS@contoso.example"}),
+    ]
+
+    report = import_orders(csv_bytes(rows))
+
+    assert report.errors == []
+    assert report.new == 2
+    # The address as the file first wrote it.
+    assert Customer.objects.get().email == "it@societe.example"
+
+
+def test_a_different_email_in_the_same_file_is_still_a_conflict(import_orders):
+    rows = [order_row(), order_row(**{"Line": "2", "Customer Email": "it2@societe.example"})]
+
+    report = import_orders(csv_bytes(rows))
+
+    assert [(e.row, e.column) for e in report.errors] == [(3, "Customer Email")]
+    assert nothing_written()
+
+
 def test_headers_match_in_any_order_case_and_spacing(import_orders):
     header = [f"  {h.upper()} " for h in reversed(ORDER_HEADER)]
     rows = [{f"  {k.upper()} ": v for k, v in order_row().items()}]
