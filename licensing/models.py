@@ -119,8 +119,9 @@ class Agreement(GuardedRow, models.Model):
 
 
 class Product(GuardedRow, models.Model):
-    # The part number is the offer the provider is sent for this product's seats.
-    fixed_fields = ("part_number",)
+    # The part number is the offer the provider is sent for this product's seats; the term sets the end
+    # date a renewal or added seats are bound to (rule 7), as previewed when they were requested.
+    fixed_fields = ("part_number", "term_months")
     service_fields = ("seats_requested_at",)
 
     part_number = models.CharField(
@@ -150,7 +151,7 @@ class Product(GuardedRow, models.Model):
     def fixed_message(self, since) -> str:
         return (
             f"Seats of this product have been requested since {local_day(since)}: its part number, the offer "
-            "sent to the provider, is fixed."
+            "sent to the provider, and its term, which sets the end date they are bound to, are fixed."
         )
 
 

@@ -39,15 +39,21 @@ def test_requesting_seats_fixes_what_they_hang_on(new_line, tenant, processor):
         assert row.fixed_reason()
 
 
-def test_a_product_whose_seats_were_requested_keeps_its_part_number(bound):
+def test_a_product_whose_seats_were_requested_keeps_its_part_number_and_term(bound):
     product = bound.order_line.product
     product.refresh_from_db()
     offer = product.part_number
     product.part_number = "AAA-99999"
-    with pytest.raises(RowGuardError, match="its part number, the offer sent to the provider, is fixed"):
+    with pytest.raises(RowGuardError, match="its part number, the offer sent to the provider, and its term"):
         product.save()
     product.refresh_from_db()
     assert product.part_number == offer
+    # Its term sets the end date of the renewals and added seats already requested or waiting for approval.
+    product.term_months = 36
+    with pytest.raises(RowGuardError, match="its term, which sets the end date they are bound to"):
+        product.save()
+    product.refresh_from_db()
+    assert product.term_months == 12
     # What is not sent to the provider may still be corrected.
     product.description = "Office 365 E3 (annual)"
     product.save()
@@ -148,6 +154,7 @@ def test_the_database_refuses_what_bypasses_the_orm(bound, tenant, new_line):
         lambda: OrderLine.objects.filter(pk=new_line.pk).update(quantity=60),
         lambda: OrderLine.objects.filter(pk=new_line.pk).update(ends_on=date(2040, 1, 1)),
         lambda: type(new_line.product).objects.filter(pk=new_line.product_id).update(part_number="AAA-99999"),
+        lambda: type(new_line.product).objects.filter(pk=new_line.product_id).update(term_months=36),
         lambda: SeatAllocation.objects.filter(pk=bound.pk).update(status=Status.QUEUED),
         lambda: SeatAllocation.objects.filter(pk=bound.pk).update(quantity=20),
         lambda: Subscription.objects.filter(pk=bound.subscription_id).update(tenant=TenantFactory()),
