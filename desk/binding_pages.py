@@ -1,6 +1,7 @@
 """The binding screens: one line, every pending line of an order, a binding's status page; thin over the services."""
 
 import copy
+import uuid
 
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
@@ -37,6 +38,13 @@ def status_url(allocation: SeatAllocation) -> str:
     return reverse("admin:redemption_seatallocation_status", args=[allocation.pk])
 
 
+def _request_key(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
 def _line_queryset():
     return OrderLine.objects.select_related("order__agreement__customer", "order__agreement__partner", "product")
 
@@ -62,7 +70,12 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
         suggested = next((t for t in tenants if t.default_domain == line.order.suggested_tenant_domain), None)
         if suggested:
             return HttpResponseRedirect(f"{request.path}?tenant={suggested.pk}")
-    if request.method == "POST" and chosen is not None:
+    # The form's own key: sent twice (a double click, the page sent again), it asks for the seats once.
+    request_key = _request_key(request.POST.get("request_key", "")) if request.method == "POST" else uuid.uuid4()
+    if request.method == "POST" and request_key is None:
+        errors.append("This form is incomplete or out of date: nothing was asked. Check the seats and send it again.")
+        request_key = uuid.uuid4()
+    elif request.method == "POST" and chosen is not None:
         try:
             allocation = services.allocation_request(
                 order_line=line,
@@ -71,13 +84,21 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
                 confirm_domain=request.POST.get("confirm_domain", ""),
                 acting_user=request.user,
                 reason=request.POST.get("reason", ""),
+                request_key=request_key,
             )
         except ValueError:
             errors.append("The number of seats must be a whole number.")
         except ValidationError as exc:
             errors.extend(_errors(exc))
         else:
-            if allocation.status == SeatAllocation.Status.AWAITING_APPROVAL:
+            if allocation.repeated:
+                model_admin.message_user(
+                    request,
+                    f"This form was already sent: its {allocation.quantity} seat(s) for {allocation.tenant} were "
+                    "asked for once, and nothing more was asked.",
+                    messages.WARNING,
+                )
+            elif allocation.status == SeatAllocation.Status.AWAITING_APPROVAL:
                 model_admin.message_user(
                     request,
                     f"{allocation.quantity} seat(s) for {chosen} wait for a supervisor: "
@@ -119,6 +140,7 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
             needs_reason=existing is not None and chosen is not None and existing.pk != chosen.pk,
             errors=errors,
             record_url=record_url,
+            request_key=request_key,
             form=request.POST if request.method == "POST" else {},
         ),
     )

@@ -122,6 +122,8 @@ class SeatAllocation(ServiceOnlyRow, models.Model):
     quantity = models.PositiveIntegerField()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, editable=False)
     idempotency_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # The form that asked for it: the same form sent twice (a double click, a page sent again) asks once.
+    request_key = models.UUIDField(null=True, blank=True, unique=True, editable=False)
     subscription = models.ForeignKey(
         Subscription, null=True, blank=True, on_delete=models.PROTECT, related_name="allocations", editable=False
     )
@@ -179,6 +181,8 @@ class SeatAllocation(ServiceOnlyRow, models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     history = HistoricalRecords()
+    # Not stored: allocation_request returns a binding already asked for by the same form, marked so.
+    repeated = False
 
     class Meta:
         ordering = ["-created_at"]

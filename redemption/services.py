@@ -4,6 +4,7 @@ With redemption.binding (what a worker does with a queued allocation), the only 
 """
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from fractions import Fraction
@@ -325,8 +326,15 @@ def allocation_request(
     confirm_domain: str | None = None,
     acting_user,
     reason: str = "",
+    request_key: uuid.UUID | None = None,
 ) -> SeatAllocation:
-    """Ask for `quantity` seats of the line to be bound to the tenant; queue it or hold it for approval."""
+    """Ask for `quantity` seats of the line to be bound to the tenant; queue it or hold it for approval.
+
+    `request_key` names the form that asks: sent again (a double click, a page sent twice), it returns
+    the binding it asked for the first time, marked `repeated`, and asks for nothing more.
+    """
+    if request_key is not None and (earlier := _requested_with(request_key, order_line)) is not None:
+        return earlier
     agreement = order_line.order.agreement
     reason = (reason or "").strip()
     if tenant.customer_id != agreement.customer_id:
@@ -373,6 +381,9 @@ def allocation_request(
         # Rule 1: the check and the hold happen under the line's row lock (its order and agreement
         # are locked with it, so that what was checked above cannot move before it is fixed).
         line = OrderLine.objects.select_for_update().select_related("order__agreement").get(pk=order_line.pk)
+        # The same form sent twice at once: the second waited for the line's lock, and finds the first's binding.
+        if request_key is not None and (earlier := _requested_with(request_key, order_line)) is not None:
+            return earlier
         if quantity > line.seats_left:
             raise ValidationError(_seats_left_message(line, quantity), code="seats_exhausted")
         _refuse_part_of_a_renewal(line, quantity)
@@ -409,6 +420,7 @@ def allocation_request(
             order_line=line,
             tenant=locked_tenant,
             quantity=quantity,
+            request_key=request_key,
             requested_by=acting_user,
             reason=reason,
             approval_reasons=approval_reasons,
@@ -423,6 +435,20 @@ def allocation_request(
             allocation_enqueue(allocation.pk)
     order_line.seats_allocated = line.seats_allocated
     return allocation
+
+
+def _requested_with(request_key: uuid.UUID, order_line: OrderLine) -> SeatAllocation | None:
+    """Return the binding the form named `request_key` already asked for, marked `repeated`, or None."""
+    earlier = SeatAllocation.objects.select_related("tenant").filter(request_key=request_key).first()
+    if earlier is None:
+        return None
+    if earlier.order_line_id != order_line.pk:
+        raise ValidationError(
+            "This form already asked for seats of another order line: nothing more was asked. Reload the page.",
+            code="request_key_reused",
+        )
+    earlier.repeated = True
+    return earlier
 
 
 def _refuse_part_of_a_renewal(line: OrderLine, quantity: int) -> None:

@@ -1,5 +1,8 @@
 """The binding flow in the admin: choose, confirm by typing, approve, watch, retry, reverse."""
 
+import re
+import uuid
+
 import pytest
 from django.urls import reverse
 
@@ -17,10 +20,15 @@ def test_new_seats_are_bound_by_typing_the_domain_then_approved(
     url = reverse("admin:licensing_orderline_bind", args=[new_line.pk])
     page = client.get(url, {"tenant": tenant.pk})
     assert str(tenant.tenant_id) in page.content.decode()
-    refused = client.post(url, {"tenant": tenant.pk, "quantity": 10, "confirm_domain": "wrong.onmicrosoft.com"})
+    key = re.search(r'name="request_key" value="([0-9a-f-]+)"', page.content.decode())[1]
+    refused = client.post(
+        url, {"tenant": tenant.pk, "quantity": 10, "confirm_domain": "wrong.onmicrosoft.com", "request_key": key}
+    )
     assert "is not this tenant&#x27;s default domain" in refused.content.decode()
     assert not SeatAllocation.objects.exists()
-    done = client.post(url, {"tenant": tenant.pk, "quantity": 10, "confirm_domain": tenant.default_domain})
+    done = client.post(
+        url, {"tenant": tenant.pk, "quantity": 10, "confirm_domain": tenant.default_domain, "request_key": key}
+    )
     allocation = SeatAllocation.objects.get()
     assert done.url == reverse("admin:redemption_seatallocation_status", args=[allocation.pk])
     assert allocation.status == SeatAllocation.Status.AWAITING_APPROVAL
@@ -35,6 +43,45 @@ def test_new_seats_are_bound_by_typing_the_domain_then_approved(
     status = client.get(reverse("admin:redemption_seatallocation_status", args=[allocation.pk])).content.decode()
     assert 'data-status="bound"' in status
     assert "Approved and queued for binding" in status
+
+
+def test_the_bind_form_sent_twice_asks_for_its_seats_once(client, new_line, tenant, processor):
+    client.force_login(processor)
+    url = reverse("admin:licensing_orderline_bind", args=[new_line.pk])
+    form = {"tenant": tenant.pk, "quantity": 10, "confirm_domain": tenant.default_domain, "request_key": uuid.uuid4()}
+
+    first = client.post(url, form)
+    again = client.post(url, form, follow=True)
+
+    allocation = SeatAllocation.objects.get()
+    assert allocation.quantity == 10
+    assert first.url == again.redirect_chain[0][0]
+    assert "This form was already sent: its 10 seat(s)" in again.content.decode()
+    new_line.refresh_from_db()
+    assert new_line.seats_allocated == 10
+
+
+def test_a_bind_form_without_its_key_asks_for_nothing(client, new_line, tenant, processor):
+    client.force_login(processor)
+    url = reverse("admin:licensing_orderline_bind", args=[new_line.pk])
+
+    page = client.post(url, {"tenant": tenant.pk, "quantity": 10, "confirm_domain": tenant.default_domain})
+
+    assert "This form is incomplete or out of date: nothing was asked" in page.content.decode()
+    assert not SeatAllocation.objects.exists()
+
+
+def test_a_form_key_used_for_one_line_asks_nothing_for_another(client, new_line, tenant, processor, agreement, product):
+    other = line_of(agreement, product, OrderLine.Kind.NEW, 5)
+    client.force_login(processor)
+    key = uuid.uuid4()
+    form = {"tenant": tenant.pk, "quantity": 2, "confirm_domain": tenant.default_domain, "request_key": key}
+    client.post(reverse("admin:licensing_orderline_bind", args=[new_line.pk]), form)
+
+    page = client.post(reverse("admin:licensing_orderline_bind", args=[other.pk]), form)
+
+    assert "already asked for seats of another order line" in page.content.decode()
+    assert not SeatAllocation.objects.filter(order_line=other).exists()
 
 
 def test_tenants_of_other_customers_are_not_offered(client, new_line, tenant, processor):

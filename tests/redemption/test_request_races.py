@@ -1,6 +1,7 @@
 """Two people binding seats of one agreement at the same moment: the affinity rule and four eyes still hold."""
 
 import threading
+import uuid
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -97,3 +98,20 @@ def test_with_a_reason_the_one_that_lost_the_race_waits_for_a_supervisor(
         (Status.AWAITING_APPROVAL, (f"Affinity override: the agreement's seats are on {winner}",)),
         (Status.QUEUED, ()),
     ]
+
+
+def test_the_same_form_sent_twice_at_once_asks_for_its_seats_once(
+    monkeypatch, agreement, product, two_tenants, make_user
+):
+    line = line_of(agreement, product, OrderLine.Kind.NEW, 10)
+    clerk = make_user("clerk")
+    key = uuid.uuid4()
+    outcomes = both_at_once(
+        monkeypatch,
+        [ask(line, two_tenants[0], clerk, request_key=key), ask(line, two_tenants[0], clerk, request_key=key)],
+    )
+    assert all(isinstance(o, SeatAllocation) for o in outcomes), outcomes
+    assert outcomes[0].pk == outcomes[1].pk
+    assert sorted([outcomes[0].repeated, outcomes[1].repeated]) == [False, True]
+    assert SeatAllocation.objects.count() == 1
+    assert OrderLine.objects.get(pk=line.pk).seats_allocated == 5

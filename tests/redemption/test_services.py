@@ -1,5 +1,6 @@
 """The binding services: refusals, four eyes, the seat-day maths, binding and reversal."""
 
+import uuid
 from datetime import date, timedelta
 
 import pytest
@@ -399,7 +400,7 @@ def test_a_renewal_is_bound_whole_never_a_term_per_part(
         services.allocation_request(order_line=line, tenant=tenant, quantity=10, acting_user=processor)
     client.force_login(processor)
     url = reverse("admin:licensing_orderline_bind", args=[line.pk]) + f"?tenant={tenant.pk}"
-    page = client.post(url, {"tenant": tenant.pk, "quantity": 10}).content.decode()
+    page = client.post(url, {"tenant": tenant.pk, "quantity": 10, "request_key": uuid.uuid4()}).content.decode()
     assert "bound whole, not 10 seat(s) of it" in page
     assert not SeatAllocation.objects.filter(order_line=line).exists()
     assert 'type="hidden" name="quantity" value="50"' in client.get(url).content.decode()
