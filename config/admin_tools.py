@@ -142,6 +142,8 @@ class GuardedDoorsMixin:
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None:
+            fields += [name for name in getattr(obj, "identity_fields", ()) if name not in fields]
         if obj is not None and getattr(obj, "fixed_reason", None) and obj.fixed_reason():
             fields += [name for name in obj.fixed_fields if name not in fields]
         return fields

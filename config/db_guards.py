@@ -17,16 +17,16 @@ def _run_on_postgresql(sql: str) -> Callable:
     return run
 
 
-def _guard_trigger(table: str, body: str) -> tuple:
+def _guard_trigger(table: str, body: str, *, suffix: str = "guard", events: str = "UPDATE OR DELETE") -> tuple:
     """Return (forward, backward) operations installing `body` as the table's BEFORE UPDATE OR DELETE guard."""
-    name = f"{table}_guard"
+    name = f"{table}_{suffix}"
     forward = f"""
 CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 {body}
 END $$;
 DROP TRIGGER IF EXISTS {name} ON {table};
-CREATE TRIGGER {name} BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION {name}();
+CREATE TRIGGER {name} BEFORE {events} ON {table} FOR EACH ROW EXECUTE FUNCTION {name}();
 """
     backward = f"DROP TRIGGER IF EXISTS {name} ON {table}; DROP FUNCTION IF EXISTS {name}();"
     return _run_on_postgresql(forward), _run_on_postgresql(backward)
@@ -72,6 +72,20 @@ def fixed_once_in_use(
       USING ERRCODE = '23000';
   END IF;{raised}
   RETURN NEW;""",
+    )
+
+
+def fixed_for_good(table: str, columns: Iterable[str], *, label: str) -> tuple:
+    """Return (forward, backward) operations: `columns` never change once the row exists, in use or not."""
+    columns = list(columns)
+    return _guard_trigger(
+        table,
+        f"""  IF {_changed(columns)} THEN
+    RAISE EXCEPTION '{label} %: its {", ".join(columns)} never change', OLD.id USING ERRCODE = '23000';
+  END IF;
+  RETURN NEW;""",
+        suffix="identity",
+        events="UPDATE",
     )
 
 

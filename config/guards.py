@@ -7,7 +7,9 @@ A model mixes in `GuardedRow` (before `models.Model`) and declares:
 - `fixed_fields`: what may not change once the row is in use (a tenant's identity, an order's agreement);
 - `service_fields`: columns only the services write (counters, flags, a confirmed identity). A save
   that does not name them keeps what is stored, so a form opened before a binding cannot undo it;
-- `watched_fields`: further stored values `extra_guard_errors` compares with (a line's quantity).
+- `watched_fields`: further stored values `extra_guard_errors` compares with (a line's quantity);
+- `identity_fields`: what never changes once the row exists, in use or not (an agreement's customer),
+  refused with `identity_message`.
 
 Forms see a refusal as field errors from `clean_fields()`, with nothing written; every other caller
 gets `RowGuardError` from `save()`, which checks under the row's lock. `delete()` is refused while
@@ -35,11 +37,16 @@ class GuardedRow:
     fixed_fields: tuple[str, ...] = ()
     service_fields: tuple[str, ...] = ()
     watched_fields: tuple[str, ...] = ()
+    identity_fields: tuple[str, ...] = ()
 
     # --- what a model says about itself ---------------------------------------------------------
 
     def fixed_message(self, since: datetime) -> str:
         """Return the one-line reason the fixed fields cannot change (the model words it)."""
+        raise NotImplementedError
+
+    def identity_message(self, stored: dict[str, Any]) -> str:
+        """Return why the identity fields never change (the model words it, naming what is stored)."""
         raise NotImplementedError
 
     def extra_guard_errors(self, stored: dict[str, Any]) -> dict[str, str]:
@@ -82,6 +89,8 @@ class GuardedRow:
         if stored is None:
             return {}
         errors = dict(self.extra_guard_errors(stored))
+        for name in self._changed(stored, self.identity_fields):
+            errors.setdefault(name, self.identity_message(stored))
         since = stored[self._attname(self.in_use_field)]
         if since:
             for name in self._changed(stored, self.fixed_fields):
@@ -141,6 +150,7 @@ class GuardedRow:
 
     def _stored(self, *, lock: bool) -> dict[str, Any] | None:
         names = {self.in_use_field, *self.fixed_fields, *self.service_fields, *self.watched_fields}
+        names |= set(self.identity_fields)
         rows = type(self)._base_manager.filter(pk=self.pk)
         if lock:
             rows = rows.select_for_update()

@@ -37,13 +37,20 @@ PROGRAM_TERM_YEARS = {Program.OL: 2, Program.OV: 3, Program.OVS: 3}
 class Agreement(GuardedRow, models.Model):
     fixed_fields = ("customer", "program", "number")
     service_fields = ("seats_requested_at",)
+    # An agreement number belongs to exactly one customer, for good: its orders and tenants follow from it.
+    identity_fields = ("customer",)
 
     program = models.CharField(max_length=3, choices=Program.choices)
     number = models.CharField(
         "agreement number", max_length=32, help_text="OL: the Authorization Number; OV/OVS: the agreement number."
     )
     authorization_number = models.CharField(max_length=32, blank=True)
-    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="agreements")
+    customer = models.ForeignKey(
+        Customer,
+        on_delete=models.PROTECT,
+        related_name="agreements",
+        help_text="An agreement number belongs to exactly one customer, for good: set when the agreement is added.",
+    )
     partner = models.ForeignKey(
         Partner, on_delete=models.PROTECT, related_name="agreements", help_text="Partner of record."
     )
@@ -110,6 +117,14 @@ class Agreement(GuardedRow, models.Model):
         return (
             f"Seats have been requested under this agreement since {local_day(since)}: its customer, program "
             "and number are fixed."
+        )
+
+    def identity_message(self, stored) -> str:
+        owner = Customer.objects.filter(pk=stored["customer_id"]).first()
+        return (
+            f"Agreement {self.number} belongs to {owner}, for good: an agreement number belongs to exactly one "
+            "customer, and its orders and tenants follow from it. Added to the wrong customer by mistake? Delete it "
+            "while no order names it, and add it again."
         )
 
     @staticmethod

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import pytest
 from django.contrib import admin
+from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 
+from config.guards import RowGuardError
 from licensing.models import Agreement, Order, OrderLine, Product
 from redemption import binding, services
 from redemption.models import RenewalSchedule, SandboxSubscription, SeatAllocation, Subscription
@@ -390,3 +392,35 @@ def test_a_form_opened_before_a_binding_cannot_undo_its_seat_count(desk, as_role
     assert response.status_code == 302
     line.refresh_from_db()
     assert (line.seats_allocated, line.quantity, line.ends_on) == (4, 5, ends_on)
+
+
+@pytest.mark.parametrize("role", ROLES, ids=["processor", "supervisor", "superuser"])
+def test_an_agreement_never_moves_to_another_customer_even_before_any_seats(desk, as_role, role):
+    # Litware's agreement has an open order and no seats requested: still its customer's for good.
+    client = as_role(role)
+    agreement = desk.litware_agreement
+    url = _url(Agreement, "change", agreement.pk)
+    page = client.get(url)
+    data = change_form_data(page)
+    assert "customer" not in data
+    assert "An agreement number belongs to exactly one customer, for good" in page.content.decode()
+
+    client.post(url, {**data, "customer": desk.northwind.pk})
+
+    agreement.refresh_from_db()
+    assert agreement.customer_id == desk.litware.pk
+
+
+def test_an_agreements_customer_is_refused_by_the_row_and_the_database(desk):
+    agreement = Agreement.objects.get(pk=desk.litware_agreement.pk)
+    agreement.customer = desk.northwind
+    with pytest.raises(RowGuardError, match=f"Agreement {agreement.number} belongs to Litware, for good"):
+        agreement.save()
+    if connection.vendor == "postgresql":
+        with pytest.raises(IntegrityError, match="its customer_id never change"), transaction.atomic():
+            Agreement.objects.filter(pk=agreement.pk).update(customer=desk.northwind)
+    assert Agreement.objects.get(pk=agreement.pk).customer_id == desk.litware.pk
+    # What is not its identity may still be corrected.
+    agreement.refresh_from_db()
+    agreement.number = "V7654321"
+    agreement.save()
