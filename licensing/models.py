@@ -12,7 +12,8 @@ from django.db.models.functions import Upper
 from simple_history.models import HistoricalRecords
 
 from config.guards import GuardedRow, local_day
-from tenants.models import Customer, Partner
+from tenants.models import Customer, Partner, Tenant
+from tenants.validators import normalize_domain, validate_default_domain
 
 
 def seats_requested_field(what: str) -> models.DateTimeField:
@@ -203,6 +204,28 @@ class Order(GuardedRow, models.Model):
 
     def __str__(self) -> str:
         return self.license_number
+
+    def clean(self) -> None:
+        super().clean()
+        if not self.suggested_tenant_domain:
+            return
+        # As the order sheet import holds it: a reseller's suggestion names a tenant of the order's own customer.
+        self.suggested_tenant_domain = domain = normalize_domain(self.suggested_tenant_domain)
+        try:
+            validate_default_domain(domain)
+        except ValidationError as exc:
+            raise ValidationError({"suggested_tenant_domain": exc.messages}) from None
+        if self.agreement_id is None:
+            return
+        owner = Tenant.objects.filter(default_domain=domain).select_related("customer").first()
+        customer_id = Agreement.objects.filter(pk=self.agreement_id).values_list("customer_id", flat=True).first()
+        if owner is not None and owner.customer_id != customer_id:
+            raise ValidationError(
+                {
+                    "suggested_tenant_domain": f"Tenant {domain} belongs to customer {owner.customer}, not to this "
+                    "order's customer: seats only go to a tenant of the agreement's own customer."
+                }
+            )
 
     def fixed_message(self, since) -> str:
         return (

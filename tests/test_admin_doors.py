@@ -424,3 +424,24 @@ def test_an_agreements_customer_is_refused_by_the_row_and_the_database(desk):
     agreement.refresh_from_db()
     agreement.number = "V7654321"
     agreement.save()
+
+
+def test_an_orders_suggested_tenant_is_one_of_its_own_customers(desk, as_role):
+    client = as_role("Order processor")
+    url = _url(Order, "change", desk.open_order.pk)
+    data = change_form_data(client.get(url))
+
+    # Litware's order, pointing at Northwind's tenant: the work queue would offer it.
+    foreign = client.post(url, {**data, "suggested_tenant_domain": desk.tenant.default_domain})
+    garbled = client.post(url, {**data, "suggested_tenant_domain": "not a domain"})
+
+    assert foreign.status_code == 200
+    assert "belongs to customer Northwind Traders, not to this order&#x27;s customer" in foreign.content.decode()
+    assert garbled.status_code == 200
+    assert "is not a default tenant domain" in garbled.content.decode()
+    desk.open_order.refresh_from_db()
+    assert desk.open_order.suggested_tenant_domain == ""
+    own = client.post(url, {**data, "suggested_tenant_domain": " LitwareInc.onmicrosoft.com "})
+    assert own.status_code == 302
+    desk.open_order.refresh_from_db()
+    assert desk.open_order.suggested_tenant_domain == "litwareinc.onmicrosoft.com"
