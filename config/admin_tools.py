@@ -11,12 +11,13 @@ lookup on the changelist's own table.
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import IntegrityError, connections
 from django.db.models import Model, ProtectedError, Q
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.functional import cached_property
 from simple_history.admin import SimpleHistoryAdmin
@@ -30,15 +31,38 @@ ID_LIST_LIMIT = 5000
 LOOKUPS = {"=": "exact", "^": "istartswith", "@": "search"}
 
 
+# The largest id PostgreSQL's bigint holds: a longer number in an address names no row.
+ID_MAX = 2**63 - 1
+
+
+def row_id(value) -> int | None:
+    """Return an id typed in an address or a form as a number, or None where it cannot name a row ("²", "abc")."""
+    text = str(value if value is not None else "").strip()
+    if not (text.isascii() and text.isdigit()) or int(text) > ID_MAX:
+        return None
+    return int(text)
+
+
+def address_id(object_id, what: str) -> int:
+    """Return the id in an admin address, or answer 404 where it cannot name a row ("abc")."""
+    value = row_id(unquote(str(object_id)))
+    if value is None:
+        raise Http404(f"No {what} has this number.")
+    return value
+
+
 def _term_for(model: type[Model], path: list[str], term: str):
     """Return `term` converted for the field at the end of `path`, or None where it cannot match."""
     field = model._meta.get_field(path[0])
     if len(path) > 1:
         return _term_for(field.related_model, path[1:], term)
     try:
-        return field.to_python(term)
-    except ValidationError:
+        value = field.to_python(term)
+        # What the database would refuse for this column (a name searched in an address column) cannot match.
+        field.get_db_prep_value(value, connections[model.objects.db], prepared=False)
+    except (ValidationError, ValueError, TypeError):
         return None
+    return value
 
 
 def _ids(queryset, column: str = "pk"):
@@ -244,6 +268,8 @@ class HistoryVersionsReadOnlyMixin:
     """
 
     def history_form_view(self, request, object_id, version_id, extra_context=None):
+        if self.get_object(request, unquote(object_id)) is None or row_id(version_id) is None:
+            raise Http404("No such version of this record.")
         if request.method not in ("GET", "HEAD"):
             if not self.has_change_permission(request, self.get_object(request, unquote(object_id))):
                 # Someone who may not change the record is refused outright, as on its own page.
@@ -268,6 +294,33 @@ class HistoryVersionsReadOnlyMixin:
         return True
 
 
+class SafeAutocompleteSelect(AutocompleteSelect):
+    """Django's autocomplete box; a posted value that cannot be a key ("abc") is left out when the form is
+    drawn again with its error ("Select a valid choice"), instead of failing the page's look-up."""
+
+    def optgroups(self, name, value, attr=None):
+        return super().optgroups(name, [v for v in value if _can_be_key(self.field.target_field, v)], attr)
+
+
+def _can_be_key(field, value) -> bool:
+    if field.get_internal_type() in {"AutoField", "BigAutoField", "IntegerField", "BigIntegerField"}:
+        return row_id(value) is not None
+    try:
+        field.to_python(value)
+    except (ValidationError, ValueError, TypeError):
+        return False
+    return True
+
+
+class SafeAutocompleteMixin:
+    """Every autocomplete field of an admin page or inline uses SafeAutocompleteSelect."""
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if "widget" not in kwargs and db_field.name in self.get_autocomplete_fields(request):
+            kwargs["widget"] = SafeAutocompleteSelect(db_field, self.admin_site, using=kwargs.get("using"))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
 class GuardedInlineFormSet(BaseInlineFormSet):
     """An inline whose rows refuse to be deleted while seats depend on them, with the row's reason."""
 
@@ -283,19 +336,26 @@ class GuardedInlineFormSet(BaseInlineFormSet):
             raise ValidationError([refusal for refusal in refusals if refusal])
 
 
-class GuardedInline(admin.TabularInline):
+class GuardedInline(SafeAutocompleteMixin, admin.TabularInline):
     """An inline that goes through the same row guards as the object's own page."""
 
     formset = GuardedInlineFormSet
 
 
 class BackOfficeModelAdmin(
-    ActionPermissionMixin, BackOfficeListMixin, GuardedDoorsMixin, HistoryVersionsReadOnlyMixin, SimpleHistoryAdmin
+    SafeAutocompleteMixin,
+    ActionPermissionMixin,
+    BackOfficeListMixin,
+    GuardedDoorsMixin,
+    HistoryVersionsReadOnlyMixin,
+    SimpleHistoryAdmin,
 ):
     """A back-office list whose objects keep their history."""
 
 
-class BackOfficeListAdmin(ActionPermissionMixin, BackOfficeListMixin, GuardedDoorsMixin, admin.ModelAdmin):
+class BackOfficeListAdmin(
+    SafeAutocompleteMixin, ActionPermissionMixin, BackOfficeListMixin, GuardedDoorsMixin, admin.ModelAdmin
+):
     """A back-office list of records without a history of their own (proxies, delivery logs)."""
 
 

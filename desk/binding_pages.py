@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
+from config.admin_tools import row_id
 from desk.models import BindingBatch
 from licensing.models import Agreement, Order, OrderLine
 from redemption import services
@@ -281,13 +282,14 @@ def tenant_add_view(model_admin: ModelAdmin, request: HttpRequest) -> HttpRespon
     """Find the customer whose tenant is recorded, then record it on its page: nothing is written here."""
     if not model_admin.has_add_permission(request):
         raise PermissionDenied
-    customer_id = request.GET.get("customer") or request.POST.get("customer") or ""
-    customer = Customer.objects.filter(pk=customer_id).first() if customer_id.isdigit() else None
+    customer_id = row_id(request.GET.get("customer") or request.POST.get("customer"))
+    customer = Customer.objects.filter(pk=customer_id).first() if customer_id is not None else None
     if customer is not None:
         domain = (request.GET.get("domain") or request.POST.get("default_domain") or "").strip()
         query = f"?{urlencode({'domain': domain})}" if domain else ""
         return HttpResponseRedirect(reverse("admin:redemption_tenant_record", args=[customer.pk]) + query)
-    q = (request.GET.get("q") or "").strip()
+    # A NUL cannot be in a name (PostgreSQL refuses it in text): it is dropped, as the look-up page does.
+    q = (request.GET.get("q") or "").replace("\x00", "").strip()
     customers = list(Customer.objects.filter(name__icontains=q).order_by("name")[:20]) if q else []
     return TemplateResponse(
         request,

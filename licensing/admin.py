@@ -3,13 +3,13 @@ from datetime import timedelta
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
-from django.http import Http404, HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
 from rangefilter.filters import DateRangeFilter
 
-from config.admin_tools import BackOfficeListAdmin, BackOfficeModelAdmin, GuardedInline
+from config.admin_tools import BackOfficeListAdmin, BackOfficeModelAdmin, GuardedInline, address_id
 from licensing.admin_import import SheetImportExportMixin
 from licensing.models import Agreement, ImportJob, Order, OrderLine, Product
 from licensing.resources import AgreementSheetResource, OrderResource, OrderSheetResource
@@ -82,7 +82,7 @@ class EndingSoonFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         today = timezone.localdate()
         value = self.value() or ""
-        if value.startswith("within") and value[6:].isdigit():
+        if value in {"within30", "within60", "within90"}:
             return queryset.filter(
                 **{f"{self.field}__gte": today, f"{self.field}__lte": today + timedelta(days=int(value[6:]))}
             )
@@ -247,9 +247,7 @@ class ImportJobAdmin(BackOfficeListAdmin):
         return False
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        if not str(object_id).isdigit():
-            raise Http404("No import job has this number.")
-        job = get_object_or_404(ImportJob, pk=object_id)
+        job = get_object_or_404(ImportJob, pk=address_id(object_id, "import job"))
         error_lines = job.error_lines()
         progress = import_job_progress(job=job)
         extra_context = {

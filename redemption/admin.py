@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from rangefilter.filters import DateRangeFilter
 
-from config.admin_tools import BackOfficeModelAdmin, ReadOnlyAdminMixin
+from config.admin_tools import BackOfficeModelAdmin, ReadOnlyAdminMixin, address_id
 from licensing.admin import AgeFilter, EndingSoonFilter
 from licensing.admin_import import SafeExportMixin
 from redemption import services
@@ -211,7 +211,8 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         # A binding's own page says what happened to it in words; the raw record stays in its history.
-        return HttpResponseRedirect(reverse("admin:redemption_seatallocation_status", args=[object_id]))
+        allocation_id = address_id(object_id, "binding")
+        return HttpResponseRedirect(reverse("admin:redemption_seatallocation_status", args=[allocation_id]))
 
     @admin.display(description="binding", ordering="id")
     def status_link(self, obj: SeatAllocation):

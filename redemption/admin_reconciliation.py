@@ -8,7 +8,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from config.admin_tools import BackOfficeListAdmin, ReadOnlyAdminMixin
+from config.admin_tools import BackOfficeListAdmin, ReadOnlyAdminMixin, address_id
 from config.queueing import enqueue_on_commit
 from licensing.admin import AgeFilter
 from redemption.models import Drift, ProviderCorrection, ReconciliationRun
@@ -66,7 +66,7 @@ class DriftAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         # A drift's page is where it is settled.
-        return HttpResponseRedirect(reverse("admin:redemption_drift_settle", args=[object_id]))
+        return HttpResponseRedirect(reverse("admin:redemption_drift_settle", args=[address_id(object_id, "drift")]))
 
     def get_urls(self):
         view = self.admin_site.admin_view(lambda request, pk: drift_settle_view(self, request, pk))
@@ -195,7 +195,7 @@ class ReconciliationRunAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
         return f"{run.tenants_done} of {run.tenants_total} tenants"
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        run = get_object_or_404(ReconciliationRun, pk=object_id)
+        run = get_object_or_404(ReconciliationRun, pk=address_id(object_id, "reconciliation run"))
         running = run.status in (ReconciliationRun.Status.PENDING, ReconciliationRun.Status.RUNNING)
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), "refresh": running})
 

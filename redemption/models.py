@@ -4,7 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
@@ -290,14 +290,26 @@ class RenewalSchedule(models.Model):
 
     @classmethod
     def load(cls) -> "RenewalSchedule":
-        """Return the schedule, creating it from RENEWAL_REMINDER_OFFSETS and RENEWAL_REMINDER_HOUR if missing."""
-        schedule, _ = cls.objects.get_or_create(
+        """Return the schedule, creating it from RENEWAL_REMINDER_OFFSETS and RENEWAL_REMINDER_HOUR if missing.
+
+        Whoever happens to open it first is not its author: its history says it came from the settings.
+        """
+        schedule = cls.objects.filter(pk=1).first()
+        if schedule is not None:
+            return schedule
+        schedule = cls(
             pk=1,
-            defaults={
-                "offsets": ",".join(str(offset) for offset in settings.RENEWAL_REMINDER_OFFSETS),
-                "send_hour": settings.RENEWAL_REMINDER_HOUR,
-            },
+            offsets=",".join(str(offset) for offset in settings.RENEWAL_REMINDER_OFFSETS),
+            send_hour=settings.RENEWAL_REMINDER_HOUR,
         )
+        schedule._history_user = None
+        schedule._change_reason = "Created from the settings RENEWAL_REMINDER_OFFSETS and RENEWAL_REMINDER_HOUR"
+        try:
+            with transaction.atomic():
+                schedule.save(force_insert=True)
+        except IntegrityError:
+            # Created meanwhile by another process (a worker's daily run, another page).
+            return cls.objects.get(pk=1)
         return schedule
 
     @property

@@ -280,6 +280,76 @@ def test_every_admin_page_of_every_model_answers_without_a_server_error(desk, as
                 assert response.status_code in (200, 403), f"{model.__name__} {view}: {response.status_code}"
 
 
+def test_addresses_and_searches_no_row_could_match_answer_without_a_server_error(desk, as_role):
+    """Typed or hand-edited addresses: a word where an id goes, a NUL, a number too big for any date."""
+    ours = [m for m in admin.site._registry if m._meta.app_label in {"tenants", "licensing", "redemption", "desk"}]
+    client = as_role(None)
+    odd = ["abc", "%C2%B2", "99999999999999999999"]
+    for model in ours:
+        obj = model._default_manager.order_by("pk").first()
+        base = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+        addresses = [f"{base}{value}/change/" for value in odd]
+        if obj is not None:
+            addresses += [f"{base}{obj.pk}/history/{value}/" for value in odd]
+        addresses += [f"{base}?q=clerk", f"{base}?q=%00", f"{base}?q=10.0.0.1"]
+        for address in addresses:
+            response = client.get(address, follow=True)
+            assert response.status_code in (200, 403, 404), f"{address}: {response.status_code}"
+    for address in [
+        "/admin/tenants/tenant/add/?customer=%C2%B2",
+        "/admin/tenants/tenant/add/?q=North%00wind",
+        "/admin/licensing/agreement/?ending=within99999999999",
+        "/admin/redemption/subscription/?ending=within99999999999",
+    ]:
+        assert client.get(address, follow=True).status_code == 200, address
+
+
+def test_a_version_that_is_not_a_number_is_not_found(desk, as_role):
+    client = as_role("Order processor")
+    for model, obj in [(Tenant, desk.tenant), (Order, desk.order), (SeatAllocation, desk.allocation)]:
+        assert (
+            client.get(f"/admin/{model._meta.app_label}/{model._meta.model_name}/{obj.pk}/history/abc/").status_code
+            == 404
+        )
+
+
+def test_sign_in_records_are_found_by_user_name(desk, as_role):
+    from desk.models import SignInEvent
+
+    SignInEvent.objects.create(kind=SignInEvent.Kind.LOCKED_OUT, username="clerk", ip_address="10.0.0.1")
+    client = as_role("Supervisor")
+    by_name = client.get("/admin/desk/signinevent/?q=clerk").content.decode()
+    by_address = client.get("/admin/desk/signinevent/?q=10.0.0.1").content.decode()
+    assert "1 result" in by_name and "1 result" in by_address
+    assert client.get("/admin/desk/lockedaccount/?q=clerk").status_code == 200
+
+
+def test_a_choice_that_is_not_even_an_id_is_a_form_error(desk, as_role):
+    client = as_role("Order processor")
+    url = _url(Customer, "change", desk.litware.pk)
+    data = change_form_data(client.get(url))
+
+    response = client.post(url, {**data, "partner": "abc"})
+
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    page = client.get(_url(Order, "change", desk.open_order.pk))
+    data = change_form_data(page)
+    response = client.post(
+        _url(Order, "change", desk.open_order.pk),
+        {**data, "agreement": "²", f"{inline_prefix(page, OrderLine)}-0-product": "x"},
+    )
+    assert response.status_code == 200
+
+
+def test_the_reminder_schedule_opened_first_by_a_clerk_is_not_written_in_their_name(as_role):
+    client = as_role("Order processor")
+    assert client.get("/admin/redemption/renewalschedule/", follow=True).status_code == 200
+    created = RenewalSchedule.history.get()
+    assert created.history_user is None
+    assert created.history_change_reason.startswith("Created from the settings")
+
+
 # --- each door of the issue, one by one -----------------------------------------------------------
 
 
