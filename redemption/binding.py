@@ -37,7 +37,13 @@ from redemption.gateway import (
 from redemption.gateway.base import OrderRequest, ProviderSubscription
 from redemption.models import PlanAction, SeatAllocation, Subscription
 from redemption.queue_head import queue_head, slot_lock_with_head
-from redemption.services import allocation_enqueue, allocation_preview, reversal_blockers, seats_release
+from redemption.services import (
+    allocation_enqueue,
+    allocation_preview,
+    drift_refusal,
+    reversal_blockers,
+    seats_release,
+)
 from redemption.statements import Change, Guard, Lease, Ref, slot_unlock, write_with_history
 from redemption.throttle import queue_drain_seconds
 
@@ -541,6 +547,10 @@ def _reverse_one(allocation: SeatAllocation) -> SeatAllocation:
             final=True,
         )
     subscription = Subscription.objects.get(pk=allocation.subscription_id)
+    # A drift found since the reversal was asked for: setting the old values back would overwrite it unseen.
+    refusal = drift_refusal(subscription, "reversing this binding")
+    if refusal:
+        return _fail(allocation, refusal, final=True)
     if allocation.plan_action == PlanAction.ORDER:
         steps = [("reverse-status", {"status": "suspended"})]
     else:

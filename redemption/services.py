@@ -21,7 +21,7 @@ from config.queueing import enqueue_on_commit
 from licensing.models import Agreement, Order, OrderLine, Product
 from redemption.gateway import ProviderError, ProviderFinal, ProviderNotFound, gateway_get
 from redemption.gateway.base import TenantIdentity
-from redemption.models import PlanAction, SeatAllocation, Subscription
+from redemption.models import Drift, PlanAction, SeatAllocation, Subscription
 from tenants.models import VERIFIED_FIELDS, Customer, Tenant
 from tenants.validators import normalize_domain, validate_default_domain
 
@@ -99,6 +99,26 @@ def blended_end(*, today: date, end: date, old_qty: int, added_qty: int, term_mo
     return today + timedelta(days=int(days + Fraction(1, 2)))
 
 
+def drift_refusal(subscription: Subscription, what: str) -> str:
+    """Return why `what` may not change the subscription now (an open drift says the provider holds it
+    differently: a change sent now would overwrite that unseen), or ""."""
+    drifts = list(
+        Drift.objects.filter(subscription=subscription, status=Drift.Status.OPEN, kind__in=Drift.PUSHABLE).order_by(
+            "pk"
+        )
+    )
+    if not drifts:
+        return ""
+    differences = "; ".join(
+        f"{d.get_kind_display().lower()}: ours {d.ours}, the provider's {d.provider}" for d in drifts
+    )
+    return (
+        f"The provider holds the subscription of {subscription.product} on {subscription.tenant.default_domain} "
+        f"differently from us ({differences}): {what} would overwrite that change. Settle the drift first "
+        "(Reconciliation > Drifts: take the provider's value, or push ours), then try again."
+    )
+
+
 @dataclass(frozen=True)
 class Preview:
     """What a proposed allocation will do to the subscription, as of `today`."""
@@ -143,6 +163,9 @@ def allocation_preview(
         subscription = subscription_for(agreement=order_line.order.agreement, product=product, tenant=tenant)
     if subscription is None:
         return Preview(PlanAction.ORDER, quantity, order_line.ends_on, "active", None, None, "", None)
+    refusal = drift_refusal(subscription, "these seats")
+    if refusal:
+        raise ValidationError(refusal, code="subscription_drifted")
     old_qty, old_end, old_status = subscription.quantity, subscription.term_end, subscription.status
     if old_status == Subscription.Status.SUSPENDED and order_line.kind != OrderLine.Kind.RENEWAL:
         if not released_by_reversal(subscription):
@@ -760,6 +783,9 @@ def allocation_reverse(*, allocation: SeatAllocation, acting_user, reason: str) 
                 "Ask the provider's support to change the subscription.",
                 code="reversal_window",
             )
+        refusal = drift_refusal(allocation.subscription, "reversing this binding") if allocation.subscription else ""
+        if refusal:
+            raise ValidationError(refusal, code="subscription_drifted")
         later = reversal_blockers(allocation)
         if later:
             raise ValidationError(

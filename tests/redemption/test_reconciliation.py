@@ -14,9 +14,10 @@ from django.urls import reverse
 
 from licensing.models import OrderLine
 from redemption import binding, services
-from redemption.models import Drift, ProviderCorrection, ReconciliationRun, Subscription
+from redemption.models import Drift, ProviderCorrection, ReconciliationRun, SeatAllocation, Subscription
 from redemption.reconciliation import runs
 from redemption.reconciliation import services as settle
+from redemption.statements import slot_unlock, subscription_lock
 from redemption.testing.provider_server import Fault, ProviderServer
 from tests.conftest import requires_postgres, requires_redis
 from tests.factories import (
@@ -386,16 +387,23 @@ def quantity_changed_in_the_portal(provider, desk, quantity: int) -> Drift:
 
 
 def test_a_correction_asked_before_a_binding_is_not_sent_over_it(desk, provider, processor, supervisor, make_user):
-    drift = quantity_changed_in_the_portal(provider, desk, 8)  # ours 10
-    correction = settle.drift_push(drift=drift, acting_user=processor, reason="Ten were bought")
-    # Four more seats bound meanwhile: 14 here and at the provider.
+    # Four more seats on their way (planned, their lock taken) when the portal change is found.
     line = OrderLineFactory(
         order=OrderFactory(agreement=desk["e3"].agreement),
         product=desk["e3"].product,
         quantity=4,
         kind=OrderLine.Kind.ADDITIONAL,
     )
-    bound(line, desk["main"], processor, supervisor)
+    allocation = services.allocation_request(order_line=line, tenant=desk["main"], quantity=4, acting_user=processor)
+    key = subscription_lock(subscription_id=desk["e3"].pk)
+    claimed = SeatAllocation.objects.get(pk=allocation.pk)
+    claimed.live_subscription_id = desk["e3"].pk
+    assert binding._claim(claimed)
+    slot_unlock(key)
+    drift = quantity_changed_in_the_portal(provider, desk, 8)  # ours 10
+    correction = settle.drift_push(drift=drift, acting_user=processor, reason="Ten were bought")
+    # The binding planned before the drift was found finishes: 14 here and at the provider.
+    assert binding.allocation_bind(allocation_id=allocation.pk).status == SeatAllocation.Status.BOUND
     assert held(provider, desk["e3"])["quantity"] == 14
 
     settle.correction_approve(correction=correction, acting_user=make_user("second-boss", "Supervisor"))
@@ -506,3 +514,63 @@ def test_accepting_a_drift_waits_for_a_binding_of_its_subscription_under_way(des
     assert done.wait(10)
     accepting.join()
     assert Subscription.objects.get(pk=desk["e3"].pk).status == Subscription.Status.SUSPENDED
+
+
+def added_seats(desk, quantity: int = 2) -> OrderLine:
+    return OrderLineFactory(
+        order=OrderFactory(agreement=desk["e3"].agreement),
+        product=desk["e3"].product,
+        quantity=quantity,
+        kind=OrderLine.Kind.ADDITIONAL,
+    )
+
+
+def test_seats_are_not_added_over_a_change_made_in_the_portal_until_the_drift_is_settled(
+    desk, provider, processor, supervisor
+):
+    drift = quantity_changed_in_the_portal(provider, desk, 12)  # ours 10: the customer added two in the portal
+    line = added_seats(desk)
+
+    with pytest.raises(ValidationError, match=r"differently from us \(quantity differs: ours 10, the provider's 12"):
+        services.allocation_request(order_line=line, tenant=desk["main"], quantity=2, acting_user=processor)
+
+    assert held(provider, desk["e3"])["quantity"] == 12
+    settle.drift_accept(drift=drift, acting_user=supervisor, reason="Customer added two in the portal")
+    bound(line, desk["main"], processor, supervisor)
+    assert held(provider, desk["e3"])["quantity"] == 14
+    reconcile()
+    assert not Drift.objects.filter(status=Drift.Status.OPEN, kind=Kind.QUANTITY).exists()
+    assert Drift.objects.get(pk=drift.pk).resolved_by == supervisor
+
+
+def test_a_binding_queued_before_the_drift_was_found_fails_with_the_reason_and_sends_nothing(desk, provider, processor):
+    allocation = services.allocation_request(
+        order_line=added_seats(desk), tenant=desk["main"], quantity=2, acting_user=processor
+    )
+    assert allocation.status == SeatAllocation.Status.QUEUED
+    with provider.lock:
+        held(provider, desk["e3"])["status"] = "suspended"
+    reconcile()
+    writes = provider.state.applied_writes
+
+    allocation = binding.allocation_bind(allocation_id=allocation.pk)
+
+    assert allocation.status == SeatAllocation.Status.FAILED
+    assert "status differs: ours active, the provider's suspended" in allocation.last_error
+    assert "Settle the drift first" in allocation.last_error
+    assert provider.state.applied_writes == writes
+    assert held(provider, desk["e3"])["status"] == "suspended"
+
+
+def test_a_binding_is_not_reversed_over_a_change_made_in_the_portal(desk, provider, supervisor):
+    allocation = desk["e5"].allocations.get()
+    quantity = held(provider, desk["e5"])["quantity"]
+    with provider.lock:
+        held(provider, desk["e5"])["quantity"] = quantity + 3
+    reconcile()
+
+    with pytest.raises(ValidationError, match="reversing this binding would overwrite that change"):
+        services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Wrong product")
+
+    assert held(provider, desk["e5"])["quantity"] == quantity + 3
+    assert SeatAllocation.objects.get(pk=allocation.pk).status == SeatAllocation.Status.BOUND
