@@ -244,6 +244,10 @@ class OrderStory:
     subscriptions: list[Subscription]
     events: list[StoryEvent]
     drifts: list[Drift] = field(default_factory=list)
+    # What the viewer may see, so that a section withheld is not mistaken for one with nothing in it.
+    sees_bindings: bool = True
+    sees_subscriptions: bool = True
+    sees_customer: bool = True
 
 
 def order_story(order: Order, *, user=None) -> OrderStory:
@@ -290,7 +294,16 @@ def order_story(order: Order, *, user=None) -> OrderStory:
         if sees(Drift)
         else []
     )
-    return OrderStory(order, lines, subscriptions, events, drifts)
+    return OrderStory(
+        order,
+        lines,
+        subscriptions,
+        events,
+        drifts,
+        sees_bindings=sees(SeatAllocation),
+        sees_subscriptions=sees(Subscription),
+        sees_customer=user is None or user.has_perm("tenants.view_customer"),
+    )
 
 
 __all__ = ["LookupHit", "OrderStory", "StoryEvent", "lookup_anything", "may_view", "order_story"]

@@ -150,6 +150,13 @@ def test_order_story_shows_bindings_only_to_who_may_view_them(client, make_user,
     # Which tenant got the seats, who asked, the provider's subscription: the bindings' own pages ask more.
     assert "adventureworks.onmicrosoft.com" not in page.text
     assert not order_story(order, user=orders_only).lines[0].story_allocations
+    # Withheld is not the same as nothing: the line's seats were requested and bound.
+    assert "not yet requested" not in page.text and "None yet." not in page.text
+    assert "not shown: seeing bindings needs its own permission" in page.text
+    assert "Not shown: seeing subscriptions needs its own permission." in page.text
+    customer = order.agreement.customer
+    assert customer.email not in page.text
+    assert reverse("admin:tenants_customer_change", args=[customer.pk]) not in page.text
 
 
 def test_hand_made_requests_get_answers_not_error_pages(client, superuser, desk):
