@@ -128,16 +128,43 @@ def drift_settle_view(model_admin, request: HttpRequest, pk: int) -> HttpRespons
 class ProviderCorrectionAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
     """Our values of drifted subscriptions on their way to the provider, approved by a second supervisor."""
 
-    list_display = ["__str__", "changes", "status", "requested_by", "approved_by", "reason", "last_error", "created_at"]
+    list_display = [
+        "__str__",
+        "changes_sent",
+        "status",
+        "requested_by",
+        "approved_by",
+        "reason",
+        "last_error",
+        "created_at",
+    ]
     list_select_related = ["subscription__product", "subscription__tenant", "requested_by", "approved_by"]
     list_filter = ["status"]
     ordering = ["-created_at", "-id"]
     actions = ["approve_selected", "reject_selected"]
 
+    @admin.display(description="sent")
+    def changes_sent(self, correction: ProviderCorrection) -> str:
+        return correction.changes_text
+
     @admin.action(description="Approve the selected corrections", permissions=["supervisor"])
     def approve_selected(self, request, queryset):
+        """Show what goes to the provider and ask once more: a correction sent cannot be called back."""
+        selected = list(queryset.select_related("subscription__product", "subscription__tenant", "requested_by")[:200])
+        if "apply" not in request.POST:
+            return TemplateResponse(
+                request,
+                "admin/redemption/correction_approve.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": f"Send {len(selected)} correction(s) to the provider?",
+                    "opts": self.model._meta,
+                    "corrections": selected,
+                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                },
+            )
         done = 0
-        for correction in queryset[:200]:
+        for correction in selected:
             try:
                 settle.correction_approve(correction=correction, acting_user=request.user)
                 done += 1
@@ -145,6 +172,7 @@ class ProviderCorrectionAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
                 self.message_user(request, f"Correction {correction.pk}: {' '.join(exc.messages)}", messages.ERROR)
         if done:
             self.message_user(request, f"{done} correction(s) approved and queued.")
+        return None
 
     @admin.action(description="Reject the selected corrections (one reason for all)", permissions=["supervisor"])
     def reject_selected(self, request, queryset):

@@ -262,7 +262,7 @@ def order_story(order: Order, *, user=None) -> OrderStory:
     by_line: dict[int, list[SeatAllocation]] = {line.pk: [] for line in lines}
     all_allocations = list(
         SeatAllocation.objects.filter(order_line__order=order)
-        .select_related("tenant", "requested_by", "approved_by", "subscription")
+        .select_related("tenant", "requested_by", "approved_by", "reversal_requested_by", "subscription")
         .order_by("created_at")
         if sees(SeatAllocation)
         else []

@@ -304,7 +304,14 @@ def test_only_another_supervisor_approves_a_correction_from_the_list(desk, proce
     correction.refresh_from_db()
     assert (correction.status, correction.approved_by) == (ProviderCorrection.Status.AWAITING_APPROVAL, None)
     second = make_user("second", "Supervisor")
-    response = run_action(login(second), ProviderCorrection, "approve_selected", [correction.pk], index="0")
+    client = login(second)
+    # What goes to the provider is shown, in words, and asked once more: nothing is approved yet.
+    confirm = run_action(client, ProviderCorrection, "approve_selected", [correction.pk], index="0")
+    assert confirm.status_code == 200
+    assert "quantity 15" in confirm.text and "cannot be called back" in confirm.text
+    correction.refresh_from_db()
+    assert correction.status == ProviderCorrection.Status.AWAITING_APPROVAL
+    response = run_action(client, ProviderCorrection, "approve_selected", [correction.pk], apply="1")
     assert response.status_code == 302
     correction.refresh_from_db()
     assert (correction.status, correction.approved_by) == (ProviderCorrection.Status.QUEUED, second)

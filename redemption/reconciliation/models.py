@@ -188,3 +188,12 @@ class ProviderCorrection(models.Model):
 
     def __str__(self) -> str:
         return f"Correction #{self.pk} of {self.subscription}"
+
+    # The provider's field names, as staff read them.
+    CHANGE_LABELS = {"quantity": "quantity", "commitmentEndDate": "term end", "status": "status"}
+
+    @property
+    def changes_text(self) -> str:
+        """What is sent, in words: "quantity 10, term end 2027-06-30"."""
+        changes = self.changes if isinstance(self.changes, dict) else {}
+        return ", ".join(f"{self.CHANGE_LABELS.get(name, name)} {value}" for name, value in changes.items())

@@ -19,7 +19,7 @@ from redemption.reconciliation import runs
 from redemption.reconciliation import services as settle
 from redemption.statements import slot_unlock, subscription_lock
 from redemption.testing.provider_server import Fault, ProviderServer
-from tests.conftest import requires_postgres, requires_redis
+from tests.conftest import StaffClient, requires_postgres, requires_redis
 from tests.factories import (
     AgreementFactory,
     CustomerFactory,
@@ -217,6 +217,12 @@ def test_pushing_ours_goes_through_a_supervisor_and_the_worker(
     assert len({c["request_id"] for c in patches}) == 1  # the retry was the same request
     drift.refresh_from_db()
     assert drift.status == Drift.Status.PUSHED
+    # The drift's page names who asked and who let it go, and what was sent, in words.
+    client = StaffClient()
+    client.force_login(second)
+    page = client.get(reverse("admin:redemption_drift_settle", args=[drift.pk])).text
+    assert f"Ours pushed to the provider, approved by {second}" in page
+    assert f"term end {desk['e3'].term_end.isoformat()}: Sent to the provider (asked by {supervisor}" in page
 
 
 def test_a_drift_whose_correction_is_on_its_way_is_not_settled_another_way_until_it_is_rejected(

@@ -78,7 +78,8 @@ def test_order_story_shows_lines_seats_and_who_did_what(client, superuser, desk)
     allocation._history_user = superuser
     allocation._change_reason = "customer asked to undo"
     allocation.transition_to(SeatAllocation.Status.REVERSING)
-    allocation.save(update_fields=["status"])
+    allocation.reversal_requested_by = superuser
+    allocation.save(update_fields=["status", "reversal_requested_by"])
     allocation.transition_to(SeatAllocation.Status.REVERSED)
     allocation.save(update_fields=["status"])
 
@@ -97,6 +98,9 @@ def test_order_story_shows_lines_seats_and_who_did_what(client, superuser, desk)
     assert page.status_code == 200
     assert "adventureworks.onmicrosoft.com" in page.text
     assert "customer asked to undo" in page.text
+    # Who asked for the seats and who reversed them are not the same person, and the story says so.
+    assert f"requested by {allocation.requested_by}" in page.text
+    assert f"reversed by {superuser}" in page.text
 
 
 def test_order_story_needs_view_permission(client, make_user, desk):
