@@ -200,14 +200,29 @@ class WorkQueueAdmin(BindsSeatsMixin, OrderLineAdmin):
         )
         same_product = live.filter(product=OuterRef("product")).values("tenant__default_domain")[:1]
         any_product = live.order_by("-created_at", "-id").values("tenant__default_domain")[:1]
+        # The line's last binding whose seats came back (rejected, reversed): the queue says why.
+        released = (
+            SeatAllocation.objects.filter(order_line=OuterRef("pk"), status__in=SeatAllocation.RELEASED)
+            .order_by("-updated_at", "-id")
+            .values("pk")[:1]
+        )
         return (
             super()
             .get_queryset(request)
-            .annotate(proposed_domain=Coalesce(Subquery(same_product), Subquery(any_product)))
+            .annotate(
+                proposed_domain=Coalesce(Subquery(same_product), Subquery(any_product)),
+                released_id=Subquery(released),
+            )
         )
 
     def get_changelist_instance(self, request):
         changelist = super().get_changelist_instance(request)
+        lines = list(changelist.result_list)
+        ids = [line.released_id for line in lines if line.released_id]
+        released = SeatAllocation.objects.select_related("reversal_requested_by").in_bulk(ids) if ids else {}
+        for line in lines:
+            line.released = released.get(line.released_id)
+        changelist.result_list = lines
         changelist.order_heads = []
         if request.GET.get(GroupByOrderFilter.parameter_name) == "order":
             # The page's lines, each order's together where the order first comes in the chosen sort.
@@ -234,7 +249,17 @@ class WorkQueueAdmin(BindsSeatsMixin, OrderLineAdmin):
 
     @admin.display(description="seats left")
     def seats(self, obj: OrderLine) -> str:
-        return f"{obj.seats_left} of {obj.quantity}"
+        released = getattr(obj, "released", None)
+        if released is None or obj.seats_left <= 0:
+            return f"{obj.seats_left} of {obj.quantity}"
+        # Seats a supervisor sent back are not ordinary work: the reason is in front of whoever binds them.
+        return format_html(
+            '{} of {}<div class="released-note">{} seat(s) {}</div>',
+            obj.seats_left,
+            obj.quantity,
+            released.quantity,
+            released.released_note,
+        )
 
     @admin.display(description="tenant")
     def proposed_tenant(self, obj: OrderLine) -> str:

@@ -142,6 +142,10 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
             errors=errors,
             record_url=record_url,
             request_key=request_key,
+            released=line.allocations.filter(status__in=SeatAllocation.RELEASED)
+            .select_related("reversal_requested_by")
+            .order_by("-updated_at", "-id")
+            .first(),
             form=request.POST if request.method == "POST" else {},
         ),
     )

@@ -8,7 +8,7 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
-from config.guards import ServiceOnlyRow
+from config.guards import ServiceOnlyRow, local_day
 from licensing.models import Agreement, OrderLine, Product
 from redemption.gateway.base import PROVIDER_ID_MAX_LENGTH
 from tenants.models import Tenant
@@ -211,6 +211,16 @@ class SeatAllocation(ServiceOnlyRow, models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} seat(s) of {self.order_line} to {self.tenant}"
+
+    @property
+    def released_note(self) -> str:
+        """Why a rejected or reversed binding's seats went back to its line, in one line ("" otherwise)."""
+        if self.status == self.Status.REJECTED:
+            return f"rejected {local_day(self.updated_at)}: {self.rejection_reason}"
+        if self.status == self.Status.REVERSED:
+            when = local_day(self.reversed_at or self.updated_at)
+            return f"reversed by {self.reversal_requested_by} {when}: {self.reversal_reason}"
+        return ""
 
     def can_transition_to(self, status: str) -> bool:
         return status in self.TRANSITIONS[self.Status(self.status)]

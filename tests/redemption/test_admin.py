@@ -280,3 +280,21 @@ def test_a_tenants_page_names_who_verified_it_without_a_link_an_order_processor_
 
     assert "processor" in page
     assert reverse("admin:auth_user_change", args=[processor.pk]) not in page
+
+
+def test_seats_a_supervisor_sent_back_say_why_in_the_work_queue_and_on_the_bind_page(
+    client, new_line, tenant, processor, supervisor
+):
+    from redemption import services
+
+    allocation = services.allocation_request(
+        order_line=new_line, tenant=tenant, quantity=10, confirm_domain=tenant.default_domain, acting_user=processor
+    )
+    services.allocation_reject(allocation=allocation, acting_user=supervisor, reason="Pilot tenant not agreed")
+    client.force_login(processor)
+
+    queue = client.get(reverse("admin:licensing_orderline_changelist"), {"unbound": "yes"}).content.decode()
+    bind = client.get(reverse("admin:licensing_orderline_bind", args=[new_line.pk]), {"tenant": tenant.pk})
+
+    assert "10 seat(s) rejected" in queue and "Pilot tenant not agreed" in queue
+    assert "came back: rejected" in bind.content.decode() and "Pilot tenant not agreed" in bind.content.decode()
