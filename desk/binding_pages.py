@@ -319,6 +319,14 @@ def allocation_status_view(model_admin: ModelAdmin, request: HttpRequest, alloca
     def permitted(decision: str) -> bool:
         return services.allocation_decision_permitted(allocation=allocation, decision=decision, user=user)
 
+    can_approve = (
+        permitted("approve") and allocation.status == Status.AWAITING_APPROVAL and allocation.requested_by_id != user.pk
+    )
+    can_reject = permitted("reject") and allocation.status in (Status.AWAITING_APPROVAL, Status.FAILED)
+    running = allocation.status in SeatAllocation.IN_FLIGHT
+    # Whoever waits for a supervisor's decision sees it arrive; a page with a decision to make is not reloaded
+    # under the reason being typed.
+    awaiting = allocation.status == Status.AWAITING_APPROVAL and not (can_approve or can_reject)
     return TemplateResponse(
         request,
         "admin/redemption/allocation_status.html",
@@ -327,11 +335,11 @@ def allocation_status_view(model_admin: ModelAdmin, request: HttpRequest, alloca
             request,
             f"Binding {allocation.pk}: {allocation}",
             allocation=allocation,
-            running=allocation.status in SeatAllocation.IN_FLIGHT,
-            can_approve=permitted("approve")
-            and allocation.status == Status.AWAITING_APPROVAL
-            and allocation.requested_by_id != user.pk,
-            can_reject=permitted("reject") and allocation.status in (Status.AWAITING_APPROVAL, Status.FAILED),
+            running=running,
+            awaiting=awaiting,
+            refresh_seconds=2 if running else 10 if awaiting else 0,
+            can_approve=can_approve,
+            can_reject=can_reject,
             can_retry=permitted("retry") and allocation.status in (Status.FAILED, Status.REVERSAL_FAILED),
             can_reverse=permitted("reverse") and allocation.status == Status.BOUND,
             history=history,

@@ -298,3 +298,22 @@ def test_seats_a_supervisor_sent_back_say_why_in_the_work_queue_and_on_the_bind_
 
     assert "10 seat(s) rejected" in queue and "Pilot tenant not agreed" in queue
     assert "came back: rejected" in bind.content.decode() and "Pilot tenant not agreed" in bind.content.decode()
+
+
+def test_a_binding_waiting_for_a_supervisor_refreshes_for_its_requester_not_under_the_supervisors_form(
+    client, new_line, tenant, processor, supervisor
+):
+    from redemption import services
+
+    allocation = services.allocation_request(
+        order_line=new_line, tenant=tenant, quantity=10, confirm_domain=tenant.default_domain, acting_user=processor
+    )
+    url = reverse("admin:redemption_seatallocation_status", args=[allocation.pk])
+    client.force_login(processor)
+    waiting = client.get(url).content.decode()
+    client.force_login(supervisor)
+    deciding = client.get(url).content.decode()
+
+    assert '<meta http-equiv="refresh" content="10">' in waiting
+    assert "refreshes until a supervisor decides" in waiting
+    assert 'http-equiv="refresh"' not in deciding
