@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
+from django.contrib.auth import logout
 from django.contrib.auth.views import LoginView, redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -61,6 +62,12 @@ def locked_out(request: HttpRequest, original_response=None, credentials: dict |
         "minutes": settings.LOGIN_LOCKOUT_MINUTES,
     }
     return TemplateResponse(request, "admin/locked_out.html", context, status=429).render()
+
+
+def sign_out_view(request: HttpRequest) -> HttpResponse:
+    """Sign out whoever is signed in, complete or not (a supervisor without their phone), and go to the sign-in page."""
+    logout(request)
+    return HttpResponseRedirect(reverse("admin:login"))
 
 
 def two_factor_setup_view(admin_site, request: HttpRequest) -> HttpResponse:

@@ -14,6 +14,7 @@ from django.utils.decorators import method_decorator
 from django.utils.http import urlencode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.http import require_POST
 
 from desk import batch_pages, services, sign_in
 from desk.charts import landing_charts
@@ -60,8 +61,11 @@ class BackOfficeAdminSite(admin.AdminSite):
 
     def get_urls(self):
         setup = never_cache(csrf_protect(lambda request: sign_in.two_factor_setup_view(self, request)))
+        # Django's own log-out page is for complete sign-ins; someone stopped at the setup leaves this way.
+        leave = never_cache(csrf_protect(require_POST(sign_in.sign_out_view)))
         return [
             path("two-factor/", setup, name="two_factor_setup"),
+            path("two-factor/sign-out/", leave, name="two_factor_sign_out"),
             path(
                 "bind/",
                 self.admin_view(lambda request: batch_pages.bulk_bind_view(self, request)),

@@ -103,6 +103,8 @@ def test_a_supervisor_sets_up_two_factor_before_working(make_user, time_machine)
     assert browser.get(INDEX).status_code == 302
     setup = browser.get(signed_in.url)
     assert "Your role signs in with a second factor" in setup.text
+    # Without the phone at hand, the way out is on the page itself.
+    assert f'action="{reverse("admin:two_factor_sign_out")}"' in setup.text
     device = TOTPDevice.objects.get(user=boss, confirmed=False)
     assert "That code is not right" in browser.post(signed_in.url, {"token": "000000", "password": PASSWORD}).text
     assert (
@@ -207,3 +209,16 @@ def test_a_user_name_longer_than_any_gets_the_sign_in_page_not_an_error(make_use
     answer = sign_in(Client(raise_request_exception=False), "A" * 300, "wrong")
     assert answer.status_code == 200
     assert "Please enter the correct username and password" in answer.text or "at most 150" in answer.text
+
+
+def test_a_supervisor_without_a_phone_logs_out_from_the_setup_page(make_user):
+    make_user("boss", "Supervisor")
+    browser = Client()
+    signed_in = sign_in(browser, "boss")
+    assert signed_in.url.startswith(reverse("admin:two_factor_setup"))
+
+    left = browser.post(reverse("admin:two_factor_sign_out"))
+
+    assert left.url == reverse("admin:login")
+    assert browser.get(signed_in.url).url.startswith(reverse("admin:login"))
+    assert browser.get(reverse("admin:two_factor_sign_out")).status_code == 405
