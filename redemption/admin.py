@@ -149,7 +149,9 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
     def note(self, obj: SeatAllocation) -> str:
         """Why it waits for a supervisor, or what the provider said when it failed."""
         if obj.status == SeatAllocation.Status.AWAITING_APPROVAL:
-            return "; ".join(obj.approval_reasons)
+            # With the requester's own words where they gave any: what a supervisor decides on.
+            why = "; ".join(obj.approval_reasons)
+            return f"{why}. {obj.requested_by}: {obj.reason}" if obj.reason else why
         if obj.status in SeatAllocation.FAILURES or obj.status in SeatAllocation.IN_FLIGHT:
             return obj.last_error
         return obj.rejection_reason or obj.reversal_reason

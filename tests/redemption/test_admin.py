@@ -317,3 +317,28 @@ def test_a_binding_waiting_for_a_supervisor_refreshes_for_its_requester_not_unde
     assert '<meta http-equiv="refresh" content="10">' in waiting
     assert "refreshes until a supervisor decides" in waiting
     assert 'http-equiv="refresh"' not in deciding
+
+
+def test_the_approvals_list_shows_the_requesters_own_reason(client, agreement, product, tenant, processor, supervisor):
+    from redemption import services
+    from tests.factories import TenantFactory
+    from tests.redemption.conftest import known_to_provider
+
+    first = line_of(agreement, product, OrderLine.Kind.NEW, 5)
+    services.allocation_request(
+        order_line=first, tenant=tenant, quantity=5, confirm_domain=tenant.default_domain, acting_user=processor
+    )
+    other = known_to_provider(TenantFactory(customer=agreement.customer, default_domain="northwinddev.onmicrosoft.com"))
+    services.allocation_request(
+        order_line=line_of(agreement, product, OrderLine.Kind.NEW, 3, 2),
+        tenant=other,
+        quantity=3,
+        confirm_domain=other.default_domain,
+        acting_user=processor,
+        reason="Customer asked for the dev tenant for a pilot",
+    )
+    client.force_login(supervisor)
+
+    listing = client.get(reverse("admin:redemption_seatallocation_changelist"), {"status__exact": "awaiting_approval"})
+
+    assert f"{processor}: Customer asked for the dev tenant for a pilot" in listing.content.decode()
