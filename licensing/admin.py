@@ -163,6 +163,7 @@ class OrderAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
 class OrderLineAdmin(SheetImportExportMixin, BackOfficeModelAdmin):
     import_resource_classes = [OrderSheetResource]
     export_resource_classes = [OrderSheetResource]
+    import_done_query = "unbound=yes"
     list_display = [
         "__str__",
         "kind",

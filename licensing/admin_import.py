@@ -76,6 +76,8 @@ class SheetImportExportMixin(SafeExportMixin, ImportExportMixin):
     import_export_change_list_template = "admin/import_export/change_list_import_export.html"
     skip_admin_log = True
     import_resource_classes: list = []
+    # The list an import returns to, filtered (the work queue shows the lines still to bind).
+    import_done_query = ""
 
     def get_import_resource_classes(self, request):
         return self.import_resource_classes
@@ -193,6 +195,5 @@ class SheetImportExportMixin(SafeExportMixin, ImportExportMixin):
             messages.success(
                 request, f"Import finished{job}: {new} new, {updated} updated, {unchanged} unchanged rows."
             )
-        return HttpResponseRedirect(
-            reverse("admin:{}_{}_changelist".format(*self.get_model_info()), current_app=self.admin_site.name)
-        )
+        listing = reverse("admin:{}_{}_changelist".format(*self.get_model_info()), current_app=self.admin_site.name)
+        return HttpResponseRedirect(f"{listing}?{self.import_done_query}" if self.import_done_query else listing)

@@ -49,6 +49,15 @@ def test_admin_import_shows_a_preview_and_imports_only_on_confirm(staff_client):
     assert job.confirmed_by == job.created_by  # checked and confirmed on the page by the same person
 
 
+def test_an_order_sheet_imported_from_the_work_queue_returns_to_the_lines_still_to_bind(staff_client):
+    response = upload(staff_client, "admin:licensing_orderline_import", csv_bytes([order_row()]))
+    confirm = response.context["confirm_form"].initial
+
+    done = staff_client.post(reverse("admin:licensing_orderline_process_import"), confirm)
+
+    assert done.url == reverse("admin:licensing_orderline_changelist") + "?unbound=yes"
+
+
 def test_admin_preview_of_the_same_file_again_says_unchanged(staff_client, import_orders):
     data = csv_bytes([order_row()])
     import_orders(data)
