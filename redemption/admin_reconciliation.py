@@ -211,7 +211,17 @@ class ProviderCorrectionAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
 class ReconciliationRunAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
     """Each reconciliation: who or what started it, its progress, what it found."""
 
-    list_display = ["__str__", "trigger", "scope", "progress", "new_count", "open_count", "closed_count", "started_at"]
+    list_display = [
+        "__str__",
+        "status",
+        "trigger",
+        "scope",
+        "progress",
+        "new_count",
+        "open_count",
+        "closed_count",
+        "started_at",
+    ]
     list_select_related = ["started_by"]
     list_filter = ["status", "trigger"]
     ordering = ["-created_at", "-id"]
@@ -221,6 +231,13 @@ class ReconciliationRunAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
     @admin.display(description="progress")
     def progress(self, run: ReconciliationRun) -> str:
         return f"{run.tenants_done} of {run.tenants_total} tenants"
+
+    def get_exclude(self, request, obj=None):
+        # Where a stopped run resumes is the worker's business; the chosen tenants only where some were chosen.
+        hidden = ["cursor"]
+        if obj is not None and obj.scope == ReconciliationRun.Scope.ALL:
+            hidden.append("tenant_ids")
+        return hidden
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         run = get_object_or_404(ReconciliationRun, pk=address_id(object_id, "reconciliation run"))

@@ -61,14 +61,16 @@ class ReconciliationRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Reconciliation #{self.pk} ({self.get_status_display().lower()})"
+        # Its status is shown beside it where it can change (a page that refreshes), never frozen into its name.
+        return f"Reconciliation #{self.pk}"
+
+    @property
+    def findings(self) -> str:
+        return f"{self.open_count} drift(s) open ({self.new_count} new, {self.closed_count} resolved by themselves)"
 
     @property
     def summary(self) -> str:
-        return (
-            f"{self.tenants_done} tenant(s) checked, {self.open_count} drift(s) open "
-            f"({self.new_count} new, {self.closed_count} resolved by themselves)"
-        )
+        return f"{self.tenants_done} tenant(s) checked, {self.findings}"
 
 
 class Drift(models.Model):

@@ -353,6 +353,9 @@ def test_a_supervisor_starts_a_run_from_the_desk_and_an_order_processor_cannot(
     runs.reconciliation_run(run=run)
     page = client.get(response.url).text
     assert "3 of 3 tenants checked" in page
+    # Its status is said once, as it is now: not a name frozen when the run was queued.
+    assert "waiting for a worker" not in page.lower() and "tenant(s) checked" not in page
+    assert "Cursor" not in page
 
 
 @pytest.mark.django_db(transaction=True)
