@@ -327,6 +327,11 @@ def allocation_status_view(model_admin: ModelAdmin, request: HttpRequest, alloca
     # Whoever waits for a supervisor's decision sees it arrive; a page with a decision to make is not reloaded
     # under the reason being typed.
     awaiting = allocation.status == Status.AWAITING_APPROVAL and not (can_approve or can_reject)
+    # Reverse is offered only where it can go ahead; otherwise the supervisor reads why, before typing a reason.
+    can_reverse, reversal_refusal = False, ""
+    if permitted("reverse") and allocation.status == Status.BOUND:
+        reversal_refusal = services.reversal_outcome(allocation=allocation)[1]
+        can_reverse = not reversal_refusal
     return TemplateResponse(
         request,
         "admin/redemption/allocation_status.html",
@@ -341,7 +346,8 @@ def allocation_status_view(model_admin: ModelAdmin, request: HttpRequest, alloca
             can_approve=can_approve,
             can_reject=can_reject,
             can_retry=permitted("retry") and allocation.status in (Status.FAILED, Status.REVERSAL_FAILED),
-            can_reverse=permitted("reverse") and allocation.status == Status.BOUND,
+            can_reverse=can_reverse,
+            reversal_refusal=reversal_refusal,
             history=history,
         ),
     )
@@ -395,9 +401,12 @@ def allocation_decide_view(
         else:
             model_admin.message_user(request, f"Binding {allocation.pk} ({allocation}): {DONE[decision]}.")
             return HttpResponseRedirect(status_url(allocation))
-    preview = None
+    preview, reversal = None, ""
     if decision in ("approve", "retry"):
         preview, refusal = services.allocation_outcome(allocation=allocation)
+        errors.extend([refusal] if refusal else [])
+    elif decision == "reverse" and not errors:
+        reversal, refusal = services.reversal_outcome(allocation=allocation)
         errors.extend([refusal] if refusal else [])
     return TemplateResponse(
         request,
@@ -412,5 +421,6 @@ def allocation_decide_view(
             needs_reason=needs_reason,
             errors=errors,
             preview=preview,
+            reversal=reversal,
         ),
     )

@@ -758,6 +758,54 @@ def allocation_retry(*, allocation: SeatAllocation, acting_user) -> SeatAllocati
     return allocation
 
 
+def _reversal_refusal(allocation: SeatAllocation) -> ValidationError | None:
+    """Return why the allocation cannot be reversed now (rule 10 and the subscription's order), or None."""
+    if allocation.status != Status.BOUND:
+        return ValidationError(
+            f"Only a bound allocation can be reversed; this one is {allocation.get_status_display().lower()}.",
+            code="invalid_transition",
+        )
+    window = timedelta(days=settings.BINDING_REVERSAL_DAYS)
+    if allocation.bound_at is None or timezone.now() - allocation.bound_at > window:
+        return ValidationError(
+            f"Bindings can be reversed within {settings.BINDING_REVERSAL_DAYS} days; this one is older. "
+            "Ask the provider's support to change the subscription.",
+            code="reversal_window",
+        )
+    refusal = drift_refusal(allocation.subscription, "reversing this binding") if allocation.subscription else ""
+    if refusal:
+        return ValidationError(refusal, code="subscription_drifted")
+    later = reversal_blockers(allocation)
+    if later:
+        return ValidationError(
+            "A later binding of this subscription is bound or on its way; it must be reversed or finish "
+            f"first (binding {', '.join(str(pk) for pk in later)}).",
+            code="reversal_order",
+        )
+    return None
+
+
+def reversal_outcome(*, allocation: SeatAllocation) -> tuple[str, str]:
+    """Return what reversing the allocation does to its subscription, in words, or why it cannot be reversed now.
+
+    Rule 10 for the supervisor: the concrete effect is shown before the reason is typed.
+    """
+    refusal = _reversal_refusal(allocation)
+    if refusal is not None:
+        return "", " ".join(refusal.messages)
+    if allocation.plan_action == PlanAction.ORDER:
+        return (
+            f"The subscription it created is suspended at the provider: its {allocation.target_quantity} seat(s) "
+            "stop working, and the line's seats are free to bind again.",
+            "",
+        )
+    return (
+        f"{allocation.target_quantity} -> {allocation.previous_quantity} seat(s), end "
+        f"{allocation.target_term_end:%Y-%m-%d} -> {allocation.previous_term_end:%Y-%m-%d}, as before this binding.",
+        "",
+    )
+
+
 def allocation_reverse(*, allocation: SeatAllocation, acting_user, reason: str) -> SeatAllocation:
     """Queue the undoing of a bound allocation at the provider, within the reversal window (rule 10).
 
@@ -771,28 +819,9 @@ def allocation_reverse(*, allocation: SeatAllocation, acting_user, reason: str) 
         raise ValidationError("Say why the binding is reversed.", code="reason_required")
     with transaction.atomic():
         allocation = _locked(allocation)
-        if allocation.status != Status.BOUND:
-            raise ValidationError(
-                f"Only a bound allocation can be reversed; this one is {allocation.get_status_display().lower()}.",
-                code="invalid_transition",
-            )
-        window = timedelta(days=settings.BINDING_REVERSAL_DAYS)
-        if allocation.bound_at is None or timezone.now() - allocation.bound_at > window:
-            raise ValidationError(
-                f"Bindings can be reversed within {settings.BINDING_REVERSAL_DAYS} days; this one is older. "
-                "Ask the provider's support to change the subscription.",
-                code="reversal_window",
-            )
-        refusal = drift_refusal(allocation.subscription, "reversing this binding") if allocation.subscription else ""
-        if refusal:
-            raise ValidationError(refusal, code="subscription_drifted")
-        later = reversal_blockers(allocation)
-        if later:
-            raise ValidationError(
-                "A later binding of this subscription is bound or on its way; it must be reversed or finish "
-                f"first (allocation {', '.join(str(pk) for pk in later)}).",
-                code="reversal_order",
-            )
+        refusal = _reversal_refusal(allocation)
+        if refusal is not None:
+            raise refusal
         allocation.transition_to(Status.REVERSING)
         allocation.reversal_reason = reason
         allocation.reversal_requested_by = acting_user

@@ -477,3 +477,18 @@ def test_a_binding_retried_after_a_later_one_was_bound_blocks_that_ones_reversal
     with pytest.raises(ValidationError, match=rf"reverse it first \(allocation {first.pk}\)|{first.pk}"):
         services.allocation_reverse(allocation=second, acting_user=supervisor, reason="Ordered by mistake")
     assert SandboxSubscription.objects.get(id=bound_subscription.provider_subscription_id).quantity == 15
+
+
+def test_the_reverse_page_shows_what_the_subscription_goes_back_to_and_only_when_it_can(
+    agreement, product, tenant, bound_subscription, processor, supervisor, client
+):
+    first = bind(request(line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5), tenant, processor))
+    client.force_login(supervisor)
+    confirm = client.get(reverse("admin:redemption_seatallocation_decide", args=[first.pk, "reverse"])).text
+    assert "15 -&gt; 10 seat(s), end" in confirm and "as before this binding" in confirm
+
+    later = bind(request(line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 2, 2), tenant, processor))
+    status = client.get(reverse("admin:redemption_seatallocation_status", args=[first.pk])).text
+    assert reverse("admin:redemption_seatallocation_decide", args=[first.pk, "reverse"]) not in status
+    assert "Not reversible now: A later binding of this subscription is bound or on its way" in status
+    assert f"(binding {later.pk})" in status
