@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from licensing.models import OrderLine
-from redemption.models import Drift, SeatAllocation, Subscription
+from redemption.models import Drift, ProviderCorrection, SeatAllocation, Subscription
 from redemption.throttle import throttling_now
 
 
@@ -54,7 +54,28 @@ def attention_items(*, visible: Callable[[type[Model]], bool] = lambda model: Tr
                 f"{allocations}?status__in={','.join(sorted(SeatAllocation.FAILURES))}",
                 "alert",
             ),
+            # Whoever asked learns that a supervisor turned it down, and why (the list shows the reason).
+            AttentionItem(
+                "Bindings asked for in the past 7 days that a supervisor rejected",
+                SeatAllocation.objects.filter(
+                    status=SeatAllocation.Status.REJECTED,
+                    # As the list's "Past 7 days" counts: from when they were asked for.
+                    created_at__gte=timezone.now() - timedelta(days=7),
+                ).count(),
+                f"{allocations}?status__exact={SeatAllocation.Status.REJECTED}&age=7d",
+                "info",
+            ),
         ]
+    if visible(ProviderCorrection):
+        items.append(
+            AttentionItem(
+                "Corrections waiting for a supervisor before they go to the provider",
+                ProviderCorrection.objects.filter(status=ProviderCorrection.Status.AWAITING_APPROVAL).count(),
+                reverse("admin:redemption_providercorrection_changelist")
+                + f"?status__exact={ProviderCorrection.Status.AWAITING_APPROVAL}",
+                "warn",
+            )
+        )
     if visible(Drift):
         items.append(
             AttentionItem(

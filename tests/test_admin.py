@@ -122,6 +122,18 @@ def test_landing_page_counts_what_needs_attention(client, superuser, demo_desk):
     assert failed.context["cl"].result_count == 2
 
 
+def test_landing_page_counts_rejected_bindings_and_corrections_waiting_for_a_supervisor(client, superuser, demo_desk):
+    SeatAllocationFactory(status=SeatAllocation.Status.REJECTED, rejection_reason="Pilot tenant not agreed")
+    client.force_login(superuser)
+    items = {item.label: item for item in client.get(reverse("admin:index")).context["attention"]}
+    rejected = items["Bindings asked for in the past 7 days that a supervisor rejected"]
+    assert rejected.count == 1
+    listed = client.get(rejected.url)
+    assert listed.context["cl"].result_count == 1 and "Pilot tenant not agreed" in listed.text
+    waiting = items["Corrections waiting for a supervisor before they go to the provider"]
+    assert waiting.count == 0 and client.get(waiting.url).status_code == 200
+
+
 def _request_for(user):
     from django.test import RequestFactory
 
