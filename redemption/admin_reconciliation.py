@@ -107,9 +107,14 @@ def drift_settle_view(model_admin, request: HttpRequest, pk: int) -> HttpRespons
             }[how]
             model_admin.message_user(request, f"Drift #{drift.pk}: {done}.")
             return HttpResponseRedirect(reverse("admin:redemption_drift_settle", args=[drift.pk]))
+    # A correction waiting or on its way settles the drift alone: no second way is offered meanwhile.
+    on_its_way = drift.corrections.exclude(
+        status__in=[ProviderCorrection.Status.REJECTED, ProviderCorrection.Status.DONE]
+    ).first()
     context = {
         **model_admin.admin_site.each_context(request),
         "title": f"Drift #{drift.pk}: {drift.get_kind_display()}",
+        "on_its_way": on_its_way,
         "opts": model_admin.model._meta,
         "drift": drift,
         "errors": errors,

@@ -237,7 +237,14 @@ def test_a_drift_whose_correction_is_on_its_way_is_not_settled_another_way_until
     drift.refresh_from_db()
     assert drift.status == Drift.Status.OPEN
     assert Subscription.objects.get(pk=desk["e3"].pk).term_end == desk["e3"].term_end
+    # Its page offers no second way either: it says which correction settles it, and how to stop that one.
+    client = StaffClient()
+    client.force_login(supervisor)
+    page = client.get(reverse("admin:redemption_drift_settle", args=[drift.pk])).text
+    assert 'id="settle-form"' not in page
+    assert f"Correction #{correction.pk} (term end {desk['e3'].term_end.isoformat()}) is awaiting approval" in page
     settle.correction_reject(correction=correction, acting_user=second, reason="The portal change stands")
+    assert 'id="settle-form"' in client.get(reverse("admin:redemption_drift_settle", args=[drift.pk])).text
     settle.drift_accept(drift=drift, acting_user=supervisor, reason="Customer changed it in the portal")
     assert Subscription.objects.get(pk=desk["e3"].pk).term_end == date(2030, 1, 1)
 
