@@ -6,7 +6,8 @@ from django.db.models import F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from rangefilter.filters import DateRangeFilter
 
 from config.admin_tools import BackOfficeListAdmin, ReadOnlyAdminMixin
@@ -165,6 +166,11 @@ def order_heads(lines) -> list[dict | None]:
     return heads
 
 
+def _domain_html(domain: str):
+    """A tenant domain that wraps, in a narrow column, only after a dot: never mid-name."""
+    return format_html_join(mark_safe(".<wbr>"), "{}", ((part,) for part in domain.split(".")))
+
+
 @admin.register(OrderLine)
 class WorkQueueAdmin(BindsSeatsMixin, OrderLineAdmin):
     """The work queue: order lines with unbound seats, filterable by partner, program, kind and age."""
@@ -264,9 +270,9 @@ class WorkQueueAdmin(BindsSeatsMixin, OrderLineAdmin):
     @admin.display(description="tenant")
     def proposed_tenant(self, obj: OrderLine) -> str:
         if obj.proposed_domain:
-            return obj.proposed_domain
+            return _domain_html(obj.proposed_domain)
         if obj.order.suggested_tenant_domain:
-            return f"{obj.order.suggested_tenant_domain} (suggested)"
+            return format_html("{} (suggested)", _domain_html(obj.order.suggested_tenant_domain))
         return "—"
 
     @admin.display(description="")
