@@ -35,7 +35,17 @@ def _order_hits(orders: QuerySet[Order], why: str) -> list[LookupHit]:
         LookupHit(
             "Order",
             order.license_number,
-            f"{why} · {order.agreement} · {order.agreement.customer} · ordered {order.ordered_on:%Y-%m-%d}",
+            " · ".join(
+                part
+                for part in (
+                    why,
+                    str(order.agreement),
+                    str(order.agreement.customer),
+                    f"ordered {order.ordered_on:%Y-%m-%d}",
+                )
+                # "under Open License 89000001" already names the agreement.
+                if part and not (part == str(order.agreement) and why.endswith(part))
+            ),
             _admin_url(order),
             reverse("admin:order_story", args=[order.pk]),
         )
@@ -80,8 +90,12 @@ def lookup_anything(query: str, *, visible: Callable[[type[Model]], bool] = lamb
                     "Agreement", str(agreement), f"authorization number · {agreement.customer}", _admin_url(agreement)
                 )
             )
+            if visible(Order):
+                # Read out as the authorization number, the agreement's orders are as near as by its number.
+                hits += _order_hits(agreement.orders.order_by("-ordered_on", "-pk"), f"under {agreement}")
     if visible(Partner):
-        for partner in Partner.objects.filter(mpn_id=text)[:LOOKUP_LIMIT]:
+        partners = Partner.objects.filter(Q(mpn_id=text) | Q(name__icontains=text)).order_by("name")
+        for partner in partners[:LOOKUP_LIMIT]:
             hits.append(LookupHit("Partner", partner.name, f"MPN ID {partner.mpn_id}", _admin_url(partner)))
     domain = normalize_domain(text)
     if "." not in domain:

@@ -30,6 +30,7 @@ def desk():
         ("AdventureWorks", "Tenant", "adventureworks.onmicrosoft.com"),
         ("PO-4567", "Order", "61234567"),
         ("northwind", "Customer", "Northwind Traders"),
+        ("contoso", "Partner", "Contoso Reseller Ltd"),
     ],
 )
 def test_lookup_finds_what_a_partner_reads_out(desk, read_out, kind, label):
@@ -56,6 +57,17 @@ def test_lookup_of_an_agreement_number_lists_its_orders_with_their_stories(desk)
     orders = [hit for hit in hits if hit.kind == "Order"]
     assert {hit.label for hit in orders} == set(agreement.orders.values_list("license_number", flat=True))
     assert all(hit.story_url for hit in orders)
+
+
+def test_lookup_of_an_authorization_number_lists_the_agreements_orders_too(desk):
+    from licensing.models import Agreement
+
+    agreement = Agreement.objects.exclude(authorization_number="").filter(orders__isnull=False).distinct().first()
+    hits = lookup_anything(agreement.authorization_number.lower())
+    orders = [hit for hit in hits if hit.kind == "Order"]
+    assert {hit.label for hit in orders} == set(agreement.orders.values_list("license_number", flat=True))
+    # The agreement is named once in each order's line, not twice.
+    assert all(hit.detail.count(str(agreement)) == 1 for hit in orders)
 
 
 def test_lookup_of_an_unknown_number_finds_nothing(desk):
