@@ -330,6 +330,18 @@ def test_reversal_of_additional_seats_sets_the_subscription_back(
     assert line.seats_allocated == 0
 
 
+def test_a_reversed_bindings_page_says_what_it_was_and_what_the_subscription_went_back_to(
+    agreement, product, tenant, bound_subscription, processor, supervisor, client
+):
+    allocation = bind(request(line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5), tenant, processor))
+    bind(services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Ordered twice"))
+    client.force_login(supervisor)
+
+    page = client.get(reverse("admin:redemption_seatallocation_status", args=[allocation.pk])).text
+
+    assert "Was bound to" in page and "set back to 10 seat(s), ending 2027-06-30" in page
+
+
 def test_reversal_of_new_seats_suspends_the_subscription(new_line, tenant, processor, supervisor, make_user):
     allocation = request(new_line, tenant, processor, confirm_domain=tenant.default_domain)
     services.allocation_approve(allocation=allocation, acting_user=supervisor)
