@@ -185,6 +185,9 @@ class SeatAllocation(ServiceOnlyRow, models.Model):
     repeated = False
 
     class Meta:
+        # Staff call them bindings, on every page.
+        verbose_name = "binding"
+        verbose_name_plural = "bindings"
         ordering = ["-created_at"]
         permissions = [("supervisor", "Can approve, reject and reverse seat bindings (supervisor)")]
         indexes = [

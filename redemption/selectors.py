@@ -111,7 +111,7 @@ def lookup_anything(query: str, *, visible: Callable[[type[Model]], bool] = lamb
         for allocation in SeatAllocation.objects.filter(idempotency_key=key).select_related("order_line__order"):
             hits.append(
                 LookupHit(
-                    "Seat allocation",
+                    "Binding",
                     str(allocation),
                     allocation.get_status_display(),
                     _admin_url(allocation),
