@@ -590,3 +590,22 @@ def test_a_binding_is_not_reversed_over_a_change_made_in_the_portal(desk, provid
 
     assert held(provider, desk["e5"])["quantity"] == quantity + 3
     assert SeatAllocation.objects.get(pk=allocation.pk).status == SeatAllocation.Status.BOUND
+
+
+def test_a_reversal_asked_before_a_portal_change_was_found_fails_with_the_reason_and_sends_nothing(
+    desk, provider, supervisor
+):
+    allocation = desk["e5"].allocations.get()
+    allocation = services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Wrong product")
+    quantity = held(provider, desk["e5"])["quantity"]
+    with provider.lock:
+        held(provider, desk["e5"])["quantity"] = quantity + 3
+    reconcile()
+    writes = provider.state.applied_writes
+
+    allocation = binding.allocation_bind(allocation_id=allocation.pk)
+
+    assert allocation.status == SeatAllocation.Status.REVERSAL_FAILED
+    assert "reversing this binding would overwrite that change" in allocation.last_error
+    assert provider.state.applied_writes == writes
+    assert held(provider, desk["e5"])["quantity"] == quantity + 3
