@@ -17,6 +17,7 @@ from licensing.admin import OrderAdmin, OrderLineAdmin
 from licensing.models import Order, OrderLine
 from redemption.admin import SeatAllocationAdmin, TenantWithSubscriptionsAdmin
 from redemption.models import SeatAllocation, Subscription
+from redemption.selectors import sent_back
 from tenants.models import Tenant
 
 
@@ -207,11 +208,7 @@ class WorkQueueAdmin(BindsSeatsMixin, OrderLineAdmin):
         same_product = live.filter(product=OuterRef("product")).values("tenant__default_domain")[:1]
         any_product = live.order_by("-created_at", "-id").values("tenant__default_domain")[:1]
         # The line's last binding whose seats came back (rejected, reversed): the queue says why.
-        released = (
-            SeatAllocation.objects.filter(order_line=OuterRef("pk"), status__in=SeatAllocation.RELEASED)
-            .order_by("-updated_at", "-id")
-            .values("pk")[:1]
-        )
+        released = sent_back().filter(order_line=OuterRef("pk")).values("pk")[:1]
         return (
             super()
             .get_queryset(request)

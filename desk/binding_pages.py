@@ -17,6 +17,7 @@ from desk.models import BindingBatch
 from licensing.models import Agreement, Order, OrderLine
 from redemption import services
 from redemption.models import SeatAllocation
+from redemption.selectors import sent_back
 from tenants.models import Customer
 
 
@@ -142,10 +143,7 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
             errors=errors,
             record_url=record_url,
             request_key=request_key,
-            released=line.allocations.filter(status__in=SeatAllocation.RELEASED)
-            .select_related("reversal_requested_by")
-            .order_by("-updated_at", "-id")
-            .first(),
+            released=sent_back().filter(order_line=line).select_related("reversal_requested_by").first(),
             form=request.POST if request.method == "POST" else {},
         ),
     )

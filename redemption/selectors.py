@@ -53,6 +53,11 @@ def _order_hits(orders: QuerySet[Order], why: str) -> list[LookupHit]:
     ]
 
 
+def sent_back() -> QuerySet[SeatAllocation]:
+    """Bindings whose seats went back to their line (rejected, reversed), the latest first: narrow by line."""
+    return SeatAllocation.objects.filter(status__in=SeatAllocation.RELEASED).order_by("-updated_at", "-id")
+
+
 def may_view(user) -> Callable[[type[Model]], bool]:
     """Return whether `user` may see records of a model (its view permission)."""
     return lambda model: user.has_perm(f"{model._meta.app_label}.view_{model._meta.model_name}")
@@ -320,4 +325,4 @@ def order_story(order: Order, *, user=None) -> OrderStory:
     )
 
 
-__all__ = ["LookupHit", "OrderStory", "StoryEvent", "lookup_anything", "may_view", "order_story"]
+__all__ = ["LookupHit", "OrderStory", "StoryEvent", "lookup_anything", "may_view", "order_story", "sent_back"]
