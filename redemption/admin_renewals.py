@@ -95,6 +95,7 @@ class RenewalAdmin(ReadOnlyAdminMixin, SafeExportMixin, BackOfficeListAdmin):
         "status",
         "agreement",
         "partner",
+        "last_reminder",
         "renewal_in_hand",
     ]
     list_select_related = ["tenant__customer", "product", "agreement__partner"]
@@ -108,7 +109,17 @@ class RenewalAdmin(ReadOnlyAdminMixin, SafeExportMixin, BackOfficeListAdmin):
         "=agreement__partner__mpn_id",
         "=product__part_number",
     ]
-    fields = ["tenant", "product", "agreement", "quantity", "term_end", "status", "provider_subscription_id"]
+    fields = [
+        "customer",
+        "reminders_to",
+        "tenant",
+        "product",
+        "agreement",
+        "quantity",
+        "term_end",
+        "status",
+        "provider_subscription_id",
+    ]
     readonly_fields = fields
     inlines = [RenewalReminderInline]
     ordering = ["term_end", "id"]
@@ -122,12 +133,18 @@ class RenewalAdmin(ReadOnlyAdminMixin, SafeExportMixin, BackOfficeListAdmin):
             kind=OrderLine.Kind.RENEWAL,
             seats_allocated__lt=F("quantity"),
         ).order_by("created_at", "pk")
+        # The latest reminder sent for the current term (the smallest offset goes out last).
+        reminded = RenewalReminder.objects.filter(
+            subscription=OuterRef("pk"), term_end=OuterRef("term_end"), status=RenewalReminder.Status.SENT
+        ).order_by("offset_days")
         queryset = (
             super()
             .get_queryset(request)
             .annotate(
                 renewal_order_id=Subquery(waiting.values("order_id")[:1]),
                 renewal_license=Subquery(waiting.values("order__license_number")[:1]),
+                reminded_offset=Subquery(reminded.values("offset_days")[:1]),
+                reminded_at=Subquery(reminded.values("sent_at")[:1]),
             )
         )
         return renewals_queryset(queryset, timezone.localdate())
@@ -142,6 +159,20 @@ class RenewalAdmin(ReadOnlyAdminMixin, SafeExportMixin, BackOfficeListAdmin):
     @admin.display(ordering="tenant__customer__name")
     def customer(self, obj: Subscription):
         return obj.tenant.customer
+
+    @admin.display(description="reminders go to")
+    def reminders_to(self, obj: Subscription) -> str:
+        # As renewals.py sends them: to the agreement's customer, its partner of record copied.
+        agreement = obj.agreement
+        copied = f"; copy to {agreement.partner.email} ({agreement.partner})" if agreement.partner.email else ""
+        return f"{agreement.customer.email} ({agreement.customer}){copied}"
+
+    @admin.display(description="last reminder")
+    def last_reminder(self, obj: Subscription) -> str:
+        if obj.reminded_offset is None:
+            return "none yet this term"
+        before = f"{obj.reminded_offset} days before"
+        return f"{before}, sent {timezone.localtime(obj.reminded_at):%-d %b %Y}" if obj.reminded_at else before
 
     @admin.display(description="tenant", ordering="tenant__default_domain")
     def tenant_domain(self, obj: Subscription) -> str:

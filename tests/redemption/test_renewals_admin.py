@@ -78,6 +78,29 @@ def test_each_subscription_shows_its_reminder_history(client, processor, mailout
     content = response.content.decode()
     assert "reminder history" in content.lower()
     assert "Sent" in content and str(row.term_end.year) in content
+    # Who the reminders go to, as they were sent: the customer, the partner of record copied.
+    customer, partner = row.agreement.customer, row.agreement.partner
+    assert customer.name in content and customer.email in content
+    assert f"copy to {partner.email}" in content
+
+
+def test_renewals_list_shows_the_last_reminder_sent_this_term(client, processor, mailoutbox):
+    reminded, quiet = subscription(7), subscription(-5, "expired")
+    renewal_reminders_send(today=timezone.localdate())
+    # A reminder of the previous term is not this term's.
+    earlier = reminded.renewal_reminders.get()
+    earlier.pk, earlier.subscription, earlier.customer = None, quiet, quiet.agreement.customer
+    earlier.term_end = quiet.term_end - timedelta(days=365)
+    earlier.save()
+    client.force_login(processor)
+
+    page = client.get(reverse(CHANGELIST))
+
+    rows = {row.pk: row for row in page.context["cl"].result_list}
+    assert rows[reminded.pk].reminded_offset == 7 and rows[quiet.pk].reminded_offset is None
+    content = page.content.decode()
+    assert f"7 days before, sent {timezone.localdate():%-d %b %Y}" in content
+    assert "none yet this term" in content
 
 
 def test_supervisor_edits_the_schedule_and_an_order_processor_only_sees_it(client, supervisor, processor):
