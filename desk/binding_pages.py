@@ -306,7 +306,7 @@ def allocation_status_view(model_admin: ModelAdmin, request: HttpRequest, alloca
         raise PermissionDenied
     allocation = get_object_or_404(
         SeatAllocation.objects.select_related(
-            "order_line__order__agreement", "order_line__product", "tenant", "subscription", "requested_by"
+            "order_line__order__agreement__customer", "order_line__product", "tenant", "subscription", "requested_by"
         ),
         pk=allocation_id,
     )
@@ -376,7 +376,9 @@ def allocation_decide_view(
     if decision not in DECISIONS:
         raise PermissionDenied
     allocation = get_object_or_404(
-        SeatAllocation.objects.select_related("tenant", "order_line__order__agreement", "order_line__product"),
+        SeatAllocation.objects.select_related(
+            "tenant", "order_line__order__agreement__customer", "order_line__product"
+        ),
         pk=allocation_id,
     )
     if not services.allocation_decision_permitted(allocation=allocation, decision=decision, user=request.user):

@@ -94,6 +94,7 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
     list_display = [
         "status_link",
         "order_line",
+        "customer",
         "tenant",
         "quantity",
         "status",
@@ -102,7 +103,7 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
         "approved_by",
         "created_at",
     ]
-    list_select_related = ["order_line__order", "tenant", "requested_by", "approved_by"]
+    list_select_related = ["order_line__order__agreement__customer", "tenant", "requested_by", "approved_by"]
     list_filter = ["status", "order_line__kind", "order_line__order__agreement__program", AllocationAgeFilter]
     search_fields = [
         "=order_line__order__license_number",
@@ -182,7 +183,9 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
 
     def _decide_many(self, request, queryset, action, label, done, call, *, reason_required):
         """Confirm a decision on the selected bindings with one reason, then make it for each."""
-        selected = list(queryset.select_related("order_line__order__agreement", "order_line__product", "tenant")[:500])
+        selected = list(
+            queryset.select_related("order_line__order__agreement__customer", "order_line__product", "tenant")[:500]
+        )
         reason = request.POST.get("reason", "").strip()
         if "apply" in request.POST and (reason or not reason_required):
             self._each(request, selected, done, lambda allocation: call(allocation, reason))
@@ -215,6 +218,10 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
         # A binding's own page says what happened to it in words; the raw record stays in its history.
         allocation_id = address_id(object_id, "binding")
         return HttpResponseRedirect(reverse("admin:redemption_seatallocation_status", args=[allocation_id]))
+
+    @admin.display(description="customer", ordering="order_line__order__agreement__customer__name")
+    def customer(self, obj: SeatAllocation):
+        return obj.order_line.order.agreement.customer
 
     @admin.display(description="binding", ordering="id")
     def status_link(self, obj: SeatAllocation):

@@ -343,3 +343,42 @@ def test_the_approvals_list_shows_the_requesters_own_reason(client, agreement, p
     listing = client.get(reverse("admin:redemption_seatallocation_changelist"), {"status__exact": "awaiting_approval"})
 
     assert f"{processor}: Customer asked for the dev tenant for a pilot" in listing.content.decode()
+
+
+def test_a_supervisor_sees_whose_tenant_the_seats_go_to(client, agreement, product, tenant, processor, supervisor):
+    from redemption import services
+    from tests.factories import TenantFactory
+    from tests.redemption.conftest import known_to_provider
+
+    other = known_to_provider(TenantFactory(customer=agreement.customer, default_domain="fabrikamdev.onmicrosoft.com"))
+    services.allocation_request(
+        order_line=line_of(agreement, product, OrderLine.Kind.NEW, 5),
+        tenant=tenant,
+        quantity=5,
+        confirm_domain=tenant.default_domain,
+        acting_user=processor,
+    )
+    waiting = services.allocation_request(
+        order_line=line_of(agreement, product, OrderLine.Kind.NEW, 3, 2),
+        tenant=other,
+        quantity=3,
+        confirm_domain=other.default_domain,
+        acting_user=processor,
+        reason="Pilot",
+    )
+    assert waiting.status == SeatAllocation.Status.AWAITING_APPROVAL
+    client.force_login(supervisor)
+    customer = agreement.customer.name
+
+    listing = client.get(reverse("admin:redemption_seatallocation_changelist"), {"status__exact": "awaiting_approval"})
+    decide = client.get(reverse("admin:redemption_seatallocation_decide", args=[waiting.pk, "approve"]))
+    many = client.post(
+        reverse("admin:redemption_seatallocation_changelist"),
+        {"action": "approve_selected", "_selected_action": [waiting.pk]},
+    )
+    status = client.get(reverse("admin:redemption_seatallocation_status", args=[waiting.pk]))
+
+    assert customer in listing.content.decode()
+    assert f"fabrikamdev.onmicrosoft.com</strong>, a tenant of <strong>{customer}</strong>" in decide.content.decode()
+    assert f"to fabrikamdev.onmicrosoft.com of {customer}" in many.content.decode()
+    assert customer in status.content.decode()
