@@ -5,6 +5,7 @@ their tenant and the typed default domain. One confirmation queues them all (or 
 page updates itself from a small JSON endpoint until every binding has finished.
 """
 
+import uuid
 from dataclasses import dataclass, field
 
 from django.contrib import messages
@@ -16,7 +17,15 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.cache import never_cache
 
-from desk.binding_pages import _proposals, follow_batch
+from desk.binding_pages import (
+    FORM_CHANGED,
+    FORM_INCOMPLETE,
+    _proposals,
+    follow_batch,
+    form_key,
+    repeated_message,
+    what_was_shown,
+)
 from desk.models import BindingBatch
 from licensing.models import Order, OrderLine
 from redemption import services
@@ -163,14 +172,25 @@ def bulk_bind_view(admin_site, request: HttpRequest) -> HttpResponse:
             + group.record_query(back)
         )
     errors: list[str] = []
+    rows = [row for customer in plan for group in customer.orders for row in group.rows]
+    request_key = form_key(request.POST.get("request_key", "")) if request.method == "POST" else uuid.uuid4()
     if request.method == "POST" and plan:
-        try:
-            allocations = services.allocations_request(asks=_asks(plan), acting_user=request.user)
-        except ValidationError as exc:
-            errors.extend(exc.messages)
+        if request_key is None or request.POST.get("shown") != what_was_shown(rows):
+            errors.append(FORM_INCOMPLETE if request_key is None else FORM_CHANGED)
+            request_key = request_key or uuid.uuid4()
         else:
-            messages.success(request, f"{len(allocations)} binding(s) requested: this page follows them.")
-            return HttpResponseRedirect(follow_batch(request, allocations))
+            try:
+                allocations = services.allocations_request(
+                    asks=_asks(plan), acting_user=request.user, request_key=request_key
+                )
+            except ValidationError as exc:
+                errors.extend(exc.messages)
+            else:
+                if repeated := repeated_message(allocations):
+                    messages.warning(request, repeated)
+                else:
+                    messages.success(request, f"{len(allocations)} binding(s) requested: this page follows them.")
+                return HttpResponseRedirect(follow_batch(request, allocations))
     context = {
         **admin_site.each_context(request),
         "title": "Bind the selected lines",
@@ -178,6 +198,8 @@ def bulk_bind_view(admin_site, request: HttpRequest) -> HttpResponse:
         "lines": ",".join(map(str, line_ids)),
         "line_count": sum(len(group.rows) for customer in plan for group in customer.orders),
         "errors": errors,
+        "request_key": request_key,
+        "shown": what_was_shown(rows),
     }
     return TemplateResponse(request, "admin/desk/bulk_bind.html", context)
 

@@ -30,17 +30,58 @@ def _context(model_admin: ModelAdmin, request: HttpRequest, title: str, **extra)
 
 
 def follow_batch(request: HttpRequest, allocations: list[SeatAllocation]) -> str:
-    """Record bindings requested together and return the address of the page that follows them."""
-    batch = BindingBatch.objects.create(created_by=request.user)
-    batch.allocations.set(allocations)
+    """Record bindings requested together and return the address of the page that follows them.
+
+    A form sent again asked for nothing new: its page is the one that already follows its bindings.
+    """
+    earlier = None
+    if allocations and all(allocation.repeated for allocation in allocations):
+        earlier = BindingBatch.objects.filter(allocations=allocations[0]).order_by("pk").first()
+    batch = earlier or BindingBatch.objects.create(created_by=request.user)
+    if earlier is None:
+        batch.allocations.set(allocations)
     return reverse("admin:desk_batch", args=[batch.pk])
+
+
+def repeated_message(allocations: list[SeatAllocation]) -> str:
+    """What a page says when its form was sent again: nothing more was asked (empty: it asked for something)."""
+    if not allocations or not all(allocation.repeated for allocation in allocations):
+        return ""
+    return (
+        f"This form was already sent: its {len(allocations)} binding(s) were asked for once, and nothing more "
+        "was asked. To bind seats given back since, open the page again and confirm what it shows."
+    )
+
+
+# A form that asks for seats carries its key (request_key) and what it showed (what_was_shown).
+FORM_INCOMPLETE = "This form is incomplete or out of date: nothing was asked. Check the seats and send it again."
+FORM_CHANGED = (
+    "The seats to bind changed since this page was shown (seats bound, given back or imported meanwhile): "
+    "nothing was asked. Check the page as it is now and confirm again."
+)
+
+
+def what_was_shown(rows: list[dict]) -> str:
+    """The seats a binding page showed, as its form sends them back: what is confirmed is what was shown.
+
+    Each row is a line and its seats, with the tenant and result where the page proposed them (a tenant
+    chosen on the page is sent by the form itself).
+    """
+    parts = []
+    for row in rows:
+        part = f"{row['line'].pk}:{row['quantity']}"
+        if row.get("preview") is not None:
+            preview = row["preview"]
+            part += f":{row['tenant'].pk}:{preview.quantity}:{preview.term_end:%Y-%m-%d}"
+        parts.append(part)
+    return ",".join(parts)
 
 
 def status_url(allocation: SeatAllocation) -> str:
     return reverse("admin:redemption_seatallocation_status", args=[allocation.pk])
 
 
-def _request_key(value: str) -> uuid.UUID | None:
+def form_key(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
     except ValueError:
@@ -73,9 +114,9 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
         if suggested:
             return HttpResponseRedirect(f"{request.path}?tenant={suggested.pk}")
     # The form's own key: sent twice (a double click, the page sent again), it asks for the seats once.
-    request_key = _request_key(request.POST.get("request_key", "")) if request.method == "POST" else uuid.uuid4()
+    request_key = form_key(request.POST.get("request_key", "")) if request.method == "POST" else uuid.uuid4()
     if request.method == "POST" and request_key is None:
-        errors.append("This form is incomplete or out of date: nothing was asked. Check the seats and send it again.")
+        errors.append(FORM_INCOMPLETE)
         request_key = uuid.uuid4()
     elif request.method == "POST" and chosen is not None:
         try:
@@ -209,26 +250,41 @@ def bind_pending_view(
     pending = [line for line in lines.order_by("order__ordered_on", "order_id", "line_number") if line.seats_left > 0]
     proposals = _proposals(pending)
     ready = [p for p in proposals if p["preview"] is not None]
+    request_key = form_key(request.POST.get("request_key", "")) if request.method == "POST" else uuid.uuid4()
     if request.method == "POST" and ready:
-        asks = [services.SeatsAsked(order_line=p["line"], tenant=p["tenant"], quantity=p["quantity"]) for p in ready]
-        try:
-            allocations = services.allocations_request(asks=asks, acting_user=request.user)
-        except ValidationError as exc:
-            model_admin.message_user(request, "Nothing was queued: " + " ".join(_errors(exc)), messages.ERROR)
+        if request_key is None or request.POST.get("shown") != what_was_shown(ready):
+            model_admin.message_user(request, FORM_INCOMPLETE if request_key is None else FORM_CHANGED, messages.ERROR)
+            request_key = request_key or uuid.uuid4()
         else:
-            waiting = sum(a.status == SeatAllocation.Status.AWAITING_APPROVAL for a in allocations)
-            model_admin.message_user(
-                request,
-                f"{len(allocations) - waiting} binding(s) queued"
-                + (f", {waiting} waiting for a supervisor" if waiting else "")
-                + ".",
-            )
-            # The page that follows them until they are bound, as the batch screen's does.
-            return HttpResponseRedirect(follow_batch(request, allocations))
+            asks = [services.SeatsAsked(r["line"], r["tenant"], r["quantity"]) for r in ready]
+            try:
+                allocations = services.allocations_request(asks=asks, acting_user=request.user, request_key=request_key)
+            except ValidationError as exc:
+                model_admin.message_user(request, "Nothing was queued: " + " ".join(_errors(exc)), messages.ERROR)
+            else:
+                waiting = sum(a.status == SeatAllocation.Status.AWAITING_APPROVAL for a in allocations)
+                model_admin.message_user(
+                    request,
+                    repeated_message(allocations)
+                    or f"{len(allocations) - waiting} binding(s) queued"
+                    + (f", {waiting} waiting for a supervisor" if waiting else "")
+                    + ".",
+                )
+                # The page that follows them until they are bound, as the batch screen's does.
+                return HttpResponseRedirect(follow_batch(request, allocations))
     return TemplateResponse(
         request,
         "admin/redemption/bind_pending.html",
-        _context(model_admin, request, title, scope=scope, proposals=proposals, ready=ready),
+        _context(
+            model_admin,
+            request,
+            title,
+            scope=scope,
+            proposals=proposals,
+            ready=ready,
+            request_key=request_key,
+            shown=what_was_shown(ready),
+        ),
     )
 
 

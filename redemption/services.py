@@ -509,8 +509,14 @@ def application_order(lines: list) -> list:
     return sorted(lines, key=is_renewal)
 
 
-def allocations_request(*, asks: list[SeatsAsked], acting_user) -> list[SeatAllocation]:
-    """Request several lines' seats with one confirmation: all are queued (or held for approval), or none."""
+def allocations_request(
+    *, asks: list[SeatsAsked], acting_user, request_key: uuid.UUID | None = None
+) -> list[SeatAllocation]:
+    """Request several lines' seats with one confirmation: all are queued (or held for approval), or none.
+
+    `request_key` names the form that asks: sent again, each line's binding it asked for the first time
+    comes back marked `repeated` (allocation_request), even if it was rejected or reversed since.
+    """
     with transaction.atomic():
         return [
             allocation_request(
@@ -520,6 +526,8 @@ def allocations_request(*, asks: list[SeatsAsked], acting_user) -> list[SeatAllo
                 confirm_domain=ask.confirm_domain,
                 acting_user=acting_user,
                 reason=ask.reason,
+                # One key per line of the form, the same every time the form is sent.
+                request_key=uuid.uuid5(request_key, f"order-line:{ask.order_line.pk}") if request_key else None,
             )
             for ask in application_order(asks)
         ]

@@ -54,3 +54,8 @@ def inline_prefix(response, model) -> str:
         if inline.formset.model is model:
             return inline.formset.prefix
     raise LookupError(f"no inline of {model.__name__}")
+
+
+def confirmation(response) -> dict:
+    """Return what a binding page's form sends back besides its fields: the form's key and what it showed."""
+    return {"request_key": str(response.context["request_key"]), "shown": response.context["shown"]}

@@ -3,8 +3,12 @@
 import pytest
 from django.urls import reverse
 
-from redemption import binding
+from licensing.models import OrderLine
+from redemption import binding, services
 from redemption.models import SeatAllocation
+from tests.admin_forms import confirmation
+from tests.desk.conftest import customer_with_seats
+from tests.factories import OrderFactory, OrderLineFactory, ProductFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -31,11 +35,11 @@ def test_lines_of_several_orders_and_customers_are_bound_with_one_confirmation(c
         f"tenant_{three.pk}": three_orders["litware"].pk,
         f"confirm_{three.pk}": "wrong.onmicrosoft.com",
     }
-    refused = client.post(url, {"lines": screen.context["lines"], **choices})
+    refused = client.post(url, {"lines": screen.context["lines"], **choices, **confirmation(screen)})
     assert "is not this tenant&#x27;s default domain" in refused.content.decode()
     assert not SeatAllocation.objects.exists()  # one confirmation: all or nothing
     choices[f"confirm_{three.pk}"] = "Litware.onmicrosoft.com "
-    done = client.post(url, {"lines": screen.context["lines"], **choices})
+    done = client.post(url, {"lines": screen.context["lines"], **choices, **confirmation(screen)})
     batch_url = done.url
     assert SeatAllocation.objects.count() == 4
     state = client.get(batch_url + "status.json").json()
@@ -77,7 +81,7 @@ def test_a_tenant_of_another_customer_posted_for_an_order_is_refused_not_replace
         f"tenant_{three.pk}": three_orders["litware"].pk,
         f"confirm_{three.pk}": "litware.onmicrosoft.com",
     }
-    refused = client.post(url, {"lines": screen.context["lines"], **forged})
+    refused = client.post(url, {"lines": screen.context["lines"], **forged, **confirmation(screen)})
     assert refused.status_code == 200
     assert f"Order {two}: the tenant chosen is not one of Northwind Traders" in refused.content.decode()
     assert not SeatAllocation.objects.exists()
@@ -115,3 +119,77 @@ def test_recording_a_tenant_from_the_screen_comes_back_to_it_with_the_resellers_
     assert done.url.startswith(screen_url + "&tenant=")
     back = client.get(done.url).content.decode()
     assert "selected>oldorderco.onmicrosoft.com" in back
+
+
+def bound_then_reversed(allocation: SeatAllocation, supervisor) -> None:
+    """The worker binds it; a supervisor reverses it; the worker reverses it: its seats are free again."""
+    binding.allocation_bind(allocation_id=allocation.pk)
+    services.allocation_reverse(
+        allocation=SeatAllocation.objects.get(pk=allocation.pk), acting_user=supervisor, reason="Wrong tenant"
+    )
+    binding.allocation_bind(allocation_id=allocation.pk)
+    assert SeatAllocation.objects.get(pk=allocation.pk).status == SeatAllocation.Status.REVERSED
+
+
+def test_the_screen_sent_again_after_its_seats_came_back_asks_for_nothing(client, processor, supervisor, three_orders):
+    client.force_login(processor)
+    three, line = three_orders["orders"][2], three_orders["lines"][3]
+    url, screen = open_bulk_screen(client, [line])
+    form = {
+        "lines": screen.context["lines"],
+        f"tenant_{three.pk}": three_orders["litware"].pk,
+        f"confirm_{three.pk}": "litware.onmicrosoft.com",
+        **confirmation(screen),
+    }
+    first = client.post(url, form)
+    bound_then_reversed(SeatAllocation.objects.get(), supervisor)
+
+    again = client.post(url, form, follow=True)
+
+    assert SeatAllocation.objects.count() == 1
+    line.refresh_from_db()
+    assert line.seats_left == line.quantity  # the seats a supervisor took back stay free
+    assert again.redirect_chain[-1][0] == first.url  # the page that already follows that binding
+    assert "This form was already sent" in again.content.decode()
+
+
+def test_an_orders_page_sent_again_after_its_seats_came_back_asks_for_nothing(client, processor, supervisor):
+    *_, agreement = customer_with_seats("Fabrikam", "fabrikam.onmicrosoft.com", ProductFactory())
+    order = OrderFactory(agreement=agreement)
+    line = OrderLineFactory(
+        order=order, product=agreement.subscriptions.get().product, kind=OrderLine.Kind.ADDITIONAL, quantity=5
+    )
+    client.force_login(processor)
+    url = reverse("admin:licensing_order_bind", args=[order.pk])
+    form = confirmation(client.get(url))
+    client.post(url, form)
+    bound_then_reversed(SeatAllocation.objects.get(), supervisor)
+
+    again = client.post(url, form, follow=True)
+
+    assert SeatAllocation.objects.count() == 1
+    line.refresh_from_db()
+    assert line.seats_left == 5
+    assert "This form was already sent" in again.content.decode()
+
+
+def test_an_orders_page_confirms_only_what_it_showed(client, processor):
+    *_, agreement = customer_with_seats("Fabrikam", "fabrikam.onmicrosoft.com", ProductFactory())
+    product = agreement.subscriptions.get().product
+    order = OrderFactory(agreement=agreement)
+    OrderLineFactory(order=order, product=product, kind=OrderLine.Kind.ADDITIONAL, quantity=5)
+    client.force_login(processor)
+    url = reverse("admin:licensing_order_bind", args=[order.pk])
+    form = confirmation(client.get(url))
+    # Meanwhile another line of the order comes in (an import): the page showed only the first.
+    OrderLineFactory(order=order, product=product, kind=OrderLine.Kind.ADDITIONAL, quantity=7, line_number=2)
+
+    changed = client.post(url, form)
+    incomplete = client.post(url, {"shown": form["shown"]})
+
+    assert not SeatAllocation.objects.exists()
+    assert "changed since this page was shown" in changed.content.decode()
+    assert f"{order} line 2" in changed.content.decode()  # the page as it is now, to confirm again
+    assert "This form is incomplete or out of date" in incomplete.content.decode()
+    done = client.post(url, confirmation(changed))
+    assert done.status_code == 302 and SeatAllocation.objects.count() == 2

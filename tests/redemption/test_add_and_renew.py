@@ -8,6 +8,7 @@ from django.urls import reverse
 from licensing.models import OrderLine
 from redemption import binding
 from redemption.models import SeatAllocation, Subscription
+from tests.admin_forms import confirmation
 from tests.factories import AgreementFactory, OrderFactory, OrderLineFactory, SubscriptionFactory
 from tests.redemption.conftest import provider_subscription
 
@@ -31,7 +32,7 @@ def order_with(tenant, product, kinds: list[str]):
 
 def bind_on_one_screen(client, order) -> Subscription:
     page = client.get(reverse("admin:licensing_order_bind", args=[order.pk]))
-    client.post(reverse("admin:licensing_order_bind", args=[order.pk]))
+    client.post(reverse("admin:licensing_order_bind", args=[order.pk]), confirmation(page))
     for allocation in SeatAllocation.objects.filter(order_line__order=order).order_by("pk"):
         binding.allocation_bind(allocation_id=allocation.pk)
     subscription = Subscription.objects.get(agreement=order.agreement)

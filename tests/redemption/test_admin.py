@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from licensing.models import OrderLine
 from redemption.models import SeatAllocation
+from tests.admin_forms import confirmation
 from tests.redemption.conftest import line_of
 
 pytestmark = pytest.mark.django_db
@@ -108,11 +109,12 @@ def test_one_screen_queues_every_pending_add_and_renew_line(
     )
     client.force_login(processor)
     url = reverse("admin:licensing_order_bind", args=[renewal.order_id])
-    page = client.get(url).content.decode()
+    shown = client.get(url)
+    page = shown.content.decode()
     assert page.count(tenant.default_domain) == 2
     assert "15 seat(s)" in page  # the renewal's 10 plus the 5 added, chained on one subscription
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        done = client.post(url)
+        done = client.post(url, confirmation(shown))
     assert len(callbacks) == 2
     assert sorted(SeatAllocation.objects.values_list("order_line_id", flat=True)) == sorted([renewal.pk, extra.pk])
     # On to the page that follows them by itself until they are bound.
