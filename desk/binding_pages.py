@@ -81,6 +81,11 @@ def status_url(allocation: SeatAllocation) -> str:
     return reverse("admin:redemption_seatallocation_status", args=[allocation.pk])
 
 
+def provider_unavailable(exc: ValidationError) -> bool:
+    """Whether the provider could not be reached (it waited for it already): the page asks it nothing more."""
+    return any(error.code == "provider_unavailable" for error in exc.error_list)
+
+
 def form_key(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
@@ -113,6 +118,7 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
         suggested = next((t for t in tenants if t.default_domain == line.order.suggested_tenant_domain), None)
         if suggested:
             return HttpResponseRedirect(f"{request.path}?tenant={suggested.pk}")
+    unavailable = False
     # The form's own key: sent twice (a double click, the page sent again), it asks for the seats once.
     request_key = form_key(request.POST.get("request_key", "")) if request.method == "POST" else uuid.uuid4()
     if request.method == "POST" and request_key is None:
@@ -133,6 +139,7 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
             errors.append("The number of seats must be a whole number.")
         except ValidationError as exc:
             errors.extend(_errors(exc))
+            unavailable = provider_unavailable(exc)
         else:
             if allocation.repeated:
                 model_admin.message_user(
@@ -152,7 +159,7 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
                 model_admin.message_user(request, f"{allocation.quantity} seat(s) queued for {chosen}.")
             return HttpResponseRedirect(status_url(allocation))
     identity = preview = None
-    if chosen is not None:
+    if chosen is not None and not unavailable:
         try:
             identity = services.tenant_identity_resolve(tenant=chosen)
         except ValidationError as exc:
@@ -298,6 +305,7 @@ def tenant_record_view(model_admin: ModelAdmin, request: HttpRequest, customer_i
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
         next_url = ""
     domain = (request.POST.get("domain") or request.GET.get("domain") or "").strip()
+    unavailable = False
     if request.method == "POST":
         try:
             tenant = services.tenant_record(
@@ -308,6 +316,7 @@ def tenant_record_view(model_admin: ModelAdmin, request: HttpRequest, customer_i
             )
         except ValidationError as exc:
             errors.extend(_errors(exc))
+            unavailable = provider_unavailable(exc)
         else:
             model_admin.message_user(request, f"Tenant {tenant} ({tenant.display_name}) recorded for {customer}.")
             if next_url:
@@ -315,7 +324,7 @@ def tenant_record_view(model_admin: ModelAdmin, request: HttpRequest, customer_i
                 return HttpResponseRedirect(f"{next_url}{joined}tenant={tenant.pk}")
             return HttpResponseRedirect(reverse("admin:tenants_tenant_change", args=[tenant.pk]))
     identity = None
-    if domain:
+    if domain and not unavailable:
         try:
             identity = services.tenant_lookup(domain=domain)
         except ValidationError as exc:

@@ -51,12 +51,18 @@ class TenantWithSubscriptionsAdmin(TenantAdmin):
     @admin.action(description="Verify identity with the provider", permissions=["change"])
     def verify_identity(self, request, queryset):
         verified = 0
-        for tenant in queryset.select_related("customer")[:50]:
+        tenants = list(queryset.select_related("customer")[:50])
+        for done, tenant in enumerate(tenants):
             try:
                 services.tenant_verify(tenant=tenant, acting_user=request.user)
                 verified += 1
             except ValidationError as exc:
                 self.message_user(request, f"{tenant}: {' '.join(exc.messages)}", messages.ERROR)
+                if any(error.code == "provider_unavailable" for error in exc.error_list):
+                    # Each tenant would wait as long again: the others are left for later, and said so.
+                    if rest := len(tenants) - done - 1:
+                        self.message_user(request, f"{rest} other tenant(s) not verified: try again later.")
+                    break
         if verified:
             self.message_user(request, f"{verified} tenant(s) verified with the provider.")
 

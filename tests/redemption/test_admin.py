@@ -384,3 +384,61 @@ def test_a_supervisor_sees_whose_tenant_the_seats_go_to(client, agreement, produ
     assert f"fabrikamdev.onmicrosoft.com</strong>, a tenant of <strong>{customer}</strong>" in decide.content.decode()
     assert f"to fabrikamdev.onmicrosoft.com of {customer}" in many.content.decode()
     assert customer in status.content.decode()
+
+
+def provider_down(monkeypatch) -> list:
+    """Make the provider's identity reads answer 'unavailable' (after their own wait); return the calls made."""
+    from redemption.gateway.base import UNAVAILABLE_MESSAGE, ProviderUnavailable
+    from redemption.gateway.sandbox import SandboxGateway
+
+    calls = []
+
+    def down(self, **kwargs):
+        calls.append(kwargs)
+        raise ProviderUnavailable(UNAVAILABLE_MESSAGE)
+
+    monkeypatch.setattr(SandboxGateway, "tenant_for_domain", down)
+    monkeypatch.setattr(SandboxGateway, "customer_identity", down)
+    return calls
+
+
+def test_recording_a_tenant_while_the_provider_is_down_asks_it_once(client, customer, processor, monkeypatch):
+    calls = provider_down(monkeypatch)
+    client.force_login(processor)
+    url = reverse("admin:redemption_tenant_record", args=[customer.pk])
+
+    page = client.post(url, {"domain": "newco.onmicrosoft.com", "confirm_domain": "newco.onmicrosoft.com"})
+
+    assert "unavailable right now and nothing was saved" in page.content.decode()
+    assert len(calls) == 1  # each read already waits its ten seconds: the page does not wait them twice
+    assert not customer.tenants.exists()
+
+
+def test_binding_while_the_provider_is_down_asks_it_once(client, new_line, tenant, processor, monkeypatch):
+    calls = provider_down(monkeypatch)
+    client.force_login(processor)
+    url = reverse("admin:licensing_orderline_bind", args=[new_line.pk])
+    form = {"tenant": tenant.pk, "quantity": 2, "confirm_domain": tenant.default_domain, "request_key": uuid.uuid4()}
+
+    page = client.post(url, form)
+
+    assert "unavailable right now and nothing was saved" in page.content.decode()
+    assert len(calls) == 1
+    assert not SeatAllocation.objects.exists()
+
+
+def test_verifying_tenants_while_the_provider_is_down_stops_at_the_first(client, customer, processor, monkeypatch):
+    from tests.factories import TenantFactory
+
+    tenants = [TenantFactory(customer=customer) for _ in range(3)]
+    calls = provider_down(monkeypatch)
+    client.force_login(processor)
+
+    page = client.post(
+        reverse("admin:tenants_tenant_changelist"),
+        {"action": "verify_identity", "_selected_action": [t.pk for t in tenants]},
+        follow=True,
+    )
+
+    assert len(calls) == 1
+    assert "2 other tenant(s) not verified: try again later." in page.content.decode()
