@@ -234,7 +234,9 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE_FILENAME = env.str("CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule"))
+# Beat opens its schedule file without making its folder: a fresh checkout has no var/ yet.
+Path(CELERY_BEAT_SCHEDULE_FILENAME).parent.mkdir(parents=True, exist_ok=True)
 # SQLite takes one writer at a time: the embedded default runs one task at a time.
 CELERY_WORKER_CONCURRENCY = 1 if USING_SQLITE else env.int("CELERY_WORKER_CONCURRENCY", default=4)
 CELERY_BEAT_SCHEDULE: dict = {}

@@ -173,3 +173,11 @@ def test_an_import_batch_too_big_to_bind_in_one_statement_is_refused_at_start():
     assert result.returncode != 0
     assert "IMPORT_BATCH_SIZE=5000: with DB_SERVER_SIDE_BINDING on, a batch is 1 to 3000 rows." in result.stderr
     assert _manage("check", env={"DATABASE_URL": PG_URL, "IMPORT_BATCH_SIZE": "3000"}).returncode == 0
+
+
+def test_beat_finds_the_folder_of_its_schedule_on_a_fresh_host(tmp_path):
+    # A fresh checkout has no var/: beat opens its schedule file there without making the folder.
+    schedule = tmp_path / "not-yet" / "celerybeat-schedule"
+    result = _manage("check", env={"CELERY_BEAT_SCHEDULE_FILENAME": str(schedule)})
+    assert result.returncode == 0, result.stderr
+    assert schedule.parent.is_dir()
