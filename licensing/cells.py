@@ -99,7 +99,7 @@ def map_header(
                 "-",
                 f"this row, the first that is not blank, is taken as the header, but it names {named} of the "
                 f"{len(required)} columns this sheet needs (missing: {', '.join(missing)}). Is this the right file, "
-                "with the header as its first row (no title above it) on its first worksheet?",
+                "with the header as its first row (no title above it) on its first visible worksheet?",
             )
         )
         return positions, errors

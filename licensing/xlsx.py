@@ -1,4 +1,4 @@
-"""Reading the first worksheet of an Excel workbook (.xlsx) as a stream, one row at a time.
+"""Reading the first visible worksheet of an Excel workbook (.xlsx) as a stream, one row at a time.
 
 Rows are parsed as their XML arrives (licensing.xlsx_parts) and handed on a piece at a time: a
 cell's text is counted as it comes and refused past the limit, as is a value beyond the last column
@@ -42,6 +42,7 @@ from licensing.xlsx_parts import (
     mb,
     read_part,
     relationships,
+    unescaped,
 )
 
 
@@ -59,14 +60,13 @@ def _xlsx_cell(value: Any) -> Cell:
 
 
 class _SheetRows(Part):
-    """The first worksheet: its rows with a value, as (row number, cells), gathered in `done` as parsed."""
+    """The first visible worksheet: its rows with a value, as (row number, cells), gathered in `done` as parsed."""
 
-    def __init__(
-        self, strings: SharedStrings | None, styles: tuple[frozenset[str], frozenset[str]], epoch: datetime
-    ) -> None:
+    def __init__(self, strings: SharedStrings | None, styles: StylesPart, epoch: datetime) -> None:
         super().__init__()
         self.strings = strings
-        self.dates, self.durations = styles
+        self.dates, self.durations = styles.date_styles()
+        self.padded = styles.padded_styles()
         self.epoch = epoch
         self.cell_limit = settings.IMPORT_MAX_CELL_CHARS
         self.header: list[Any] = []
@@ -169,7 +169,7 @@ class _SheetRows(Part):
                 raise self._refuse(too_long(self.cell_limit), self.column)
             return value
         if kind in ("inlineStr", "str"):
-            return text
+            return unescaped(text)
         if kind == "e":
             return ExcelError(text)
         if kind == "b":
@@ -180,6 +180,8 @@ class _SheetRows(Part):
             number = float(text) if ("." in text or "e" in text or "E" in text) else int(text)
             if self.style in self.dates:
                 return _xlsx_cell(from_excel(number, self.epoch, timedelta=self.style in self.durations))
+            if self.style in self.padded and float(number).is_integer() and number >= 0:
+                return str(int(number)).zfill(self.padded[self.style])
             return _xlsx_cell(number)
         except (ValueError, OverflowError, TypeError):
             # Not a number, or a date no calendar has: the text, for the column's own check to name.
@@ -195,7 +197,8 @@ def _archive(stream: IO[bytes]) -> tuple[zipfile.ZipFile, int]:
         check_directory(stream)
         archive = zipfile.ZipFile(stream)
         return archive, sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        # NotImplementedError: a zip feature zipfile does not read (a version it does not know).
         raise SheetError(NOT_A_WORKBOOK) from exc
 
 
@@ -205,7 +208,7 @@ def unpacked_bytes(stream: IO[bytes]) -> int:
 
 
 def open_xlsx(stream: IO[bytes], file_name: str) -> Sheet:
-    """Return the first worksheet of a workbook, read as a stream."""
+    """Return the first visible worksheet of a workbook, read as a stream."""
     archive, inflated = _archive(stream)
     limit = settings.IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES
     if inflated > limit:
@@ -222,7 +225,7 @@ def open_xlsx(stream: IO[bytes], file_name: str) -> Sheet:
         (targets[rel][1] for rel in workbook.sheets if rel in targets and targets[rel][0] == "worksheet"), None
     )
     if sheet_part is None or sheet_part not in archive.NameToInfo:
-        raise SheetError("This workbook has no worksheet.")
+        raise SheetError("This workbook has no visible worksheet.")
     parts = {kind: target for kind, target in targets.values() if target in archive.NameToInfo}
     strings = None
     if "sharedStrings" in parts:
@@ -232,7 +235,7 @@ def open_xlsx(stream: IO[bytes], file_name: str) -> Sheet:
     styles = StylesPart()
     if "styles" in parts:
         read_part(archive, parts["styles"], styles)
-    reader = _SheetRows(strings, styles.date_styles(), MAC_EPOCH if workbook.date1904 else WINDOWS_EPOCH)
+    reader = _SheetRows(strings, styles, MAC_EPOCH if workbook.date1904 else WINDOWS_EPOCH)
     return _sheet(feed_part(archive, sheet_part, reader), reader, file_name)
 
 

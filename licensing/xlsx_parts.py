@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import struct
 import zipfile
 import zlib
@@ -28,7 +29,7 @@ CHUNK = 64 * 1024
 # A workbook has a few dozen parts; a zip listing more is built to exhaust memory before it is read.
 MAX_PARTS = 10_000
 MAX_DIRECTORY_BYTES = MAX_PARTS * 512
-# Only the first sheet is read; the others are only counted.
+# Only the first visible sheet is read; the others are only counted.
 MAX_SHEETS = 100
 # Excel itself allows about 65,000 cell formats.
 MAX_STYLES = 65_536
@@ -105,7 +106,16 @@ def feed_part(archive: zipfile.ZipFile, name: str, part: Part) -> Iterator[None]
             f"This workbook is damaged: its part {name} is not well-formed XML ({expat.ErrorString(exc.code)}).",
             row=part.row or None,
         ) from exc
-    except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, EOFError, OSError, RuntimeError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        KeyError,
+        ValueError,
+        EOFError,
+        OSError,
+        RuntimeError,
+        NotImplementedError,
+    ) as exc:
         # A damaged zip, a compression or encryption zipfile cannot read, a number that is none.
         raise SheetError(NOT_A_WORKBOOK, row=part.row or None) from exc
 
@@ -148,23 +158,27 @@ def relationships(archive: zipfile.ZipFile, part_name: str) -> dict[str, tuple[s
 
 
 class WorkbookPart(Part):
-    """The workbook part: its sheets' relationship ids, in order, and its date system."""
+    """The workbook part: its visible sheets' relationship ids, in order, and its date system."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sheets: list[str] = []
+        self.count = 0
         self.date1904 = False
 
     def start(self, tag: str, attrs: dict[str, str]) -> None:
         self.events += 1
         name = local_name(tag)
         if name == "sheet":
-            if len(self.sheets) >= MAX_SHEETS:
+            self.count += 1
+            if self.count > MAX_SHEETS:
                 raise SheetError(
-                    f"This workbook has more than {MAX_SHEETS} sheets; an import reads the first sheet of a workbook "
-                    f"of at most {MAX_SHEETS}."
+                    f"This workbook has more than {MAX_SHEETS} sheets; an import reads the first visible sheet of "
+                    f"a workbook of at most {MAX_SHEETS}."
                 )
-            self.sheets.append(next((v for k, v in attrs.items() if k.endswith(":id")), ""))
+            # A hidden sheet (lists for drop-downs, an old copy) is not the one the clerk sees and works on.
+            if attrs.get("state", "visible") == "visible":
+                self.sheets.append(next((v for k, v in attrs.items() if k.endswith(":id")), ""))
         elif name == "workbookPr":
             self.date1904 = attrs.get("date1904", "").lower() in ("1", "true")
 
@@ -199,6 +213,19 @@ class StylesPart(Part):
         if local_name(tag) == "cellXfs":
             self.in_cell_xfs = False
 
+    def padded_styles(self) -> dict[str, int]:
+        """Return the style indexes of whole numbers shown with leading zeros ("0000000000"), with their width.
+
+        Excel keeps 0080000102 so formatted as the number 80000102: read as the sheet shows it, an order
+        or agreement number keeps its zeros.
+        """
+        padded = {}
+        for index, format_id in enumerate(self.cell_formats):
+            code = self.formats.get(format_id, "")
+            if len(code) > 1 and set(code) == {"0"}:
+                padded[str(index)] = len(code)
+        return padded
+
     def date_styles(self) -> tuple[frozenset[str], frozenset[str]]:
         """Return the style indexes (as cells write them) of dates and of durations."""
         dates, durations = set(), set()
@@ -209,6 +236,16 @@ class StylesPart(Part):
             if is_timedelta_format(code):
                 durations.add(str(index))
         return frozenset(dates), frozenset(durations)
+
+
+# Excel writes a character XML cannot carry (a carriage return, a control character) as _xHHHH_, and
+# a text that itself looks like one with its underscore escaped (_x005F_).
+ESCAPED = re.compile(r"_x([0-9A-Fa-f]{4})_")
+
+
+def unescaped(text: str) -> str:
+    """Return a cell's text as Excel shows it: every _xHHHH_ the character it stands for."""
+    return ESCAPED.sub(lambda match: chr(int(match[1], 16)), text) if "_x" in text else text
 
 
 class SharedStrings(Part):
@@ -254,8 +291,7 @@ class SharedStrings(Part):
             if self.length > self.cell_limit:
                 self.too_long.add(len(self.ends))
             else:
-                # As openpyxl reads them.
-                self.text += "".join(self.pieces).replace("x005F_", "").encode()
+                self.text += unescaped("".join(self.pieces)).encode()
             self.ends.append(len(self.text))
             if len(self.text) + 8 * len(self.ends) > self.budget:
                 raise SheetError(
