@@ -110,6 +110,8 @@ class SheetImportExportMixin(SafeExportMixin, ImportExportMixin):
         # Re-render the form with the reason on the file field, reading nothing more.
         form = self.create_import_form(request)
         form.is_valid()
+        # One reason for the file, ours ("The file is empty.", not Django's as well).
+        form.errors.pop("import_file", None)
         form.add_error("import_file", message)
         context = {
             **self.admin_site.each_context(request),

@@ -9,6 +9,7 @@ from django.conf import settings
 from import_export.formats import base_formats
 
 from licensing.sheets import SheetError, is_blank, measure_sheet, neutralise, open_sheet, unpacked_size
+from licensing.xlsx import refuse_unpacking
 
 # A sheet checked in the page is held whole: past this many characters it goes to a worker instead.
 PREVIEW_MAX_CHARS = 5_000_000
@@ -24,6 +25,8 @@ def too_big_for_the_page(stream) -> str:
     page's limits. A file that is no sheet raises SheetError.
     """
     unpacked = unpacked_size(stream)
+    # Refused at once, not after a wait for a worker: the zip directory already says too much.
+    refuse_unpacking(unpacked)
     if unpacked > PREVIEW_MAX_UNPACKED_BYTES:
         return f"it unpacks to {unpacked / 1_048_576:.0f} MB"
     try:

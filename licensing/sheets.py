@@ -186,9 +186,10 @@ def _open_sheet(stream: IO[bytes], file_name: str) -> Sheet:
         return open_xlsx(stream, file_name)
     if head.startswith(UTF16_BOMS):
         raise SheetError('This file is saved as UTF-16 ("Unicode Text"): save it as "CSV UTF-8" and upload it again.')
-    # A stray zero byte in a text file is named by its row; a binary file has them from its first line on.
+    # A stray zero byte in a text file is named by its row; a binary file has them from its first line on,
+    # or many of them.
     first_line = head.split(b"\n", 1)[0]
-    if head.startswith(OTHER_BINARY_MAGIC) or b"\x00" in first_line or head.count(b"\x00") > 8:
+    if head.startswith(OTHER_BINARY_MAGIC) or b"\x00" in first_line or head.count(b"\x00") * 16 > len(head):
         raise SheetError("This file is not a sheet: upload a CSV file or an Excel workbook (.xlsx).")
     return _open_csv(stream, file_name)
 

@@ -202,6 +202,13 @@ def _archive(stream: IO[bytes]) -> tuple[zipfile.ZipFile, int]:
         raise SheetError(NOT_A_WORKBOOK) from exc
 
 
+def refuse_unpacking(inflated: int) -> None:
+    """Refuse a workbook whose zip directory says it unpacks past the limit (nothing unpacked yet)."""
+    limit = settings.IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES
+    if inflated > limit:
+        raise SheetError(f"This workbook unpacks to {mb(inflated)}, over the {mb(limit)} limit; it is refused.")
+
+
 def unpacked_bytes(stream: IO[bytes]) -> int:
     """Return how many bytes reading the workbook unpacks at most, from its zip directory alone."""
     return _archive(stream)[1]
@@ -210,9 +217,7 @@ def unpacked_bytes(stream: IO[bytes]) -> int:
 def open_xlsx(stream: IO[bytes], file_name: str) -> Sheet:
     """Return the first visible worksheet of a workbook, read as a stream."""
     archive, inflated = _archive(stream)
-    limit = settings.IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES
-    if inflated > limit:
-        raise SheetError(f"This workbook unpacks to {mb(inflated)}, over the {mb(limit)} limit; it is refused.")
+    refuse_unpacking(inflated)
 
     document = next((t for kind, t in relationships(archive, "").values() if kind == "officeDocument"), None)
     document = document or "xl/workbook.xml"

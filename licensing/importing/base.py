@@ -285,7 +285,8 @@ class SheetImporter:
         first = rec.seen.get(name)
         if first is not None:
             if not same_ref(current, target):
-                self.error(row, column, f"{_display(target)!r} differs from row {first}")
+                message = f"{_display(target)!r} differs from row {first}, which says {_display(current)!r}"
+                self.error(row, column, message)
                 raise Conflict
             return False
         rec.seen[name] = self.stated_at(row, column)

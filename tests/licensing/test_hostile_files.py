@@ -702,3 +702,41 @@ def test_a_refused_file_still_shows_the_columns_the_importer_reads(staff_client)
 
     assert "UTF-16" in page
     assert "License Number, Line" in page
+
+
+def test_a_run_of_zero_bytes_in_a_row_is_named_by_its_row(import_orders):
+    rows = [order_row(Line=str(n)) for n in range(1, 5)]
+    rows[3]["PO Number"] = "PO" + "\x00" * 9
+    data = csv_bytes(rows)
+    assert data.index(b"\x00") < 8192
+
+    report = import_orders(data)
+
+    assert [(e.row, e.column) for e in report.errors] == [(5, "-")]
+    assert "NUL character" in report.errors[0].message
+    assert nothing_written()
+
+
+def test_an_empty_upload_is_told_once(staff_client):
+    response = staff_upload(staff_client, b"")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert page.count("empty") == 1 and "The file is empty." in page
+    assert nothing_written()
+
+
+def test_a_workbook_declaring_too_much_is_refused_at_the_upload_not_in_the_background(
+    tmp_path, settings, staff_client, monkeypatch
+):
+    # Over the page's limit (a worker would check it) and over the import's: refused at once.
+    monkeypatch.setattr(formats, "PREVIEW_MAX_UNPACKED_BYTES", hostile.MB)
+    settings.IMPORT_XLSX_MAX_UNCOMPRESSED_BYTES = 1_000_000
+    path = tmp_path / "declared.xlsx"
+    hostile.whitespace_padded_workbook(path, spaces=2 * hostile.MB)
+
+    response = staff_upload(staff_client, path.read_bytes(), name="declared.xlsx")
+
+    assert response.status_code == 200
+    assert "over the 1 MB limit; it is refused" in response.content.decode()
+    assert not ImportJob.objects.exists()
