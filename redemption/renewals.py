@@ -52,11 +52,14 @@ DISABLED_DAYS = 90
 ANNIVERSARY_ORDER_DAYS = 30
 # Rows locked and historised per lifecycle statement; an ordinary day moves far fewer.
 LIFECYCLE_BATCH = 10_000
-# A renewal being reversed is still in effect until the reversal is done.
-RENEWAL_REQUESTED = [
+# A renewal on its way to the provider; one bound (or being reversed: still in effect until the reversal
+# is done) renewed the term that ended at its previous_term_end.
+RENEWAL_ON_ITS_WAY = [
     SeatAllocation.Status.AWAITING_APPROVAL,
     SeatAllocation.Status.QUEUED,
     SeatAllocation.Status.BINDING,
+]
+RENEWAL_IN_EFFECT = [
     SeatAllocation.Status.BOUND,
     SeatAllocation.Status.REVERSING,
     SeatAllocation.Status.REVERSAL_FAILED,
@@ -142,14 +145,26 @@ def subscription_lifecycle_advance(*, today: date, dry_run: bool = False) -> Lif
 
 
 def renewal_requested(prefix: str = "") -> Exists:
-    """Return a condition true when a renewal is requested for the outer subscription's current term."""
+    """Return a condition true when a renewal is requested for the outer subscription's current term.
+
+    The renewal is of the same subscription (agreement, product and tenant): waiting for approval, queued
+    or being bound, or bound for the term that ends now. A renewal bound earlier started the current term
+    (its previous end is not this one): the current term gets its own reminders.
+    """
+    term_end = OuterRef(f"{prefix}term_end")
     return Exists(
         SeatAllocation.objects.filter(
+            Q(status__in=RENEWAL_ON_ITS_WAY)
+            | Q(status__in=RENEWAL_IN_EFFECT)
+            & (
+                Q(previous_term_end=term_end)
+                # Bound before its plan was kept: its line's coverage says which term it renews.
+                | Q(previous_term_end__isnull=True, order_line__ends_on__gt=term_end)
+            ),
             order_line__kind=OrderLine.Kind.RENEWAL,
             order_line__order__agreement_id=OuterRef(f"{prefix}agreement_id"),
             order_line__product_id=OuterRef(f"{prefix}product_id"),
-            order_line__ends_on__gt=OuterRef(f"{prefix}term_end"),
-            status__in=RENEWAL_REQUESTED,
+            tenant_id=OuterRef(f"{prefix}tenant_id"),
         )
     )
 

@@ -39,13 +39,15 @@ def run_day(day: date):
         return renewals_daily_run(today=day)
 
 
-def request_renewal(subscription: Subscription, status: str = SeatAllocation.Status.QUEUED) -> SeatAllocation:
+def request_renewal(
+    subscription: Subscription, status: str = SeatAllocation.Status.QUEUED, *, ends_on: date | None = None
+) -> SeatAllocation:
     line = OrderLineFactory(
         order=OrderFactory(agreement=subscription.agreement),
         product=subscription.product,
         kind=OrderLine.Kind.RENEWAL,
         starts_on=subscription.term_end,
-        ends_on=subscription.term_end + timedelta(days=365),
+        ends_on=ends_on or subscription.term_end + timedelta(days=365),
     )
     at_provider = status in SeatAllocation.AT_PROVIDER or status == SeatAllocation.Status.REVERSED
     return SeatAllocationFactory(
@@ -340,4 +342,57 @@ def test_beat_runs_the_tick_task_which_sends_the_days_reminders(mailoutbox, sett
     SubscriptionFactory(term_end=START + timedelta(days=7))
     with time_machine.travel(datetime(2027, 1, 4, 23, 30, tzinfo=ZoneInfo("UTC")), tick=False):
         task.apply()
+    assert len(mailoutbox) == 1
+
+
+def bound_renewal(subscription: Subscription, *, renewed_from: date, ends_on: date) -> SeatAllocation:
+    """A renewal the worker bound: its plan kept the term end it renewed from, its line the sheet's coverage."""
+    allocation = request_renewal(subscription, SeatAllocation.Status.BOUND, ends_on=ends_on)
+    SeatAllocation.objects.filter(pk=allocation.pk).update(previous_term_end=renewed_from, target_term_end=ends_on)
+    return allocation
+
+
+def test_a_renewal_bound_earlier_does_not_silence_the_term_it_started(mailoutbox):
+    # Renewed from 2027-01-31 to a term ending 2028-01-30 (rule 7), while the sheet said coverage to 2028-01-31.
+    subscription = SubscriptionFactory(term_end=date(2028, 1, 30))
+    bound_renewal(subscription, renewed_from=date(2027, 1, 31), ends_on=date(2028, 1, 31))
+
+    run_day(date(2028, 1, 30) - timedelta(days=30))
+
+    assert len(mailoutbox) == 1
+    assert RenewalReminder.objects.get().term_end == date(2028, 1, 30)
+
+
+def test_seats_added_after_a_renewal_keep_the_reminders_of_the_blended_end(mailoutbox):
+    # Renewed to 2028-04-30, then seats added blended the end to 2028-03-31 (rule 7).
+    subscription = SubscriptionFactory(term_end=date(2028, 3, 31))
+    bound_renewal(subscription, renewed_from=date(2027, 4, 30), ends_on=date(2028, 4, 30))
+
+    run_day(date(2028, 3, 1))
+
+    assert len(mailoutbox) == 1
+
+
+def test_a_renewal_bound_for_the_term_ending_now_still_silences_it(mailoutbox):
+    subscription = SubscriptionFactory(term_end=START + timedelta(days=20))
+    bound_renewal(subscription, renewed_from=subscription.term_end, ends_on=subscription.term_end + timedelta(days=365))
+
+    run_day(START)
+
+    assert mailoutbox == []
+
+
+def test_a_renewal_asked_for_another_tenant_does_not_silence_this_one(mailoutbox):
+    subscription = SubscriptionFactory(term_end=START + timedelta(days=30))
+    second = SubscriptionFactory(
+        agreement=subscription.agreement,
+        product=subscription.product,
+        tenant=TenantFactory(customer=subscription.tenant.customer),
+        term_end=subscription.term_end,
+    )
+    request_renewal(second, SeatAllocation.Status.AWAITING_APPROVAL)
+
+    run_day(START)
+
+    assert [r.subscription_id for r in RenewalReminder.objects.all()] == [subscription.pk]
     assert len(mailoutbox) == 1
