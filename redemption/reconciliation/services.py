@@ -106,6 +106,11 @@ def _accept(drift: Drift, acting_user, reason: str) -> Drift:
             subscription.quantity, fields = int(drift.provider), ["quantity"]
         elif drift.kind == Kind.TERM_END:
             subscription.term_end, fields = date.fromisoformat(drift.provider), ["term_end"]
+            lapsed = subscription.status in (Subscription.Status.EXPIRED, Subscription.Status.DISABLED)
+            if lapsed and subscription.term_end >= timezone.localdate():
+                # Renewed at the provider (in a portal): its term runs again, as after a renewal bound here.
+                subscription.status = Subscription.Status.ACTIVE
+                fields.append("status")
         elif drift.kind == Kind.STATUS:
             suspended = drift.provider == "suspended"
             subscription.status = Subscription.Status.SUSPENDED if suspended else Subscription.Status.ACTIVE

@@ -184,6 +184,18 @@ def test_accepting_the_providers_value_changes_our_subscription_with_the_reason(
     assert reconcile() and not Drift.objects.filter(kind=Kind.QUANTITY, status=Drift.Status.OPEN).exists()
 
 
+def test_accepting_a_later_term_end_of_a_lapsed_subscription_makes_it_active_again(desk, provider, supervisor):
+    # Expired here (rule 8) while the customer renewed it in the portal.
+    Subscription.objects.filter(pk=desk["e3"].pk).update(status=Subscription.Status.EXPIRED)
+    drift = term_end_changed_in_the_portal(provider, desk)
+
+    settle.drift_accept(drift=drift, acting_user=supervisor, reason="Customer renewed it in the portal")
+
+    subscription = Subscription.objects.get(pk=desk["e3"].pk)
+    assert (subscription.term_end, subscription.status) == (date(2030, 1, 1), Subscription.Status.ACTIVE)
+    assert "Customer renewed it in the portal" in subscription.history.latest("history_date").history_change_reason
+
+
 def term_end_changed_in_the_portal(provider, desk) -> Drift:
     """Move e3's term end at the provider to 2030-01-01 and reconcile: the term-end drift found."""
     with provider.lock:
