@@ -81,11 +81,6 @@ def status_url(allocation: SeatAllocation) -> str:
     return reverse("admin:redemption_seatallocation_status", args=[allocation.pk])
 
 
-def provider_unavailable(exc: ValidationError) -> bool:
-    """Whether the provider could not be reached (it waited for it already): the page asks it nothing more."""
-    return any(error.code == "provider_unavailable" for error in exc.error_list)
-
-
 def form_key(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(value)
@@ -139,7 +134,7 @@ def bind_line_view(model_admin: ModelAdmin, request: HttpRequest, line_id: int) 
             errors.append("The number of seats must be a whole number.")
         except ValidationError as exc:
             errors.extend(_errors(exc))
-            unavailable = provider_unavailable(exc)
+            unavailable = services.provider_unavailable(exc)
         else:
             if allocation.repeated:
                 model_admin.message_user(
@@ -316,7 +311,7 @@ def tenant_record_view(model_admin: ModelAdmin, request: HttpRequest, customer_i
             )
         except ValidationError as exc:
             errors.extend(_errors(exc))
-            unavailable = provider_unavailable(exc)
+            unavailable = services.provider_unavailable(exc)
         else:
             model_admin.message_user(request, f"Tenant {tenant} ({tenant.display_name}) recorded for {customer}.")
             if next_url:

@@ -58,7 +58,7 @@ class TenantWithSubscriptionsAdmin(TenantAdmin):
                 verified += 1
             except ValidationError as exc:
                 self.message_user(request, f"{tenant}: {' '.join(exc.messages)}", messages.ERROR)
-                if any(error.code == "provider_unavailable" for error in exc.error_list):
+                if services.provider_unavailable(exc):
                     # Each tenant would wait as long again: the others are left for later, and said so.
                     if rest := len(tenants) - done - 1:
                         self.message_user(request, f"{rest} other tenant(s) not verified: try again later.")

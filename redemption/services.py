@@ -236,6 +236,12 @@ def tenant_identity_resolve(*, tenant: Tenant) -> TenantIdentity:
         raise ValidationError(exc.message, code="provider_unavailable") from exc
 
 
+def provider_unavailable(exc: ValidationError) -> bool:
+    """Whether a refusal says the provider could not be reached (after its own wait): ask it nothing more now."""
+    errors = exc.error_list if hasattr(exc, "error_list") else [e for es in exc.error_dict.values() for e in es]
+    return any(error.code == "provider_unavailable" for error in errors)
+
+
 def _identity_mismatch(tenant: Tenant, identity: TenantIdentity) -> str:
     problems = []
     if identity.tenant_id != tenant.tenant_id:

@@ -442,3 +442,18 @@ def test_verifying_tenants_while_the_provider_is_down_stops_at_the_first(client,
 
     assert len(calls) == 1
     assert "2 other tenant(s) not verified: try again later." in page.content.decode()
+
+
+def test_recording_a_tenant_already_on_file_says_so(client, tenant, processor):
+    from tests.factories import CustomerFactory
+
+    client.force_login(processor)
+    for customer in (tenant.customer, CustomerFactory(name="Litware Inc")):
+        url = reverse("admin:redemption_tenant_record", args=[customer.pk])
+        form = {"domain": tenant.default_domain, "confirm_domain": tenant.default_domain}
+
+        page = client.post(url, form)
+
+        assert page.status_code == 200
+        assert "already recorded." in page.content.decode()
+    assert type(tenant).objects.count() == 1
