@@ -284,8 +284,9 @@ if not 0 <= RENEWAL_REMINDER_HOUR <= 23 or not RENEWAL_REMINDER_OFFSETS or min(R
     )
 # Beat checks this often whether the day's run is due (from the schedule's hour) and retries failed mail.
 RENEWAL_TICK_MINUTES = env.int("RENEWAL_TICK_MINUTES", default=10)
-# A failed reminder is retried on each tick until it is sent, stops being due, or fails this often.
-RENEWAL_REMINDER_MAX_ATTEMPTS = env.int("RENEWAL_REMINDER_MAX_ATTEMPTS", default=5)
+# A failed reminder is retried until it is sent, stops being due, or fails this often: on the next tick,
+# then waiting twice as long after each try, at most 4 hours (10 tries span about a day).
+RENEWAL_REMINDER_MAX_ATTEMPTS = env.int("RENEWAL_REMINDER_MAX_ATTEMPTS", default=10)
 # Delivery results are written after every this many mails: a crash leaves at most this many unconfirmed.
 RENEWAL_REMINDER_BATCH_SIZE = env.int("RENEWAL_REMINDER_BATCH_SIZE", default=5000)
 # Who receives the staff reminders of OVS anniversary-order deadlines (default: the desk's own address).

@@ -213,14 +213,34 @@ def _due_subscriptions(*, today: date, offsets: list[int]):
     )
 
 
-def _retryable_reminders(*, today: date, offsets: list[int]):
-    """Return failed reminders that are still the due one for a subscription nobody has renewed."""
+# A failed reminder waits longer after each failed try (a tick, then twice that, ...), up to this: tries
+# spread over most of a day, so that a mail server down for hours loses no reminder.
+RETRY_WAIT_CAP = timedelta(hours=4)
+
+
+def retry_waited(*, now: datetime | None) -> Q:
+    """Return a filter: the failed reminder has waited long enough since its last try (None: do not wait)."""
+    if now is None:
+        return Q()
+    tick = timedelta(minutes=settings.RENEWAL_TICK_MINUTES)
+    # Each try is a little under its wait after the last, so that the tick that comes on time takes it.
+    condition = Q(attempts=0)
+    for attempts in range(1, settings.RENEWAL_REMINDER_MAX_ATTEMPTS + 1):
+        wait = min(RETRY_WAIT_CAP, tick * 2 ** min(attempts - 1, 16)) - tick / 2
+        condition |= Q(attempts=attempts, claimed_at__lte=now - wait)
+    return condition
+
+
+def _retryable_reminders(*, today: date, offsets: list[int], now: datetime | None = None):
+    """Return failed reminders that are still the due one for a subscription nobody has renewed, and whose
+    wait since their last try (retry_waited) is over."""
     still_due = Subscription.objects.filter(
         pk=OuterRef("subscription_id"), status=Subscription.Status.ACTIVE, term_end=OuterRef("term_end")
     ).exclude(renewal_requested())
     return RenewalReminder.objects.filter(
         current_offset_q(today=today, offsets=offsets, field_name="term_end"),
         Exists(still_due),
+        retry_waited(now=now),
         status=RenewalReminder.Status.FAILED,
         attempts__lt=settings.RENEWAL_REMINDER_MAX_ATTEMPTS,
         term_end__gte=today,
@@ -483,6 +503,7 @@ def _send_anniversary_reminders(
         )
     AnniversaryReminder.objects.filter(
         current_offset_q(today=today, offsets=offsets, field_name="deadline"),
+        retry_waited(now=now),
         status=AnniversaryReminder.Status.FAILED,
         attempts__lt=settings.RENEWAL_REMINDER_MAX_ATTEMPTS,
         deadline__gte=today,
@@ -551,7 +572,7 @@ def renewal_reminders_send(*, today: date, dry_run: bool = False, retry_only: bo
     if not retry_only:
         _claim_new_reminders(today=today, offsets=offsets, token=token, now=now)
     # Claimed only while still failed: a run that claimed it a moment earlier has changed its status.
-    _retryable_reminders(today=today, offsets=offsets).update(
+    _retryable_reminders(today=today, offsets=offsets, now=now).update(
         status=RenewalReminder.Status.SENDING, claim_token=token, claimed_at=now, run_on=today
     )
     mail_connection = get_connection()

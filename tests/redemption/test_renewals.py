@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from django.core.mail.backends.base import BaseEmailBackend
+from django.utils import timezone
 
 from licensing.models import OrderLine, Program
 from redemption.models import AnniversaryReminder, RenewalReminder, RenewalSchedule, SeatAllocation, Subscription
@@ -243,13 +244,34 @@ def test_a_failed_delivery_is_recorded_retried_and_not_marked_sent(mailoutbox, s
     assert reminder.attempts == 1
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    retried = renewal_reminders_send(today=START + timedelta(days=1))
+    with time_machine.travel(timezone.now() + timedelta(days=1), tick=False):
+        retried = renewal_reminders_send(today=START + timedelta(days=1))
+
+        reminder.refresh_from_db()
+        assert retried.mails_sent == 1 and len(mailoutbox) == 1
+        assert (reminder.status, reminder.attempts, reminder.last_error) == ("sent", 2, "")
+        assert reminder.sent_at is not None
+        assert renewal_reminders_send(today=START + timedelta(days=1)).mails_sent == 0
+
+
+def test_a_mail_server_down_for_hours_at_the_sending_hour_loses_no_reminder(mailoutbox, settings):
+    subscription = SubscriptionFactory(term_end=START + timedelta(days=7))
+    settings.EMAIL_BACKEND = "tests.redemption.test_renewals.FailingBackend"
+    opened = datetime(START.year, START.month, START.day, 7, tzinfo=ZoneInfo("UTC"))
+    # Beat's tick every 10 minutes through a six-hour outage: each try waits twice as long as the last.
+    for minutes in range(0, 6 * 60, 10):
+        with time_machine.travel(opened + timedelta(minutes=minutes), tick=False):
+            renewal_reminders_send(today=START, retry_only=minutes > 0)
+    reminder = RenewalReminder.objects.get(subscription=subscription)
+    assert reminder.status == "failed" and reminder.attempts < settings.RENEWAL_REMINDER_MAX_ATTEMPTS
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    for minutes in range(6 * 60, 11 * 60, 10):
+        with time_machine.travel(opened + timedelta(minutes=minutes), tick=False):
+            renewal_reminders_send(today=START, retry_only=True)
 
     reminder.refresh_from_db()
-    assert retried.mails_sent == 1 and len(mailoutbox) == 1
-    assert (reminder.status, reminder.attempts, reminder.last_error) == ("sent", 2, "")
-    assert reminder.sent_at is not None
-    assert renewal_reminders_send(today=START + timedelta(days=1)).mails_sent == 0
+    assert (reminder.status, len(mailoutbox)) == ("sent", 1)
 
 
 def test_a_failed_reminder_is_dropped_once_a_later_offset_is_due(mailoutbox, settings):
