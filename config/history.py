@@ -2,8 +2,8 @@
 
 from django.db.models import Model
 
-# django-simple-history keeps the reason in a 100-character column.
-REASON_LENGTH = 100
+# The history keeps the reason as text; this bounds what one change's reason may take.
+REASON_LENGTH = 2000
 
 
 def save_with_history(obj: Model, *, acting_user, reason: str, fields: list[str] | None = None) -> None:

@@ -118,6 +118,8 @@ CONTENT_SECURITY_POLICY = {
 
 # History pages show history: an old version is never saved back over the record (config.admin_tools).
 SIMPLE_HISTORY_REVERT_DISABLED = True
+# Rule 12's "why" whole: a reason a person wrote is kept as written (config.history.REASON_LENGTH at most).
+SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"

@@ -17,6 +17,8 @@ import psycopg
 from django.db import connection, transaction
 from django.db.models import Model
 
+from config.history import REASON_LENGTH
+
 # PostgreSQL binds at most 65,535 parameters per statement (DB_SERVER_SIDE_BINDING sends them apart).
 MAX_BOUND_PARAMETERS = 65_535
 
@@ -181,7 +183,7 @@ def _history_template(model: type[Model], alias: str) -> tuple[str, int]:
         f"INSERT INTO {_qn(historical._meta.db_table)} ({', '.join(columns + history_columns)}) "
         f"SELECT {', '.join(columns + placeholders)} FROM {_qn(alias)} RETURNING {_qn('history_id')}"
     )
-    return sql, history_fields[1].max_length or 100
+    return sql, history_fields[1].max_length or REASON_LENGTH
 
 
 def _history_sql(change: Change, now: datetime, user_id: int | None) -> tuple[str, list]:

@@ -457,3 +457,27 @@ def test_recording_a_tenant_already_on_file_says_so(client, tenant, processor):
         assert page.status_code == 200
         assert "already recorded." in page.content.decode()
     assert type(tenant).objects.count() == 1
+
+
+def test_a_reason_is_kept_whole_in_the_history(new_line, tenant, processor, supervisor):
+    from redemption import binding, services
+
+    allocation = services.allocation_request(
+        order_line=new_line, tenant=tenant, quantity=2, confirm_domain=tenant.default_domain, acting_user=processor
+    )
+    if allocation.status == SeatAllocation.Status.AWAITING_APPROVAL:
+        services.allocation_approve(allocation=allocation, acting_user=supervisor)
+    binding.allocation_bind(allocation_id=allocation.pk)
+    why = (
+        "The customer's IT lead called: these seats belong on the subsidiary's tenant, not the parent's; "
+        "credit note CN-2211 to follow, and the reseller is told by mail (ticket 4411)."
+    )
+    assert len(why) > 100
+
+    services.allocation_reverse(
+        allocation=SeatAllocation.objects.get(pk=allocation.pk), acting_user=supervisor, reason=why
+    )
+    binding.allocation_bind(allocation_id=allocation.pk)
+
+    reasons = list(SeatAllocation.objects.get(pk=allocation.pk).history.values_list("history_change_reason", flat=True))
+    assert any(reason.endswith(why) for reason in reasons)
