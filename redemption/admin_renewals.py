@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django import forms
 from django.contrib import admin
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponseRedirect
@@ -10,6 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from config.admin_tools import BackOfficeListAdmin, BackOfficeModelAdmin, ReadOnlyAdminMixin
+from config.history import REASON_LENGTH, save_with_history
 from licensing.admin_import import SafeExportMixin
 from licensing.models import OrderLine
 from redemption.models import (
@@ -191,10 +193,27 @@ class RenewalAdmin(ReadOnlyAdminMixin, SafeExportMixin, BackOfficeListAdmin):
         return (obj.term_end - timezone.localdate()).days
 
 
+class RenewalScheduleForm(forms.ModelForm):
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        max_length=REASON_LENGTH,
+        help_text="Why the schedule changes: kept in its history with your name.",
+    )
+
+    class Meta:
+        model = RenewalSchedule
+        fields = ["offsets", "send_hour"]
+
+
 @admin.register(RenewalSchedule)
 class RenewalScheduleAdmin(BackOfficeModelAdmin):
-    fields = ["offsets", "send_hour", "last_run_on", "updated_at"]
+    form = RenewalScheduleForm
+    fields = ["offsets", "send_hour", "reason", "last_run_on", "updated_at"]
     readonly_fields = ["last_run_on", "updated_at"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        # Rule 12: who (the history's user) and why.
+        save_with_history(obj, acting_user=request.user, reason=f"Schedule changed: {form.cleaned_data['reason']}")
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
         # One schedule: the list is its edit page.

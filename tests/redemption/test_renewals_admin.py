@@ -108,19 +108,26 @@ def test_supervisor_edits_the_schedule_and_an_order_processor_only_sees_it(clien
     client.force_login(supervisor)
     assert client.get(reverse("admin:redemption_renewalschedule_changelist")).url == url
 
-    response = client.post(url, {"offsets": "120, 45,7", "send_hour": "6"})
+    unexplained = client.post(url, {"offsets": "120, 45,7", "send_hour": "6"})
+    assert unexplained.status_code == 200 and RenewalSchedule.load().offsets != "120, 45,7"
+    response = client.post(url, {"offsets": "120, 45,7", "send_hour": "6", "reason": "Partners asked for 120 days"})
     assert response.status_code == 302
     schedule = RenewalSchedule.load()
     assert (schedule.offset_days, schedule.send_hour) == ([120, 45, 7], 6)
+    changed = schedule.history.latest("history_date")
+    assert (changed.history_user, changed.history_change_reason) == (
+        supervisor,
+        "Schedule changed: Partners asked for 120 days",
+    )
 
-    refused = client.post(url, {"offsets": "90,abc", "send_hour": "25"})
+    refused = client.post(url, {"offsets": "90,abc", "send_hour": "25", "reason": "typo"})
     assert refused.status_code == 200
     assert "whole numbers of days" in refused.content.decode()
     assert RenewalSchedule.load().offsets == "120, 45,7"
 
     client.force_login(processor)
     assert client.get(url).status_code == 200
-    client.post(url, {"offsets": "30", "send_hour": "1"})
+    client.post(url, {"offsets": "30", "send_hour": "1", "reason": "not mine to change"})
     assert RenewalSchedule.load().offsets == "120, 45,7"
 
 
