@@ -68,6 +68,8 @@ class OrderGroup:
     reason: str = ""
     # A tenant was posted that is not one of the customer's: refused, never replaced by a default.
     foreign_choice: bool = False
+    # Why the screen's confirmation could not take this order (shown beside it).
+    error: str = ""
 
     def record_query(self, back: str) -> str:
         """The query of the page recording a tenant: back here after it, with the reseller's domain typed in."""
@@ -132,7 +134,8 @@ def _plan(line_ids: list[int], data) -> list[CustomerGroup]:
 
 
 def _asks(plan: list[CustomerGroup]) -> list[services.SeatsAsked]:
-    asks = []
+    """Return the seats the screen asks for; every order still missing its tenant is named (and marked)."""
+    asks, missing = [], []
     for customer in plan:
         for group in customer.orders:
             for row in group.rows:
@@ -140,12 +143,16 @@ def _asks(plan: list[CustomerGroup]) -> list[services.SeatsAsked]:
                     asks.append(services.SeatsAsked(row["line"], row["tenant"], row["quantity"]))
                     continue
                 if group.foreign_choice:
-                    raise ValidationError(
+                    group.error = (
                         f"Order {group.order}: the tenant chosen is not one of {customer.customer}'s tenants; "
                         "nothing was requested. Choose one of the tenants listed."
                     )
-                if group.chosen is None:
-                    raise ValidationError(f"Order {group.order}: choose the tenant for its new seats.")
+                elif group.chosen is None:
+                    group.error = f"Order {group.order}: choose the tenant for its new seats."
+                if group.error:
+                    if group.error not in missing:
+                        missing.append(group.error)
+                    continue
                 asks.append(
                     services.SeatsAsked(
                         row["line"],
@@ -155,6 +162,8 @@ def _asks(plan: list[CustomerGroup]) -> list[services.SeatsAsked]:
                         reason=group.reason,
                     )
                 )
+    if missing:
+        raise ValidationError(missing)
     return asks
 
 

@@ -518,25 +518,40 @@ def application_order(lines: list) -> list:
 def allocations_request(
     *, asks: list[SeatsAsked], acting_user, request_key: uuid.UUID | None = None
 ) -> list[SeatAllocation]:
-    """Request several lines' seats with one confirmation: all are queued (or held for approval), or none.
+    """Request several lines' seats with one confirmation: all are queued (or held for approval), or none,
+    and then every line refused is named with its reason.
 
     `request_key` names the form that asks: sent again, each line's binding it asked for the first time
     comes back marked `repeated` (allocation_request), even if it was rejected or reversed since.
     """
+    requested, refusals = [], []
     with transaction.atomic():
-        return [
-            allocation_request(
-                order_line=ask.order_line,
-                tenant=ask.tenant,
-                quantity=ask.quantity,
-                confirm_domain=ask.confirm_domain,
-                acting_user=acting_user,
-                reason=ask.reason,
-                # One key per line of the form, the same every time the form is sent.
-                request_key=uuid.uuid5(request_key, f"order-line:{ask.order_line.pk}") if request_key else None,
-            )
-            for ask in application_order(asks)
-        ]
+        for ask in application_order(asks):
+            try:
+                # A savepoint each: every line refused is told at once, then nothing is kept.
+                with transaction.atomic():
+                    requested.append(
+                        allocation_request(
+                            order_line=ask.order_line,
+                            tenant=ask.tenant,
+                            quantity=ask.quantity,
+                            confirm_domain=ask.confirm_domain,
+                            acting_user=acting_user,
+                            reason=ask.reason,
+                            # One key per line of the form, the same every time the form is sent.
+                            request_key=uuid.uuid5(request_key, f"order-line:{ask.order_line.pk}")
+                            if request_key
+                            else None,
+                        )
+                    )
+            except ValidationError as exc:
+                refusals += [f"{ask.order_line}: {message}" for message in exc.messages]
+                if provider_unavailable(exc):
+                    # Each further line would wait for it as long again.
+                    break
+        if refusals:
+            raise ValidationError(list(dict.fromkeys(refusals)))
+    return requested
 
 
 def _mark_seats_requested(rows: list[Tenant | Order | Agreement | Product], now, acting_user, line: OrderLine) -> None:

@@ -193,3 +193,33 @@ def test_an_orders_page_confirms_only_what_it_showed(client, processor):
     assert "This form is incomplete or out of date" in incomplete.content.decode()
     done = client.post(url, confirmation(changed))
     assert done.status_code == 302 and SeatAllocation.objects.count() == 2
+
+
+def test_every_line_refused_is_named_at_once(client, processor, three_orders):
+    client.force_login(processor)
+    lines = three_orders["lines"]
+    url, screen = open_bulk_screen(client, lines)
+    # The new seats of orders two and three: their tenants proposed, neither confirmed by typing its domain.
+    refused = client.post(url, {"lines": screen.context["lines"], **confirmation(screen)})
+
+    page = refused.content.decode()
+    for line, domain in ((lines[2], "northwind.onmicrosoft.com"), (lines[3], "litware.onmicrosoft.com")):
+        assert f"{line}: Type the tenant&#x27;s default domain ({domain}) to confirm" in page
+    assert not SeatAllocation.objects.exists()
+
+
+def test_every_order_without_a_tenant_is_marked(client, processor):
+    from tests.factories import CustomerFactory
+
+    product = ProductFactory()
+    orders = [OrderFactory(agreement__customer=CustomerFactory()) for _ in range(2)]
+    lines = [OrderLineFactory(order=order, product=product, kind=OrderLine.Kind.NEW) for order in orders]
+    client.force_login(processor)
+    url, screen = open_bulk_screen(client, lines)
+
+    refused = client.post(url, {"lines": screen.context["lines"], **confirmation(screen)})
+
+    page = refused.content.decode()
+    for order in orders:
+        assert page.count(f"Order {order}: choose the tenant for its new seats.") == 2  # listed, and by the order
+    assert not SeatAllocation.objects.exists()
