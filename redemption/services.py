@@ -455,11 +455,13 @@ def allocation_request(
             approval_reasons=approval_reasons,
             status=Status.AWAITING_APPROVAL if approval_reasons else Status.QUEUED,
         )
-        save_with_history(
-            allocation,
-            acting_user=acting_user,
-            reason="Requested; waiting for a supervisor" if approval_reasons else "Requested and queued for binding",
+        why = (
+            f"Requested; waiting for a supervisor: {'; '.join(approval_reasons)}"
+            if approval_reasons
+            else "Requested and queued for binding"
         )
+        # The requester's own words (an affinity override's reason) belong to the why (rule 12).
+        save_with_history(allocation, acting_user=acting_user, reason=f"{why}. {reason}" if reason else why)
         if allocation.status == Status.QUEUED:
             allocation_enqueue(allocation.pk)
     order_line.seats_allocated = line.seats_allocated

@@ -481,3 +481,29 @@ def test_a_reason_is_kept_whole_in_the_history(new_line, tenant, processor, supe
 
     reasons = list(SeatAllocation.objects.get(pk=allocation.pk).history.values_list("history_change_reason", flat=True))
     assert any(reason.endswith(why) for reason in reasons)
+
+
+def test_the_orders_story_tells_why_seats_went_to_another_tenant(client, agreement, product, tenant, processor):
+    from redemption import services
+    from tests.factories import TenantFactory
+    from tests.redemption.conftest import known_to_provider
+
+    first = line_of(agreement, product, OrderLine.Kind.NEW, 5)
+    services.allocation_request(
+        order_line=first, tenant=tenant, quantity=5, confirm_domain=tenant.default_domain, acting_user=processor
+    )
+    labs = known_to_provider(TenantFactory(customer=agreement.customer, default_domain="northwindlabs.onmicrosoft.com"))
+    line = line_of(agreement, product, OrderLine.Kind.NEW, 3, 2)
+    services.allocation_request(
+        order_line=line,
+        tenant=labs,
+        quantity=3,
+        confirm_domain=labs.default_domain,
+        acting_user=processor,
+        reason="Customer wants the E3 seats on the Labs tenant (ticket 4411)",
+    )
+    client.force_login(processor)
+
+    story = client.get(reverse("admin:order_story", args=[line.order_id])).content.decode()
+
+    assert "Customer wants the E3 seats on the Labs tenant (ticket 4411)" in story

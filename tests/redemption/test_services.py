@@ -196,7 +196,7 @@ def test_approval_queues_and_binding_creates_the_subscription(
     history = list(
         allocation.history.order_by("history_date").values_list("history_user__username", "history_change_reason")
     )
-    assert history[0] == ("processor", "Requested; waiting for a supervisor")
+    assert history[0] == ("processor", f"Requested; waiting for a supervisor: First binding to {tenant.default_domain}")
     assert history[1] == ("boss", "Approved and queued for binding")
     assert history[-1][1].startswith("Bound")
 
