@@ -194,7 +194,12 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
         )
         reason = request.POST.get("reason", "").strip()
         if "apply" in request.POST and (reason or not reason_required):
-            self._each(request, selected, done, lambda allocation: call(allocation, reason))
+            # The same confirmation sent twice (a double click): what this supervisor decided a moment
+            # ago counts as decided, not as a refusal.
+            decided = None
+            if action == "approve_selected":
+                decided = lambda allocation: allocation.approved_by_id == request.user.pk  # noqa: E731
+            self._each(request, selected, done, lambda allocation: call(allocation, reason), decided=decided)
             return None
         if action == "approve_selected":
             for allocation in selected:
@@ -243,13 +248,17 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
             lambda a: services.allocation_retry(allocation=a, acting_user=request.user),
         )
 
-    def _each(self, request, queryset, done: str, call) -> None:
+    def _each(self, request, queryset, done: str, call, decided=None) -> None:
         count = 0
         for allocation in list(queryset)[:500]:
             try:
                 call(allocation)
                 count += 1
             except ValidationError as exc:
+                allocation.refresh_from_db()
+                if decided is not None and decided(allocation):
+                    count += 1
+                    continue
                 self.message_user(request, f"Binding {allocation.pk}: {' '.join(exc.messages)}", messages.ERROR)
         if count:
             self.message_user(request, f"{count} binding(s) {done}.")

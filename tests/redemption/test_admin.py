@@ -507,3 +507,34 @@ def test_the_orders_story_tells_why_seats_went_to_another_tenant(client, agreeme
     story = client.get(reverse("admin:order_story", args=[line.order_id])).content.decode()
 
     assert "Customer wants the E3 seats on the Labs tenant (ticket 4411)" in story
+
+
+def test_approving_several_sent_twice_says_they_are_approved(client, agreement, product, processor, supervisor):
+    from redemption import services
+    from tests.factories import TenantFactory
+    from tests.redemption.conftest import known_to_provider
+
+    waiting = []
+    for n in range(2):
+        tenant = known_to_provider(TenantFactory(customer=agreement.customer))
+        waiting.append(
+            services.allocation_request(
+                order_line=line_of(agreement, product, OrderLine.Kind.NEW, 3, n + 1),
+                tenant=tenant,
+                quantity=3,
+                confirm_domain=tenant.default_domain,
+                acting_user=processor,
+                reason="Two subsidiaries",
+            )
+        )
+    assert all(a.status == SeatAllocation.Status.AWAITING_APPROVAL for a in waiting)
+    client.force_login(supervisor)
+    form = {"action": "approve_selected", "_selected_action": [a.pk for a in waiting], "apply": "1", "reason": "ok"}
+    approvals = reverse("admin:redemption_seatallocation_changelist")
+
+    client.post(approvals, form)
+    again = client.post(approvals, form, follow=True)
+
+    page = again.content.decode()
+    assert "2 binding(s) approved." in page and "not waiting for approval" not in page
+    assert [a.history.filter(history_change_reason__startswith="Approved").count() for a in waiting] == [1, 1]
