@@ -274,6 +274,11 @@ def bind_pending_view(
                 )
                 # The page that follows them until they are bound, as the batch screen's does.
                 return HttpResponseRedirect(follow_batch(request, allocations))
+    one_screen = ""
+    if len(ready) < len(proposals):
+        # New seats ask a person for their tenant: the multi-line screen asks once per order, for all lines.
+        lines_query = urlencode({"lines": ",".join(str(line.pk) for line in pending)})
+        one_screen = f"{reverse('admin:desk_bulk_bind')}?{lines_query}"
     return TemplateResponse(
         request,
         "admin/redemption/bind_pending.html",
@@ -286,6 +291,7 @@ def bind_pending_view(
             ready=ready,
             request_key=request_key,
             shown=what_was_shown(ready),
+            one_screen=one_screen,
         ),
     )
 

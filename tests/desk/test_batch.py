@@ -223,3 +223,18 @@ def test_every_order_without_a_tenant_is_marked(client, processor):
     for order in orders:
         assert page.count(f"Order {order}: choose the tenant for its new seats.") == 2  # listed, and by the order
     assert not SeatAllocation.objects.exists()
+
+
+def test_an_orders_page_with_new_seats_leads_to_the_screen_binding_all_its_lines(client, processor, three_orders):
+    one, two = three_orders["orders"][:2]
+    client.force_login(processor)
+    # Order two's only line is new seats: its page binds nothing by itself, and says where it is done.
+    page = client.get(reverse("admin:licensing_order_bind", args=[two.pk]))
+    agreement_page = client.get(reverse("admin:licensing_agreement_bind", args=[one.agreement_id]))
+
+    new_line = three_orders["lines"][2]
+    assert page.context["one_screen"] == reverse("admin:desk_bulk_bind") + f"?lines={new_line.pk}"
+    opened = client.get(page.context["one_screen"])
+    assert [row["line"] for c in opened.context["plan"] for g in c.orders for row in g.rows] == [new_line]
+    assert "Bind all 3 line(s) on one screen" in agreement_page.content.decode()
+    assert client.get(reverse("admin:licensing_order_bind", args=[one.pk])).context["one_screen"] == ""
