@@ -334,7 +334,8 @@ class _ProposedTenants:
 
 def _close_gone(run: Run) -> None:
     """Close the open drifts of the run's scope that it did not find again: they went away by themselves."""
-    gone = Drift.objects.filter(status=Drift.Status.OPEN).exclude(last_run=run)
+    # A run started after this one (a supervisor's run of some tenants, meanwhile) saw it since: not gone.
+    gone = Drift.objects.filter(status=Drift.Status.OPEN).exclude(last_run=run).exclude(last_run__gt=run.pk)
     if run.scope == Run.Scope.TENANTS:
         gone = gone.filter(tenant__tenant_id__in=run.tenant_ids)
     now = timezone.now()

@@ -158,6 +158,21 @@ def test_a_second_unchanged_run_adds_nothing_and_a_fixed_drift_closes_itself(des
     assert gone.status == Drift.Status.CLOSED and gone.closed_at is not None
 
 
+def test_a_drift_seen_by_a_run_started_meanwhile_is_not_closed_as_gone(desk, provider):
+    with provider.lock:
+        held(provider, desk["e3"])["quantity"] = 8
+    reconcile()
+    nightly = runs.reconciliation_start(trigger="nightly")
+    # While the nightly run goes through its tenants, a run of one tenant finds the drift again.
+    some = runs.reconciliation_start(tenant_ids=[str(desk["main"].tenant_id)], trigger="nightly")
+    runs.reconciliation_run(run=some)
+
+    runs._close_gone(nightly)
+
+    drift = Drift.objects.get(kind=Kind.QUANTITY)
+    assert (drift.status, drift.last_run_id) == (Drift.Status.OPEN, some.pk)
+
+
 def test_a_run_for_some_tenants_checks_and_prints_only_those(desk, provider):
     with provider.lock:
         held(provider, desk["e3"])["quantity"] = 8
