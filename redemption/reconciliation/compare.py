@@ -33,12 +33,37 @@ def tenant_unknown(tenant_pk: int) -> Finding:
 
 
 def provider_findings(
-    tenant_pk: int, ours: Iterable[Subscription], theirs: Iterable[ProviderSubscription]
+    tenant_pk: int,
+    ours: Iterable[Subscription],
+    theirs: Iterable[ProviderSubscription],
+    ended: Iterable[Subscription] = (),
 ) -> list[Finding]:
-    """Compare the subscriptions we hold on a tenant (not deprovisioned) with what the provider lists."""
+    """Compare the subscriptions we hold on a tenant (not deprovisioned) with what the provider lists.
+
+    `ended` are the tenant's subscriptions our lifecycle deprovisioned: still listed, they are ours, not
+    made elsewhere; still active there, a person looks (a status drift).
+    """
     listed = {item.id: item for item in theirs}
     findings = []
     held = set()
+    for subscription in ended:
+        item = listed.get(subscription.provider_subscription_id)
+        if item is None:
+            continue
+        held.add(item.id)
+        if item.status == "active":
+            findings.append(
+                Finding(
+                    Kind.STATUS,
+                    f"{Kind.STATUS}:{tenant_pk}:{item.id}",
+                    offer_id=subscription.product.part_number,
+                    tenant_id=tenant_pk,
+                    subscription_id=subscription.pk,
+                    provider_subscription_id=item.id,
+                    ours=subscription.status,
+                    provider=item.status,
+                )
+            )
     for subscription in ours:
         provider_id = subscription.provider_subscription_id
         if not provider_id:

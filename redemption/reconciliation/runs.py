@@ -183,13 +183,10 @@ def _record_chunk(run: Run, chunk: list[Tenant], lists: list) -> None:
     """Compare each tenant of the chunk and record its drifts; move the run's cursor past the chunk."""
     ids = [tenant.pk for tenant in chunk]
     subscriptions: dict[int, list[Subscription]] = {pk: [] for pk in ids}
-    for subscription in (
-        Subscription.objects.filter(tenant_id__in=ids)
-        .exclude(status=Subscription.Status.DEPROVISIONED)
-        .select_related("product")
-        .order_by("pk")
-    ):
-        subscriptions[subscription.tenant_id].append(subscription)
+    ended: dict[int, list[Subscription]] = {pk: [] for pk in ids}
+    for subscription in Subscription.objects.filter(tenant_id__in=ids).select_related("product").order_by("pk"):
+        deprovisioned = subscription.status == Subscription.Status.DEPROVISIONED
+        (ended if deprovisioned else subscriptions)[subscription.tenant_id].append(subscription)
     bindings = _bindings_by_subscription([s.pk for subs in subscriptions.values() for s in subs])
     findings: list[Finding] = []
     for tenant, listed in zip(chunk, lists, strict=True):
@@ -197,7 +194,7 @@ def _record_chunk(run: Run, chunk: list[Tenant], lists: list) -> None:
             findings.append(compare.tenant_unknown(tenant.pk))
             continue
         ours = subscriptions[tenant.pk]
-        findings += compare.provider_findings(tenant.pk, ours, listed)
+        findings += compare.provider_findings(tenant.pk, ours, listed, ended[tenant.pk])
         for subscription in ours:
             if subscription.status == Subscription.Status.SUSPENDED:
                 continue  # a reversed new-seats binding: nothing is meant to be there

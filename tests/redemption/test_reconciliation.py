@@ -173,6 +173,23 @@ def test_a_drift_seen_by_a_run_started_meanwhile_is_not_closed_as_gone(desk, pro
     assert (drift.status, drift.last_run_id) == (Drift.Status.OPEN, some.pk)
 
 
+def test_our_own_deprovisioned_subscription_still_listed_is_not_taken_for_one_made_elsewhere(desk, provider):
+    legacy = desk["legacy"]
+    Subscription.objects.filter(pk=legacy.pk).update(status=Subscription.Status.DEPROVISIONED)
+
+    reconcile()
+
+    found = {
+        (d.kind, d.provider_subscription_id, d.ours, d.provider) for d in Drift.objects.filter(tenant=legacy.tenant)
+    }
+    # Still active there: a person looks. Suspended there: nothing to look at.
+    assert found == {(Kind.STATUS, legacy.provider_subscription_id, "deprovisioned", "active")}
+    with provider.lock:
+        held(provider, legacy)["status"] = "suspended"
+    reconcile()
+    assert not Drift.objects.filter(tenant=legacy.tenant, status=Drift.Status.OPEN).exists()
+
+
 def test_a_run_for_some_tenants_checks_and_prints_only_those(desk, provider):
     with provider.lock:
         held(provider, desk["e3"])["quantity"] = 8
