@@ -32,6 +32,21 @@ def tenant_unknown(tenant_pk: int) -> Finding:
     return Finding(Kind.TENANT_UNKNOWN, f"tenant_unknown:{tenant_pk}", tenant_id=tenant_pk)
 
 
+def subscription_finding(kind: str, tenant_pk: int, subscription: Subscription, ours, provider) -> Finding:
+    """A difference in one of our subscriptions the provider lists, keyed by tenant and provider ID."""
+    provider_id = subscription.provider_subscription_id
+    return Finding(
+        kind,
+        f"{kind}:{tenant_pk}:{provider_id}",
+        offer_id=subscription.product.part_number,
+        tenant_id=tenant_pk,
+        subscription_id=subscription.pk,
+        provider_subscription_id=provider_id,
+        ours=ours,
+        provider=provider,
+    )
+
+
 def provider_findings(
     tenant_pk: int,
     ours: Iterable[Subscription],
@@ -52,36 +67,16 @@ def provider_findings(
             continue
         held.add(item.id)
         if item.status == "active":
-            findings.append(
-                Finding(
-                    Kind.STATUS,
-                    f"{Kind.STATUS}:{tenant_pk}:{item.id}",
-                    offer_id=subscription.product.part_number,
-                    tenant_id=tenant_pk,
-                    subscription_id=subscription.pk,
-                    provider_subscription_id=item.id,
-                    ours=subscription.status,
-                    provider=item.status,
-                )
-            )
+            status = subscription_finding(Kind.STATUS, tenant_pk, subscription, subscription.status, item.status)
+            findings.append(status)
     for subscription in ours:
         provider_id = subscription.provider_subscription_id
         if not provider_id:
             continue
         held.add(provider_id)
-        offer = subscription.product.part_number
 
-        def finding(kind: str, mine, other, *, _id=provider_id, _offer=offer, _sub=subscription.pk) -> Finding:
-            return Finding(
-                kind,
-                f"{kind}:{tenant_pk}:{_id}",
-                offer_id=_offer,
-                tenant_id=tenant_pk,
-                subscription_id=_sub,
-                provider_subscription_id=_id,
-                ours=mine,
-                provider=other,
-            )
+        def finding(kind: str, mine, other, *, _subscription=subscription) -> Finding:
+            return subscription_finding(kind, tenant_pk, _subscription, mine, other)
 
         item = listed.get(provider_id)
         if item is None:
