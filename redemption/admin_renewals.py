@@ -174,7 +174,7 @@ class RenewalAdmin(ReadOnlyAdminMixin, SafeExportMixin, BackOfficeListAdmin):
         if obj.reminded_offset is None:
             return "none yet this term"
         before = f"{obj.reminded_offset} days before"
-        return f"{before}, sent {timezone.localtime(obj.reminded_at):%-d %b %Y}" if obj.reminded_at else before
+        return f"{before}, sent {timezone.localtime(obj.reminded_at):%Y-%m-%d}" if obj.reminded_at else before
 
     @admin.display(description="tenant", ordering="tenant__default_domain")
     def tenant_domain(self, obj: Subscription) -> str:
