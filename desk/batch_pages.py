@@ -183,6 +183,12 @@ def bulk_bind_view(admin_site, request: HttpRequest) -> HttpResponse:
     errors: list[str] = []
     rows = [row for customer in plan for group in customer.orders for row in group.rows]
     request_key = form_key(request.POST.get("request_key", "")) if request.method == "POST" else uuid.uuid4()
+    if request.method == "POST" and not plan and request_key is not None:
+        # Sent again once its seats were all asked for (a double click): back to the page following them.
+        earlier = services.requested_with_form(request_key=request_key, line_ids=line_ids)
+        if earlier:
+            messages.warning(request, repeated_message(earlier))
+            return HttpResponseRedirect(follow_batch(request, earlier))
     if request.method == "POST" and plan:
         if request_key is None or request.POST.get("shown") != what_was_shown(rows):
             errors.append(FORM_INCOMPLETE if request_key is None else FORM_CHANGED)

@@ -253,6 +253,14 @@ def bind_pending_view(
     proposals = _proposals(pending)
     ready = [p for p in proposals if p["preview"] is not None]
     request_key = form_key(request.POST.get("request_key", "")) if request.method == "POST" else uuid.uuid4()
+    if request.method == "POST" and not ready and request_key is not None:
+        # Sent again once its seats were all asked for (a double click): back to the page following them.
+        earlier = services.requested_with_form(
+            request_key=request_key, line_ids=list(lines.values_list("pk", flat=True))
+        )
+        if earlier:
+            model_admin.message_user(request, repeated_message(earlier), messages.WARNING)
+            return HttpResponseRedirect(follow_batch(request, earlier))
     if request.method == "POST" and ready:
         if request_key is None or request.POST.get("shown") != what_was_shown(ready):
             model_admin.message_user(request, FORM_INCOMPLETE if request_key is None else FORM_CHANGED, messages.ERROR)

@@ -540,10 +540,7 @@ def allocations_request(
                             confirm_domain=ask.confirm_domain,
                             acting_user=acting_user,
                             reason=ask.reason,
-                            # One key per line of the form, the same every time the form is sent.
-                            request_key=uuid.uuid5(request_key, f"order-line:{ask.order_line.pk}")
-                            if request_key
-                            else None,
+                            request_key=line_request_key(request_key, ask.order_line.pk) if request_key else None,
                         )
                     )
             except ValidationError as exc:
@@ -554,6 +551,20 @@ def allocations_request(
         if refusals:
             raise ValidationError(list(dict.fromkeys(refusals)))
     return requested
+
+
+def line_request_key(request_key: uuid.UUID, line_id: int) -> uuid.UUID:
+    """Return the key of one line's binding asked for by a form of several lines: the same every time."""
+    return uuid.uuid5(request_key, f"order-line:{line_id}")
+
+
+def requested_with_form(*, request_key: uuid.UUID, line_ids: list[int]) -> list[SeatAllocation]:
+    """Return the bindings a form of several lines already asked for (marked `repeated`), if any."""
+    keys = [line_request_key(request_key, line_id) for line_id in line_ids]
+    earlier = list(SeatAllocation.objects.filter(request_key__in=keys).order_by("pk"))
+    for allocation in earlier:
+        allocation.repeated = True
+    return earlier
 
 
 def _mark_seats_requested(rows: list[Tenant | Order | Agreement | Product], now, acting_user, line: OrderLine) -> None:

@@ -238,3 +238,27 @@ def test_an_orders_page_with_new_seats_leads_to_the_screen_binding_all_its_lines
     assert [row["line"] for c in opened.context["plan"] for g in c.orders for row in g.rows] == [new_line]
     assert "Bind all 3 line(s) on one screen" in agreement_page.content.decode()
     assert client.get(reverse("admin:licensing_order_bind", args=[one.pk])).context["one_screen"] == ""
+
+
+def test_a_bind_form_sent_twice_in_a_row_leads_to_the_page_following_its_bindings(client, processor, three_orders):
+    client.force_login(processor)
+    one, three = three_orders["orders"][0], three_orders["orders"][2]
+    url = reverse("admin:licensing_order_bind", args=[one.pk])
+    form = confirmation(client.get(url))
+    first = client.post(url, form)
+    again = client.post(url, form, follow=True)
+
+    bulk_url, screen = open_bulk_screen(client, [three_orders["lines"][3]])
+    bulk = {
+        "lines": screen.context["lines"],
+        f"tenant_{three.pk}": three_orders["litware"].pk,
+        f"confirm_{three.pk}": "litware.onmicrosoft.com",
+        **confirmation(screen),
+    }
+    bulk_first = client.post(bulk_url, bulk)
+    bulk_again = client.post(bulk_url, bulk, follow=True)
+
+    assert again.redirect_chain[-1][0] == first.url and bulk_again.redirect_chain[-1][0] == bulk_first.url
+    assert "This form was already sent" in again.content.decode()
+    assert "This form was already sent" in bulk_again.content.decode()
+    assert SeatAllocation.objects.count() == 3
