@@ -27,10 +27,10 @@ def _close_old_connections(task=None, **kwargs) -> None:
 
     close_old_connections()
     if kwargs.get("signal") is task_prerun:
-        _health_check_without_round_trip(connection)
+        health_check_without_round_trip(connection)
 
 
-def _health_check_without_round_trip(connection) -> None:
+def health_check_without_round_trip(connection) -> None:
     """Do CONN_HEALTH_CHECKS' work for the task about to run without its `SELECT 1` round trip.
 
     Between tasks nothing is expected from PostgreSQL: a socket with something to read means the

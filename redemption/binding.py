@@ -44,7 +44,7 @@ from redemption.services import (
     reversal_blockers,
     seats_release,
 )
-from redemption.statements import Change, Guard, Lease, Ref, slot_unlock, write_with_history
+from redemption.statements import Change, Guard, Lease, Ref, orphans, slot_unlock, write_with_history
 from redemption.throttle import queue_drain_seconds
 
 logger = logging.getLogger(__name__)
@@ -601,6 +601,15 @@ def _reversed(allocation: SeatAllocation, subscription: Subscription) -> SeatAll
 
 
 # --- recovery --------------------------------------------------------------------------------------
+
+
+def allocation_orphans() -> list[int]:
+    """Return the bindings and reversals a worker started and nobody carries on (PostgreSQL; none on SQLite).
+
+    A worker holds its subscription's lock from before the claim until the result is recorded, so one
+    started with no lock held was left by a worker that stopped, whenever that was.
+    """
+    return orphans() if connection.vendor == "postgresql" else []
 
 
 def allocation_sweep(*, now=None) -> list[int]:

@@ -313,6 +313,41 @@ def subscription_lock(*, subscription_id: int) -> str | None:
 
 
 @lru_cache(maxsize=1)
+def _orphans_sql() -> str:
+    from licensing.models import Order, OrderLine
+    from redemption.models import SeatAllocation
+
+    a, line, order = (_qn(m._meta.db_table) for m in (SeatAllocation, OrderLine, Order))
+    key = SLOT_KEY_SQL.format(agreement="o.agreement_id", product="l.product_id", tenant="a.tenant_id")
+    # The lock is tried in the outer list, on the rows the inner query chose: never on a row filtered out.
+    return (
+        f"WITH started AS MATERIALIZED (SELECT a.id, {key} AS key "
+        f"FROM {a} a JOIN {line} l ON l.id = a.order_line_id JOIN {order} o ON o.id = l.order_id "
+        "WHERE a.status = %s OR (a.status = %s AND a.next_attempt_at IS NULL) ORDER BY a.id LIMIT %s) "
+        "SELECT id, key, pg_try_advisory_lock(hashtextextended(key, 0)) FROM started"
+    )
+
+
+def orphans(*, limit: int = 5000) -> list[int]:
+    """Return the allocations a worker started (claimed, or a reversal begun) whose subscription nobody has
+    locked: whoever worked on them stopped (PostgreSQL released its session's locks).
+
+    A reversal waiting for its first attempt looks the same and is returned too: enqueueing it again is
+    harmless. Each lock this takes to look is released before returning.
+    """
+    from redemption.models import SeatAllocation
+
+    status = SeatAllocation.Status
+    with connection.cursor() as cursor:
+        cursor.execute(_orphans_sql(), [status.BINDING, status.REVERSING, limit])
+        rows = cursor.fetchall()
+        held = [key for _, key, free in rows if free]
+        if held:
+            cursor.execute("SELECT pg_advisory_unlock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k", [held])
+    return [pk for pk, _, free in rows if free]
+
+
+@lru_cache(maxsize=1)
 def _lock_slot_sql() -> str:
     from licensing.models import Order, OrderLine
     from redemption.models import SeatAllocation

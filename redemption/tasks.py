@@ -6,7 +6,7 @@ from celery import Task, shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from redemption import binding, throttle
+from redemption import binding, pipeline, throttle
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +33,19 @@ class BindingTask(Task):
 def allocation_bind_task(self, allocation_id: int) -> None:
     """Bind one allocation; on a transient provider error, run again after the countdown the service chose."""
     try:
-        binding.allocation_bind(allocation_id=allocation_id)
+        if pipeline.overlapping() and not self.request.is_eager:
+            pipeline.run(allocation_id, later=_bind_later)
+        else:
+            binding.allocation_bind(allocation_id=allocation_id)
     except binding.BindingDeferred as deferred:
         # The service already saved the attempt and its error; the attempts are bounded there.
         raise self.retry(countdown=deferred.countdown, exc=deferred) from None
+
+
+def _bind_later(allocation_id: int, deferred: binding.BindingDeferred) -> None:
+    """Run a binding again later whose task returned once its call started (redemption.pipeline)."""
+    logger.info("allocation %s runs again in %.1f s: %s", allocation_id, deferred.countdown, deferred.reason)
+    allocation_bind_task.apply_async((allocation_id,), countdown=deferred.countdown, retries=1)
 
 
 @shared_task(acks_late=True, ignore_result=True)

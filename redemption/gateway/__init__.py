@@ -44,9 +44,11 @@ def gateway_get() -> ProvisioningGateway:
 
     The HTTP one keeps its connection pool per process.
     """
+    from redemption.pipeline import gated
+
     budget = budget_get()
     if settings.PROVIDER_BACKEND == "http":
-        return _http_gateway(settings.PROVIDER_URL, settings.PROVIDER_TOKEN, settings.PROVIDER_TIMEOUT, budget)
+        return gated(_http_gateway(settings.PROVIDER_URL, settings.PROVIDER_TOKEN, settings.PROVIDER_TIMEOUT, budget))
     from redemption.gateway.sandbox import SandboxGateway
 
-    return SandboxGateway(budget=budget)
+    return gated(SandboxGateway(budget=budget))

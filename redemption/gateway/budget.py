@@ -19,6 +19,7 @@ embedded default of SQLite and the filesystem broker keeps working.
 """
 
 import logging
+import random
 import threading
 import time
 from contextlib import contextmanager
@@ -40,6 +41,12 @@ WAIT_MAX_SECONDS = 2.0
 RELEASE_CONNECTION_AFTER_SECONDS = 1.0
 # A provider asking for a longer pause than this is paused for this long, then asked again.
 PAUSE_CAP_SECONDS = 600.0
+# A slot taken longer ago than this (its call waited for the process's previous one) is used only once
+# the shared pause is checked: a 429 met by another worker meanwhile holds this call back too.
+PREPAID_FRESH_SECONDS = 0.005
+# With no rate, every caller held by a pause would go at the instant it ends, and all but one meet a
+# 429 again: they go spread over this many seconds after it (with a rate, their slots are spaced).
+PAUSE_SPREAD_SECONDS = 0.5
 # A 429 less than this long after the last pause ended (not a lone one) cuts the rate...
 RATE_CUT_WITHIN_SECONDS = 10.0
 # ...to this share of the rate the schedule was going at...
@@ -395,8 +402,11 @@ class CallBudget:
         """Take a slot for the call about to be made and sleep until it; ProviderThrottled if it is further away."""
         if getattr(self._local, "prepaid", 0):
             self._local.prepaid = 0
+            now = time.monotonic()
             # A slot used late bunches with the next caller's: later than one interval, it is let go.
-            if not self.interval or time.monotonic() <= self._local.prepaid_until:
+            if self.interval and now <= self._local.prepaid_until:
+                return
+            if not self.interval and (now - self._local.prepaid_at <= PREPAID_FRESH_SECONDS or self.paused_for() <= 0):
                 return
         self._sleep_until_slot(self._reserve(max_wait), max_wait, holding_nothing=False)
 
@@ -407,6 +417,8 @@ class CallBudget:
         caller to a fresh slot after it (or BudgetHeldBack when that is further than max_wait). A caller
         `holding_nothing` (no lock on its connection) gives the connection back for a long sleep.
         """
+        if wait > 0 and not self.interval:
+            wait += random.uniform(0, PAUSE_SPREAD_SECONDS)
         while wait > 0:
             if holding_nothing and wait > RELEASE_CONNECTION_AFTER_SECONDS and not connection.in_atomic_block:
                 connection.close()
@@ -418,6 +430,8 @@ class CallBudget:
             if paused <= 0:
                 return
             wait = self._reserve(max_wait)
+            if not self.interval:
+                wait += random.uniform(0, PAUSE_SPREAD_SECONDS)
 
     def prepay(self, *, max_wait: float = WAIT_MAX_SECONDS) -> None:
         """Take the slot of this thread's next call now, before any lock or transaction, and keep it for that call.
@@ -427,7 +441,8 @@ class CallBudget:
         """
         self._sleep_until_slot(self._reserve(max_wait), max_wait, holding_nothing=True)
         self._local.prepaid = 1
-        self._local.prepaid_until = time.monotonic() + self.interval
+        self._local.prepaid_at = time.monotonic()
+        self._local.prepaid_until = self._local.prepaid_at + self.interval
 
     def prepaid_drop(self) -> None:
         """Forget a prepaid slot that was not used (its time has passed: it cannot be given back)."""

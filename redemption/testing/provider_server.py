@@ -82,6 +82,8 @@ class ProviderState:
     answers: dict[str, tuple[int, dict]] = field(default_factory=dict)  # MS-RequestId -> first answer
     calls: list[dict] = field(default_factory=list)  # each with "at" (monotonic) and "status" once answered
     applied_writes: int = 0
+    in_flight: int = 0  # calls arrived and not answered yet
+    most_in_flight: int = 0
 
 
 class ProviderServer:
@@ -286,6 +288,7 @@ class ProviderServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            counted = False  # this call counts among those in flight
             # Headers and body go out in two writes: with Nagle's algorithm the body would wait for the
             # client's delayed ACK (40 ms on Linux), more than most of the latency being simulated.
             disable_nagle_algorithm = True
@@ -301,6 +304,8 @@ class ProviderServer:
 
             def _send(self, status: int, body: object, headers: dict | None = None, trickle: float = 0) -> None:
                 self.logged["status"] = status
+                # Answered from here on: the client may send its next call as soon as these bytes reach it.
+                self._answered()
                 # Bytes go as they are (a garbled answer need not be JSON).
                 payload = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
@@ -327,6 +332,22 @@ class ProviderServer:
                 self.close_connection = True
 
             def _serve(self, method: str) -> None:
+                with server.lock:
+                    server.state.in_flight += 1
+                    server.state.most_in_flight = max(server.state.most_in_flight, server.state.in_flight)
+                self.counted = True
+                try:
+                    self._answer(method)
+                finally:
+                    self._answered()
+
+            def _answered(self) -> None:
+                if self.counted:
+                    self.counted = False
+                    with server.lock:
+                        server.state.in_flight -= 1
+
+            def _answer(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 path = self.path.split("?", 1)[0]

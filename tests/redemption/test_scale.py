@@ -1,18 +1,22 @@
 """Several workers, one provider budget: real Celery workers on Redis, PostgreSQL, a provider over HTTP."""
 
+import itertools
+import threading
 import time
 
+import psycopg
 import pytest
 from django.db import connection
 from django.test import override_settings
 
+from redemption import binding
 from redemption.gateway import budget_get
 from redemption.models import SeatAllocation
 from redemption.tasks import allocation_bind_task
 from redemption.testing.provider_server import Fault, ProviderServer, busiest_second
 from tests.conftest import requires_postgres, requires_redis
 from tests.factories import AgreementFactory, OrderFactory, OrderLineFactory, SeatAllocationFactory, TenantFactory
-from tests.redemption.worker import Worker, wait_for
+from tests.redemption.worker import Worker, database_url, wait_for
 
 pytestmark = [requires_postgres, requires_redis, pytest.mark.django_db(transaction=True)]
 Status = SeatAllocation.Status
@@ -181,3 +185,70 @@ def test_a_small_order_is_not_queued_behind_a_huge_one(provider, workers):
     # Oldest first within a lane: the huge order's first ten, then the small order, then the rest.
     assert max(done.index(pk) for pk in small) < 15
     assert done[:10] == huge[:10]
+
+
+def test_a_worker_process_claims_its_next_binding_while_its_call_is_in_flight_and_sends_one_call_at_a_time(
+    provider, workers
+):
+    provider.latency = 0.3
+    ids = new_seats(provider, 6)
+    enqueue(ids)
+    workers(concurrency=1)
+    assert wait_for(lambda: all_bound(ids), timeout=60)
+    allocations = list(SeatAllocation.objects.filter(pk__in=ids).order_by("first_sent_at"))
+    # Each binding after the first was claimed (first_sent_at) while the one before it was still waiting
+    # for the provider's answer: before that one was recorded bound.
+    assert all(later.first_sent_at < earlier.bound_at for earlier, later in itertools.pairwise(allocations))
+    # ...and still one call at a time, each allocation's order sent once.
+    assert provider.state.most_in_flight == 1
+    posts = [call for call in provider.state.calls if call["method"] == "POST"]
+    assert len(posts) == len({call["request_id"] for call in posts}) == 6
+
+
+def test_a_worker_stopped_during_a_call_records_its_result_before_it_exits(provider, workers):
+    (allocation_id,) = new_seats(provider, 1)
+    provider.inject(Fault("delay", method="POST", seconds=2))
+    worker = workers(concurrency=1)
+    enqueue([allocation_id])
+    assert wait_for(lambda: provider.state.in_flight == 1, timeout=30, interval=0.05)
+    worker.stop()
+    # No worker runs now: the result was recorded before the process exited.
+    assert all_bound([allocation_id])
+    assert len([call for call in provider.state.calls if call["method"] == "POST"]) == 1
+
+
+def test_no_installation_rate_calls_held_by_a_pause_go_spread_after_it_not_all_at_once(broker):
+    budget = budget_get()
+    budget.reset()
+    budget.pause(seconds=0.3)
+    gone = []
+
+    def call() -> None:
+        budget.take()
+        gone.append(time.monotonic())
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert min(gone) - started >= 0.25
+    # Eight callers at one instant would meet seven 429s: they go over about half a second.
+    assert max(gone) - min(gone) > 0.1
+
+
+def test_a_started_binding_whose_subscription_nobody_has_locked_is_taken_up_again_one_in_hand_is_not():
+    left, in_hand = (SeatAllocationFactory(status=Status.BINDING) for _ in range(2))
+    SeatAllocationFactory(status=Status.QUEUED)
+    line = in_hand.order_line
+    key = f"subscription:{line.order.agreement_id}:{line.product_id}:{in_hand.tenant_id}"
+    # A worker on another host is working on `in_hand`: its session holds the subscription's lock.
+    with psycopg.connect(database_url(), autocommit=True) as worker_session:
+        worker_session.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [key])
+        assert binding.allocation_orphans() == [left.pk]
+        # Looking took and gave back the locks it tried: nothing stays locked by this session.
+        assert other_backends()[1] == 1
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+            assert cursor.fetchone()[0] == 0

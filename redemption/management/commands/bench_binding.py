@@ -92,6 +92,7 @@ class Command(BaseCommand):
             f"  bound {statuses['bound']}, failed {statuses['failed']}, unfinished {unfinished}\n"
             f"  provider writes applied {server.state.applied_writes - len(warmup)} (+{len(warmup)} warm-up), "
             f"subscriptions {len(server.state.subscriptions) - len(warmup)}\n"
+            f"  provider calls in flight at most {server.state.most_in_flight} (one per worker process at most)\n"
             f"  machine load (1/5/15 min) {load_text(load_before)} before, {load_text(load_after)} after, "
             f"on {os.cpu_count()} CPUs"
         )
