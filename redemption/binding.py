@@ -35,6 +35,7 @@ from redemption.gateway import (
     request_id_for,
 )
 from redemption.gateway.base import OrderRequest, ProviderSubscription
+from redemption.gateway.budget import connection_release
 from redemption.models import PlanAction, SeatAllocation, Subscription
 from redemption.queue_head import queue_head, slot_lock_with_head
 from redemption.services import (
@@ -87,7 +88,7 @@ def allocation_bind(*, allocation_id: int) -> SeatAllocation:
     except BudgetHeldBack as exc:
         if not connection.in_atomic_block:
             # Calls are held back for a while: an idle worker need not keep a database connection.
-            connection.close()
+            connection_release()
         raise BindingDeferred(exc.retry_after + random.uniform(0, THROTTLE_SPREAD_SECONDS), exc.message) from None
     except ProviderTransient as exc:
         raise BindingDeferred(DEFER_SECONDS, exc.message) from None

@@ -17,22 +17,22 @@ the one that takes it up looks up what reached the provider before sending anyth
 that stops lets its bindings in flight finish first.
 """
 
+import collections
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections, connection
 
 logger = logging.getLogger(__name__)
 
 # One binding calling, one waiting at the gate with its database work done, one recording the result
-# of the call before; a fourth only while a recording is slower than a call.
-THREADS = 4
+# of the call before (a binding whose turn comes while a recording is slower than a call waits for it).
+THREADS = 3
 IDLE_SECONDS = 1.0
 
 _gate = threading.Lock()
@@ -91,11 +91,12 @@ class GatedGateway:
 
 
 def gated(gateway):
-    """Return the gateway as this thread must use it: through the gate in a process running bindings in threads."""
+    """Return the gateway as this thread must use it: through the process's gate in a binding thread.
+
+    Other work keeps its own way of calling (the reconciliation reads four tenants at once by design).
+    """
     handoff = getattr(_here, "handoff", None)
-    if handoff is None and _threads_pid != os.getpid():
-        return gateway
-    return GatedGateway(gateway, handoff)
+    return gateway if handoff is None else GatedGateway(gateway, handoff)
 
 
 def overlapping() -> bool:
@@ -112,11 +113,15 @@ class _Threads:
     """A pool process's binding threads, started with its first binding.
 
     A thread idle for IDLE_SECONDS gives its database connection back, as a process does between
-    tasks: a fleet held back by a 429's pause, or with nothing to do, keeps no connection open.
+    tasks, and so do the idle ones when a binding is about to wait for the provider's budget
+    (release_idle): a fleet held back by a 429's pause keeps no connection open.
     """
 
     def __init__(self) -> None:
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.ready = threading.Condition()
+        self.jobs: collections.deque = collections.deque()
+        self.releases = 0
+        self.stopping = False
         self.threads = [
             threading.Thread(target=self._loop, name=f"binding-{n}", daemon=True) for n in range(1, THREADS + 1)
         ]
@@ -124,25 +129,43 @@ class _Threads:
             thread.start()
 
     def submit(self, function: Callable, *args) -> None:
-        self.jobs.put((function, args))
+        with self.ready:
+            self.jobs.append((function, args))
+            self.ready.notify()
+
+    def release_idle(self) -> None:
+        with self.ready:
+            self.releases += 1
+            self.ready.notify_all()
 
     def _loop(self) -> None:
+        seen = 0
         while True:
-            try:
-                job = self.jobs.get(timeout=IDLE_SECONDS)
-            except queue.Empty:
-                connection.close()
-                continue
+            with self.ready:
+                while not self.jobs and not self.stopping and seen == self.releases:
+                    if not self.ready.wait(timeout=IDLE_SECONDS):
+                        break
+                job = self.jobs.popleft() if self.jobs else None
+                seen = self.releases
+                stopping = self.stopping
             if job is None:
+                # Idle for a while, asked to give the connection back, or stopping with nothing left.
                 connection.close()
-                return
+                if stopping:
+                    return
+                continue
             function, args = job
-            function(*args)
+            try:
+                function(*args)
+            except BaseException:
+                # A binding thread outlives whatever one binding raises: the process relies on it.
+                logger.exception("A binding thread's work failed")
 
     def shutdown(self) -> None:
         """Let the bindings queued and in flight finish, then stop the threads."""
-        for _ in self.threads:
-            self.jobs.put(None)
+        with self.ready:
+            self.stopping = True
+            self.ready.notify_all()
         for thread in self.threads:
             thread.join()
 
@@ -168,18 +191,19 @@ def run(allocation_id: int, *, later: Callable[[int, Exception], None]) -> None:
 
 
 def _thread(allocation_id: int, handoff: Handoff, later) -> None:
+    """Bind the allocation; whatever happens, its task hears of it or, once it has returned, the log does."""
     from config.celery import health_check_without_round_trip
     from redemption.binding import BindingDeferred, allocation_bind
 
     _here.handoff = handoff
-    # This thread's connection, kept between bindings like a task's (config.celery).
-    close_old_connections()
-    health_check_without_round_trip(connection)
     try:
+        # This thread's connection, kept between bindings like a task's (config.celery).
+        close_old_connections()
+        health_check_without_round_trip(connection)
         allocation_bind(allocation_id=allocation_id)
     except BindingDeferred as deferred:
         if handoff.started:
-            later(allocation_id, deferred)
+            _later(later, allocation_id, deferred)
         handoff.finish(deferred)
     except BaseException as exc:
         if handoff.started:
@@ -190,7 +214,16 @@ def _thread(allocation_id: int, handoff: Handoff, later) -> None:
         handoff.finish()
     finally:
         _here.handoff = None
+        handoff.finish()  # never leave the task waiting
         close_old_connections()
+
+
+def _later(later, allocation_id: int, deferred: Exception) -> None:
+    """Enqueue the binding again; with the broker out of reach, its saved retry time is the sweep's to keep."""
+    try:
+        later(allocation_id, deferred)
+    except Exception:
+        logger.exception("Allocation %s could not be enqueued again; the sweep will send it", allocation_id)
 
 
 def _orphans_enqueue() -> None:
@@ -206,6 +239,12 @@ def _orphans_enqueue() -> None:
         connection.close()
 
 
+def idle_connections_release() -> None:
+    """Have this process's idle binding threads give their database connections back (a long wait begins)."""
+    if _threads is not None and _threads_pid == os.getpid():
+        _threads.release_idle()
+
+
 @worker_process_init.connect
 def _process_started(**kwargs) -> None:
     """A new pool process (at start, or replacing one that died) enqueues again what a dead one left in flight."""
@@ -215,7 +254,12 @@ def _process_started(**kwargs) -> None:
 
 
 @worker_process_shutdown.connect
+@worker_shutdown.connect
 def _process_stopping(**kwargs) -> None:
-    """A pool process stopping lets its bindings in flight finish and record their results."""
+    """A process stopping lets its bindings in flight finish and record their results.
+
+    A prefork pool's process hears worker_process_shutdown; a worker whose tasks run in its own process
+    (`--pool=solo`, threads) only worker_shutdown.
+    """
     if _threads is not None and _threads_pid == os.getpid():
         _threads.shutdown()

@@ -369,6 +369,14 @@ class LocalSchedule:
             self.tat = self.paused_until = self.cut_rate = self.cut_at = 0.0
 
 
+def connection_release() -> None:
+    """Give this thread's database connection back for a long wait, and have the worker's idle threads do so."""
+    from redemption.pipeline import idle_connections_release
+
+    connection.close()
+    idle_connections_release()
+
+
 class BudgetHeldBack(ProviderThrottled):
     """The next free slot is further away than the caller may wait: nothing was reserved or sent."""
 
@@ -421,7 +429,7 @@ class CallBudget:
             wait += random.uniform(0, PAUSE_SPREAD_SECONDS)
         while wait > 0:
             if holding_nothing and wait > RELEASE_CONNECTION_AFTER_SECONDS and not connection.in_atomic_block:
-                connection.close()
+                connection_release()
             time.sleep(wait)
             try:
                 paused = self.schedule.paused_for()
