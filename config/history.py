@@ -1,9 +1,20 @@
 """Rule 12 in one place: every state change a service makes is saved with who made it and why."""
 
+import unicodedata
+
 from django.db.models import Model
 
 # The history keeps the reason as text; this bounds what one change's reason may take.
 REASON_LENGTH = 2000
+
+
+def reason_text(reason: str | None) -> str:
+    """Return a reason a person typed as it will be kept: without characters nobody sees (zero-width spaces,
+    direction marks and other format or control characters, line breaks and tabs aside) around or inside it,
+    and trimmed. A reason of nothing visible is an empty one.
+    """
+    visible = "".join(ch for ch in reason or "" if ch in "\n\t" or unicodedata.category(ch) not in ("Cf", "Cc"))
+    return visible.strip()
 
 
 def save_with_history(obj: Model, *, acting_user, reason: str, fields: list[str] | None = None) -> None:

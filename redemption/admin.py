@@ -7,6 +7,7 @@ from django.utils.html import format_html
 from rangefilter.filters import DateRangeFilter
 
 from config.admin_tools import BackOfficeModelAdmin, ReadOnlyAdminMixin, address_id
+from config.history import reason_text
 from licensing.admin import AgeFilter, EndingSoonFilter
 from licensing.admin_import import SafeExportMixin
 from redemption import services
@@ -192,7 +193,7 @@ class SeatAllocationAdmin(ReadOnlyAdminMixin, BackOfficeModelAdmin):
         selected = list(
             queryset.select_related("order_line__order__agreement__customer", "order_line__product", "tenant")[:500]
         )
-        reason = request.POST.get("reason", "").strip()
+        reason = reason_text(request.POST.get("reason", ""))
         if "apply" in request.POST and (reason or not reason_required):
             # The same confirmation sent twice (a double click): what this supervisor decided a moment
             # ago counts as decided, not as a refusal.

@@ -9,6 +9,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from config.admin_tools import BackOfficeListAdmin, ReadOnlyAdminMixin, address_id
+from config.history import reason_text
 from config.queueing import enqueue_on_commit
 from licensing.admin import AgeFilter
 from redemption.models import Drift, ProviderCorrection, ReconciliationRun
@@ -183,7 +184,7 @@ class ProviderCorrectionAdmin(ReadOnlyAdminMixin, BackOfficeListAdmin):
     def reject_selected(self, request, queryset):
         """Confirm with one reason, then reject each: its drift can then be explained or accepted instead."""
         selected = list(queryset.select_related("subscription__product", "subscription__tenant")[:200])
-        reason = request.POST.get("reason", "").strip()
+        reason = reason_text(request.POST.get("reason", ""))
         if "apply" in request.POST and reason:
             done = 0
             for correction in selected:

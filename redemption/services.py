@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from config.history import save_with_history
+from config.history import reason_text, save_with_history
 from config.queueing import enqueue_on_commit
 from licensing.models import Agreement, Order, OrderLine, Product
 from redemption.gateway import ProviderError, ProviderFinal, ProviderNotFound, gateway_get
@@ -73,10 +73,11 @@ def agreement_tenant(*, agreement: Agreement, product: Product | None = None) ->
     latest = live.select_related("tenant").order_by("-created_at", "-id").first()
     if latest:
         return latest.tenant
+    # Bindings that hold their seats: a failed one too, since a retry would bind them (it is given up by rejecting it).
     pending = (
         SeatAllocation.objects.filter(
             order_line__order__agreement=agreement,
-            status__in=[Status.AWAITING_APPROVAL, Status.QUEUED, Status.BINDING, Status.BOUND],
+            status__in=[Status.AWAITING_APPROVAL, Status.QUEUED, Status.BINDING, Status.BOUND, Status.FAILED],
         )
         .select_related("tenant")
         .order_by("created_at", "id")
@@ -365,7 +366,7 @@ def allocation_request(
     if request_key is not None and (earlier := _requested_with(request_key, order_line)) is not None:
         return earlier
     agreement = order_line.order.agreement
-    reason = (reason or "").strip()
+    reason = reason_text(reason)
     if tenant.customer_id != agreement.customer_id:
         raise ValidationError(
             f"{tenant.default_domain} belongs to {tenant.customer}, but order {order_line.order} is for "
@@ -668,7 +669,7 @@ def allocation_approve(*, allocation: SeatAllocation, acting_user, reason: str =
             )
         allocation.transition_to(Status.QUEUED)
         allocation.approved_by = acting_user
-        why = f"Approved: {reason.strip()}" if (reason or "").strip() else "Approved and queued for binding"
+        why = f"Approved: {reason_text(reason)}" if reason_text(reason) else "Approved and queued for binding"
         save_with_history(allocation, acting_user=acting_user, reason=why, fields=["status", "approved_by"])
         allocation_enqueue(allocation.pk)
     return allocation
@@ -683,7 +684,7 @@ def seats_release(*, allocation: SeatAllocation, acting_user, why: str) -> None:
 
 def allocation_reject(*, allocation: SeatAllocation, acting_user, reason: str) -> SeatAllocation:
     """Reject a binding waiting for approval, or give up a failed one; its seats go back to the line."""
-    reason = (reason or "").strip()
+    reason = reason_text(reason)
     if not _is_supervisor(acting_user):
         raise ValidationError("Only a supervisor can reject a binding.", code="not_supervisor")
     if not reason:
@@ -854,7 +855,7 @@ def allocation_reverse(*, allocation: SeatAllocation, acting_user, reason: str) 
     A worker carries it out (redemption.binding), in order with the subscription's other changes;
     this request makes no provider call.
     """
-    reason = (reason or "").strip()
+    reason = reason_text(reason)
     if not _is_supervisor(acting_user):
         raise ValidationError("Only a supervisor can reverse a binding.", code="not_supervisor")
     if not reason:

@@ -124,6 +124,18 @@ def test_other_tenant_than_the_agreements_needs_a_reason(agreement, product, ten
     assert any("Affinity override" in r for r in allocation.approval_reasons)
 
 
+def test_a_failed_binding_still_holds_the_agreement_to_its_tenant(agreement, new_line, tenant, processor):
+    # The first binding of a new agreement failed at the provider: its seats are still held and a retry
+    # would bind them, so the agreement's seats stay with its tenant until it is rejected.
+    known_to_provider(tenant)
+    first = request(new_line, tenant, processor, quantity=5, confirm_domain=tenant.default_domain)
+    for status in (Status.QUEUED, Status.BINDING, Status.FAILED):
+        SeatAllocation.objects.filter(pk=first.pk).update(status=status)
+    other = known_to_provider(TenantFactory(customer=tenant.customer, default_domain="northwindlabs.onmicrosoft.com"))
+    with pytest.raises(ValidationError, match="needs a written reason and a supervisor's approval"):
+        request(new_line, other, processor, quantity=5, confirm_domain=other.default_domain)
+
+
 def test_additional_seats_go_to_the_agreements_tenant_without_typing(
     agreement, product, tenant, bound_subscription, processor, django_capture_on_commit_callbacks
 ):
@@ -363,6 +375,18 @@ def test_reversal_is_refused_after_the_window(agreement, product, tenant, bound_
     ):
         services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="Too late")
     assert SeatAllocation.objects.get(pk=allocation.pk).status == Status.BOUND
+
+
+def test_a_reason_of_characters_nobody_sees_is_no_reason(
+    agreement, product, tenant, bound_subscription, processor, supervisor
+):
+    line = line_of(agreement, product, OrderLine.Kind.ADDITIONAL, 5)
+    allocation = bind(request(line, tenant, processor))
+    with pytest.raises(ValidationError, match="Say why the binding is reversed"):
+        services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="\u200b \u2060\u200e")
+    assert SeatAllocation.objects.get(pk=allocation.pk).status == Status.BOUND
+    reversed_ = services.allocation_reverse(allocation=allocation, acting_user=supervisor, reason="\u200bOrdered twice")
+    assert reversed_.reversal_reason == "Ordered twice"
 
 
 def test_sweep_enqueues_lost_and_abandoned_bindings(agreement, product, tenant, bound_subscription, processor):
