@@ -86,7 +86,9 @@ LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", default=30)
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
-AXES_RESET_ON_SUCCESS = True
+# A sign-in clears that user's own failures only (desk.services.sign_in_failures_clear): axes' reset
+# would also clear every other account's failures from the same address.
+AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_CALLABLE = "desk.sign_in.locked_out"
 AXES_USERNAME_CALLABLE = "desk.sign_in.attempted_username"
 # The desk has its own list of locked accounts, with an unlock that records who and why.

@@ -16,8 +16,10 @@ class DeskConfig(AppConfig):
 
     def ready(self) -> None:
         from axes.signals import user_locked_out
+        from django.contrib.auth.signals import user_logged_in
 
-        from desk.services import lockout_record
+        from desk.services import lockout_record, sign_in_failures_clear
 
         # django-axes announces a lockout only through this signal; it is recorded, nothing more.
         user_locked_out.connect(lockout_record, dispatch_uid="desk.lockout_record")
+        user_logged_in.connect(sign_in_failures_clear, dispatch_uid="desk.sign_in_failures_clear")

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django_otp import login as otp_login
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from config.history import reason_text
 from desk.models import SignInEvent
 
 DEVICE_NAME = "Authenticator app"
@@ -131,13 +132,23 @@ def lockout_record(sender, request=None, username: str = "", ip_address: str | N
     )
 
 
+def sign_in_failures_clear(sender, request=None, user=None, **kwargs) -> None:
+    """A sign-in clears the failed attempts recorded under that user's name, and no one else's.
+
+    django-axes' own reset (AXES_RESET_ON_SUCCESS) clears every attempt matching the user name or the
+    address: anyone with a working login could then guess another account's password without limit.
+    """
+    if user is not None:
+        AccessAttempt.objects.filter(username=user.get_username()).delete()
+
+
 def can_unlock(user) -> bool:
     return bool(user.is_active and (user.is_superuser or user.has_perm("redemption.supervisor")))
 
 
 def account_unlock(*, attempt: AccessAttempt, acting_user, reason: str) -> int:
     """Clear the failed sign-ins of an account (and its address) so it can sign in again; recorded."""
-    reason = (reason or "").strip()
+    reason = reason_text(reason)
     if not can_unlock(acting_user):
         raise ValidationError("Only a supervisor or an administrator can unlock an account.", code="not_supervisor")
     if not reason:

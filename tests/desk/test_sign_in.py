@@ -53,6 +53,26 @@ def test_the_lock_runs_out_after_the_configured_minutes(make_user, time_machine)
     assert sign_in(browser, "clerk").status_code == 302
 
 
+def test_signing_in_as_oneself_does_not_clear_the_failures_of_another_account(make_user):
+    make_user("clerk")
+    make_user("viewer")
+    browser = Client()
+    # An insider guesses the clerk's password, signing in as themselves between rounds.
+    for _ in range(2):
+        for _ in range(2):
+            sign_in(browser, "clerk", "guess")
+        assert sign_in(browser, "viewer").status_code == 302
+        browser.logout()
+    # The fifth wrong password locks the clerk's account, as if nobody had signed in meanwhile.
+    assert sign_in(browser, "clerk", "guess").status_code == 429
+    # The viewer's own failures are cleared by the viewer's sign-in, as before.
+    for _ in range(4):
+        sign_in(browser, "viewer", "typo", address="10.0.0.7")
+    assert sign_in(browser, "viewer", address="10.0.0.7").status_code == 302
+    browser.logout()
+    assert sign_in(browser, "viewer", "typo", address="10.0.0.7").status_code == 200
+
+
 @override_settings(AXES_FAILURE_LIMIT=3, LOGIN_FAILURE_LIMIT=3)
 def test_guessing_many_accounts_from_one_address_locks_the_address(make_user):
     make_user("clerk")
