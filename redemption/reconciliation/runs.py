@@ -179,6 +179,16 @@ def _provider_list(gateway, tenant: Tenant):
 # --- recording -------------------------------------------------------------------------------------
 
 
+# The drifts found by reading a tenant's subscriptions at the provider.
+READ_KINDS = [
+    Drift.Kind.QUANTITY,
+    Drift.Kind.TERM_END,
+    Drift.Kind.STATUS,
+    Drift.Kind.MISSING_AT_PROVIDER,
+    Drift.Kind.UNKNOWN_AT_PROVIDER,
+]
+
+
 def _record_chunk(run: Run, chunk: list[Tenant], lists: list) -> None:
     """Compare each tenant of the chunk and record its drifts; move the run's cursor past the chunk."""
     ids = [tenant.pk for tenant in chunk]
@@ -189,12 +199,15 @@ def _record_chunk(run: Run, chunk: list[Tenant], lists: list) -> None:
         (ended if deprovisioned else subscriptions)[subscription.tenant_id].append(subscription)
     bindings = _bindings_by_subscription([s.pk for subs in subscriptions.values() for s in subs])
     findings: list[Finding] = []
+    unread: list[int] = []
     for tenant, listed in zip(chunk, lists, strict=True):
+        ours = subscriptions[tenant.pk]
         if listed is NOT_FOUND:
             findings.append(compare.tenant_unknown(tenant.pk))
-            continue
-        ours = subscriptions[tenant.pk]
-        findings += compare.provider_findings(tenant.pk, ours, listed, ended[tenant.pk])
+            # Its subscriptions could not be read: what was found of them before is neither found nor gone.
+            unread.append(tenant.pk)
+        else:
+            findings += compare.provider_findings(tenant.pk, ours, listed, ended[tenant.pk])
         for subscription in ours:
             if subscription.status == Subscription.Status.SUSPENDED:
                 continue  # a reversed new-seats binding: nothing is meant to be there
@@ -204,6 +217,11 @@ def _record_chunk(run: Run, chunk: list[Tenant], lists: list) -> None:
                 findings.append(found)
     with transaction.atomic():
         _upsert(run, findings)
+        if unread:
+            # The drifts read from the provider's side stay as they were; those of our own records were checked.
+            Drift.objects.filter(status=Drift.Status.OPEN, tenant_id__in=unread, kind__in=READ_KINDS).update(
+                last_run=run
+            )
         run.cursor = chunk[-1].pk
         run.tenants_done += len(chunk)
         run.heartbeat_at = timezone.now()

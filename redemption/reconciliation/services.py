@@ -5,17 +5,18 @@ from datetime import date, datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
-from config.history import save_with_history
+from config.history import reason_text, save_with_history
 from config.queueing import enqueue_on_commit
 from redemption.gateway import ProviderError, ProviderTransient, budget_get, gateway_get, request_id_for
-from redemption.models import Drift, ProviderCorrection, Subscription
+from redemption.models import Drift, ProviderCorrection, SeatAllocation, Subscription
 from redemption.statements import slot_unlock, subscription_lock
 
 logger = logging.getLogger(__name__)
 Kind = Drift.Kind
+Status = SeatAllocation.Status
 Correction = ProviderCorrection
 # A queued correction nobody has tried for this long lost its message (a flushed broker, a worker host
 # that died): longer than the longest wait between two attempts (correction_apply_task's backoff).
@@ -64,8 +65,32 @@ def _no_correction_on_its_way(drift: Drift) -> None:
         )
 
 
+def _no_binding_unfinished(drift: Drift) -> None:
+    """Refuse to take the provider's value while a binding of the subscription may have applied part of its change.
+
+    What the provider shows may then be that binding's own step: taken as ours, the binding would plan
+    its seats on top of it and send them again. It is settled once the binding is bound, retried or rejected.
+    """
+    unfinished = (
+        SeatAllocation.objects.filter(subscription_id=drift.subscription_id)
+        .filter(
+            Q(status__in=[Status.BINDING, Status.FAILED, Status.REVERSING, Status.REVERSAL_FAILED])
+            | Q(status=Status.QUEUED, attempts__gt=0)
+        )
+        .order_by("pk")
+        .first()
+    )
+    if unfinished is not None:
+        raise ValidationError(
+            f"The binding {unfinished.pk} of this subscription is not finished "
+            f"({unfinished.get_status_display().lower()}): what the provider shows may be its own change. "
+            "Let it finish, or retry or reject it, then look again.",
+            code="binding_unfinished",
+        )
+
+
 def _reason(reason: str) -> str:
-    reason = (reason or "").strip()
+    reason = reason_text(reason)
     if not reason:
         raise ValidationError("Say why: it stays with the drift and the records it changes.", code="reason_required")
     return reason
@@ -99,6 +124,7 @@ def _accept(drift: Drift, acting_user, reason: str) -> Drift:
     with transaction.atomic():
         drift = _open(drift)
         _no_correction_on_its_way(drift)
+        _no_binding_unfinished(drift)
         if drift.kind not in Drift.ACCEPTABLE or drift.subscription is None:
             raise ValidationError("There is no provider value to take for this drift: explain it.", code="kind")
         subscription = Subscription.objects.select_for_update().get(pk=drift.subscription_id)

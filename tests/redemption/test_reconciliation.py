@@ -125,9 +125,26 @@ def test_each_kind_of_drift_is_found_exactly_once(desk, provider):
         ("missing_at_provider", labs, labs_sub.provider_subscription_id, "VIS-00001", 3, None),
         ("unknown_at_provider", main, stranger, "PRJ-00001", None, 2),
         ("tenant_unknown", fabrikam, None, None, None, None),
+        # Fabrikam's tenant unknown there, its subscription is still checked against our own records.
+        ("seats_vs_orders", fabrikam, desk["legacy"].provider_subscription_id, "Q5Y-00003", 7, 0),
         ("unbound_seats", main, None, "Q5Y-00003", 4, None),
     }
-    assert len(found) == 7
+    assert len(found) == 8
+
+
+def test_a_tenant_the_provider_does_not_answer_for_keeps_its_drifts_open_as_they_were(desk, provider):
+    drift = quantity_changed_in_the_portal(provider, desk, 8)
+    main = str(desk["main"].tenant_id)
+    with provider.lock:
+        tenant = provider.state.tenants.pop(main)
+    found = reconcile()
+    assert ("tenant_unknown", main) in {(r["kind"], r["tenant_id"]) for r in found}
+    # Its subscriptions were not read: the drift was neither found again nor found gone.
+    assert Drift.objects.get(pk=drift.pk).status == Drift.Status.OPEN
+    with provider.lock:
+        provider.state.tenants[main] = tenant
+    reconcile()
+    assert Drift.objects.get(kind=Kind.QUANTITY, status=Drift.Status.OPEN).pk == drift.pk
 
 
 def test_a_subscription_whose_bindings_do_not_add_up_is_a_drift(desk, provider):
@@ -474,6 +491,30 @@ def test_a_correction_asked_before_a_binding_is_not_sent_over_it(desk, provider,
     assert "We hold quantity 14 now" in correction.last_error and "nothing was sent" in correction.last_error
     assert held(provider, desk["e3"])["quantity"] == 14
     assert Drift.objects.get(pk=drift.pk).status == Drift.Status.OPEN
+
+
+def test_a_bindings_own_change_found_as_drift_cannot_be_accepted_while_the_binding_is_unfinished(
+    desk, provider, processor, supervisor
+):
+    # Four more seats planned and sent; the provider applied them but its answer was lost (ours still 10).
+    line = added_seats(desk, 4)
+    allocation = services.allocation_request(order_line=line, tenant=desk["main"], quantity=4, acting_user=processor)
+    key = subscription_lock(subscription_id=desk["e3"].pk)
+    claimed = SeatAllocation.objects.get(pk=allocation.pk)
+    claimed.live_subscription_id = desk["e3"].pk
+    assert binding._claim(claimed)
+    slot_unlock(key)
+    drift = quantity_changed_in_the_portal(provider, desk, 14)
+
+    # Taking 14 as ours would have the binding plan 4 more on top of it: 18 at the provider.
+    with pytest.raises(ValidationError, match=f"binding {allocation.pk} of this subscription is not finished"):
+        settle.drift_accept(drift=drift, acting_user=supervisor, reason="Customer added four in the portal")
+    assert Subscription.objects.get(pk=desk["e3"].pk).quantity == 10
+
+    assert binding.allocation_bind(allocation_id=allocation.pk).status == SeatAllocation.Status.BOUND
+    assert held(provider, desk["e3"])["quantity"] == 14
+    reconcile()
+    assert Drift.objects.get(pk=drift.pk).status == Drift.Status.CLOSED
 
 
 def test_a_correction_whose_drift_went_away_is_not_sent_and_can_be_rejected_from_the_list(
