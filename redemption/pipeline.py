@@ -2,11 +2,11 @@
 
 A binding is database work (its subscription's lock and queue's head, the claim), a provider call
 of some 50 ms, then more database work (the result, the lock's release). One after the other, a
-process's provider waits for all of that between two calls. On PostgreSQL each binding therefore
-runs in a thread of the pool process, with its own database connection, and its task returns as soon
-as the binding's first provider call starts: the process takes its next binding and does that one's
-database work while the call is in flight, and records the previous one's result during the next
-call. A gate lets one provider call through at a time per process: a process has at most one call in
+process's provider waits for all of that between two calls. On PostgreSQL with no installation rate
+(see overlapping) each binding therefore runs in a thread of the pool process, with its own database
+connection, and its task returns as soon as the binding's first provider call starts: the process
+takes its next binding and does that one's database work while the call is in flight, and records
+the previous one's result during the next call. A gate lets one provider call through at a time per process: a process has at most one call in
 flight, as without the threads. The subscription's advisory lock, taken on the thread's connection,
 still keeps each subscription's changes one at a time and in order, whichever thread or host runs them.
 
@@ -68,7 +68,7 @@ class Handoff:
 class GatedGateway:
     """A gateway whose calls pass the process's gate one at a time; the first one hands the task back."""
 
-    def __init__(self, gateway, handoff: Handoff | None) -> None:
+    def __init__(self, gateway, handoff: Handoff) -> None:
         self._gateway = gateway
         self._handoff = handoff
 
@@ -80,8 +80,7 @@ class GatedGateway:
         def gated(*args, **kwargs):
             try:
                 with _gate:
-                    if self._handoff is not None:
-                        self._handoff.calling()
+                    self._handoff.calling()
                     return attribute(*args, **kwargs)
             finally:
                 # Let the thread waiting at the gate send its call now, before this one records its result.
