@@ -8,6 +8,7 @@ changelist is filtered by the foreign keys that lead there, so every branch of t
 lookup on the changelist's own table.
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
@@ -21,6 +22,8 @@ from django.http import Http404, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.functional import cached_property
 from simple_history.admin import SimpleHistoryAdmin
+
+from config.history import REASON_LENGTH, reason_text
 
 # Unfiltered lists of more rows than this show PostgreSQL's estimate instead of counting every row.
 ESTIMATE_ABOVE = 200_000
@@ -342,7 +345,62 @@ class GuardedInline(SafeAutocompleteMixin, admin.TabularInline):
     formset = GuardedInlineFormSet
 
 
+class ChangeReasonMixin:
+    """Rule 12 at the admin's own doors: a change form asks why, and the reason goes into the history of
+    the record and of every row its inlines add, change or delete.
+
+    An addition is recorded as made in the admin, a deletion likewise (the delete page confirms it).
+    """
+
+    def _asks_why(self, request, obj) -> bool:
+        return obj is not None and self.has_change_permission(request, obj)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if self._asks_why(request, obj):
+            kwargs["form"] = type(f"{self.form.__name__}WithReason", (self.form,), {**WHY_FIELD})
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if self._asks_why(request, obj):
+            fieldsets.append(("Why", {"fields": ["change_reason"]}))
+        return fieldsets
+
+    def save_model(self, request, obj, form, change):
+        obj._change_reason = form.cleaned_data.get("change_reason") or "Added in the admin"
+        super().save_model(request, obj, form, change)
+
+    def save_formset(self, request, form, formset, change):
+        reason = form.cleaned_data.get("change_reason") or "Added in the admin"
+        for inline_form in formset.forms:
+            inline_form.instance._change_reason = reason
+        super().save_formset(request, form, formset, change)
+
+    def delete_model(self, request, obj):
+        obj._change_reason = "Deleted in the admin"
+        super().delete_model(request, obj)
+
+
+def _clean_change_reason(form) -> str:
+    reason = reason_text(form.cleaned_data.get("change_reason"))
+    if not reason:
+        raise ValidationError("Say why: the reason is kept with the change.", code="reason_required")
+    return reason[:REASON_LENGTH]
+
+
+WHY_FIELD = {
+    "change_reason": forms.CharField(
+        label="Why",
+        max_length=REASON_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text="Kept in the history with who made the change and when.",
+    ),
+    "clean_change_reason": _clean_change_reason,
+}
+
+
 class BackOfficeModelAdmin(
+    ChangeReasonMixin,
     SafeAutocompleteMixin,
     ActionPermissionMixin,
     BackOfficeListMixin,

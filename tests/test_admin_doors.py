@@ -515,3 +515,32 @@ def test_an_orders_suggested_tenant_is_one_of_its_own_customers(desk, as_role):
     assert own.status_code == 302
     desk.open_order.refresh_from_db()
     assert desk.open_order.suggested_tenant_domain == "litwareinc.onmicrosoft.com"
+
+
+def test_a_change_form_asks_why_and_the_reason_goes_into_the_history_of_the_record_and_its_inline_rows(desk, as_role):
+    customer = desk.spare_tenant.customer
+    client = as_role("Order processor")
+    url = _url(Customer, "change", customer.pk)
+    page = client.get(url)
+    tenants = inline_prefix(page, Tenant)
+    row = next(
+        n for n in range(10) if page.context["inline_admin_formsets"][0].formset.forms[n].instance == desk.spare_tenant
+    )
+    data = {
+        **change_form_data(page),
+        "email": "it@northwind.example",
+        f"{tenants}-{row}-display_name": "Northwind Spare (old)",
+        "change_reason": "\u200b ",
+    }
+    refused = client.post(url, data)
+    assert refused.status_code == 200 and "Say why" in refused.text
+    assert Customer.objects.get(pk=customer.pk).email != "it@northwind.example"
+
+    assert client.post(url, {**data, "change_reason": "The customer's IT moved to a shared mailbox"}).status_code == 302
+    customer.refresh_from_db()
+    tenant = Tenant.objects.get(pk=desk.spare_tenant.pk)
+    assert (customer.email, tenant.display_name) == ("it@northwind.example", "Northwind Spare (old)")
+    for record in (customer, tenant):
+        last = record.history.latest("history_date")
+        assert last.history_change_reason == "The customer's IT moved to a shared mailbox"
+        assert last.history_user.username == "door-order-processor"

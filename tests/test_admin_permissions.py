@@ -476,3 +476,8 @@ def test_recording_a_tenant_needs_the_permission_to_add_one(desk, viewer):
             confirm_domain="litwareinc.onmicrosoft.com",
             acting_user=viewer,
         )
+
+
+def test_a_viewer_sees_a_change_form_without_asking_why(desk, viewer):
+    page = login(viewer).get(reverse("admin:tenants_customer_change", args=[desk.northwind.pk]))
+    assert page.status_code == 200 and "change_reason" not in page.text
