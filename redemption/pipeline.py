@@ -6,9 +6,10 @@ process's provider waits for all of that between two calls. On PostgreSQL with n
 (see overlapping) each binding therefore runs in a thread of the pool process, with its own database
 connection, and its task returns as soon as the binding's first provider call starts: the process
 takes its next binding and does that one's database work while the call is in flight, and records
-the previous one's result during the next call. A gate lets one provider call through at a time per process: a process has at most one call in
-flight, as without the threads. The subscription's advisory lock, taken on the thread's connection,
-still keeps each subscription's changes one at a time and in order, whichever thread or host runs them.
+the previous one's result during the next call. A gate lets one provider call through at a time per
+process: a process has at most one call in flight, as without the threads. The subscription's advisory
+lock, taken on the thread's connection, still keeps each subscription's changes one at a time and in
+order, whichever thread or host runs them.
 
 The task's message is acknowledged once the call has started. A pool process killed during the call
 leaves its binding claimed with no lock held (PostgreSQL releases a dead session's locks): the process
