@@ -312,17 +312,22 @@ def subscription_lock(*, subscription_id: int) -> str | None:
         return cursor.fetchone()[0]
 
 
-@lru_cache(maxsize=1)
-def _orphans_sql() -> str:
+def _allocation_slot() -> tuple[str, str]:
+    """Return an allocation's subscription lock key as SQL, and the FROM clause (allocation `a`) it needs."""
     from licensing.models import Order, OrderLine
     from redemption.models import SeatAllocation
 
     a, line, order = (_qn(m._meta.db_table) for m in (SeatAllocation, OrderLine, Order))
     key = SLOT_KEY_SQL.format(agreement="o.agreement_id", product="l.product_id", tenant="a.tenant_id")
+    return key, f"FROM {a} a JOIN {line} l ON l.id = a.order_line_id JOIN {order} o ON o.id = l.order_id"
+
+
+@lru_cache(maxsize=1)
+def _orphans_sql() -> str:
+    key, tables = _allocation_slot()
     # The lock is tried in the outer list, on the rows the inner query chose: never on a row filtered out.
     return (
-        f"WITH started AS MATERIALIZED (SELECT a.id, {key} AS key "
-        f"FROM {a} a JOIN {line} l ON l.id = a.order_line_id JOIN {order} o ON o.id = l.order_id "
+        f"WITH started AS MATERIALIZED (SELECT a.id, {key} AS key {tables} "
         "WHERE a.status = %s OR (a.status = %s AND a.next_attempt_at IS NULL) ORDER BY a.id LIMIT %s) "
         "SELECT id, key, pg_try_advisory_lock(hashtextextended(key, 0)) FROM started"
     )
@@ -349,15 +354,10 @@ def orphans(*, limit: int = 5000) -> list[int]:
 
 @lru_cache(maxsize=1)
 def _lock_slot_sql() -> str:
-    from licensing.models import Order, OrderLine
-    from redemption.models import SeatAllocation
-
-    a, line, order = (_qn(m._meta.db_table) for m in (SeatAllocation, OrderLine, Order))
-    key = SLOT_KEY_SQL.format(agreement="o.agreement_id", product="l.product_id", tenant="a.tenant_id")
+    key, tables = _allocation_slot()
     return (
         f"SELECT o.agreement_id, l.product_id, a.tenant_id, {key}, "
-        f"pg_advisory_lock(hashtextextended({key}, 0))::text "
-        f"FROM {a} a JOIN {line} l ON l.id = a.order_line_id JOIN {order} o ON o.id = l.order_id "
+        f"pg_advisory_lock(hashtextextended({key}, 0))::text {tables} "
         "WHERE a.id = %s AND (a.status = %s OR (a.status IN (%s, %s) "
         "AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= %s)))"
     )

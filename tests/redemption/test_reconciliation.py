@@ -463,20 +463,22 @@ def quantity_changed_in_the_portal(provider, desk, quantity: int) -> Drift:
     return Drift.objects.get(kind=Kind.QUANTITY, status=Drift.Status.OPEN)
 
 
+def claimed(line: OrderLine, desk, processor) -> SeatAllocation:
+    """Request the line's seats for the main tenant and claim them as a worker would (plan saved, lock let go)."""
+    allocation = services.allocation_request(
+        order_line=line, tenant=desk["main"], quantity=line.quantity, acting_user=processor
+    )
+    key = subscription_lock(subscription_id=desk["e3"].pk)
+    found = SeatAllocation.objects.get(pk=allocation.pk)
+    found.live_subscription_id = desk["e3"].pk
+    assert binding._claim(found)
+    slot_unlock(key)
+    return allocation
+
+
 def test_a_correction_asked_before_a_binding_is_not_sent_over_it(desk, provider, processor, supervisor, make_user):
     # Four more seats on their way (planned, their lock taken) when the portal change is found.
-    line = OrderLineFactory(
-        order=OrderFactory(agreement=desk["e3"].agreement),
-        product=desk["e3"].product,
-        quantity=4,
-        kind=OrderLine.Kind.ADDITIONAL,
-    )
-    allocation = services.allocation_request(order_line=line, tenant=desk["main"], quantity=4, acting_user=processor)
-    key = subscription_lock(subscription_id=desk["e3"].pk)
-    claimed = SeatAllocation.objects.get(pk=allocation.pk)
-    claimed.live_subscription_id = desk["e3"].pk
-    assert binding._claim(claimed)
-    slot_unlock(key)
+    allocation = claimed(added_seats(desk, 4), desk, processor)
     drift = quantity_changed_in_the_portal(provider, desk, 8)  # ours 10
     correction = settle.drift_push(drift=drift, acting_user=processor, reason="Ten were bought")
     # The binding planned before the drift was found finishes: 14 here and at the provider.
@@ -497,13 +499,7 @@ def test_a_bindings_own_change_found_as_drift_cannot_be_accepted_while_the_bindi
     desk, provider, processor, supervisor
 ):
     # Four more seats planned and sent; the provider applied them but its answer was lost (ours still 10).
-    line = added_seats(desk, 4)
-    allocation = services.allocation_request(order_line=line, tenant=desk["main"], quantity=4, acting_user=processor)
-    key = subscription_lock(subscription_id=desk["e3"].pk)
-    claimed = SeatAllocation.objects.get(pk=allocation.pk)
-    claimed.live_subscription_id = desk["e3"].pk
-    assert binding._claim(claimed)
-    slot_unlock(key)
+    allocation = claimed(added_seats(desk, 4), desk, processor)
     drift = quantity_changed_in_the_portal(provider, desk, 14)
 
     # Taking 14 as ours would have the binding plan 4 more on top of it: 18 at the provider.
