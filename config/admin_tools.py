@@ -352,8 +352,11 @@ class ChangeReasonMixin:
     An addition is recorded as made in the admin, a deletion likewise (the delete page confirms it).
     """
 
+    # An admin whose form asks for its own reason (the reminder schedule) sets this off.
+    asks_why = True
+
     def _asks_why(self, request, obj) -> bool:
-        return obj is not None and self.has_change_permission(request, obj)
+        return self.asks_why and obj is not None and self.has_change_permission(request, obj)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if self._asks_why(request, obj):

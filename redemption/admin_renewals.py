@@ -209,6 +209,7 @@ class RenewalScheduleForm(forms.ModelForm):
 class RenewalScheduleAdmin(BackOfficeModelAdmin):
     form = RenewalScheduleForm
     fields = ["offsets", "send_hour", "reason", "last_run_on", "updated_at"]
+    asks_why = False  # its form asks for the reason itself
     readonly_fields = ["last_run_on", "updated_at"]
 
     def save_model(self, request, obj, form, change) -> None:

@@ -110,7 +110,7 @@ def as_set(rows: list[dict]) -> set[tuple]:
 
 def test_each_kind_of_drift_is_found_exactly_once(desk, provider):
     main, labs, fabrikam = (str(desk[name].tenant_id) for name in ("main", "labs", "fabrikam"))
-    e3, e5, labs_sub = desk["e3"], desk["e5"], desk["labs_sub"]
+    e3, e5, labs_sub, legacy = desk["e3"], desk["e5"], desk["labs_sub"], desk["legacy"]
     with provider.lock:
         held(provider, e3).update(quantity=8, commitmentEndDate="2028-01-31")
         held(provider, e5)["status"] = "suspended"
@@ -126,7 +126,7 @@ def test_each_kind_of_drift_is_found_exactly_once(desk, provider):
         ("unknown_at_provider", main, stranger, "PRJ-00001", None, 2),
         ("tenant_unknown", fabrikam, None, None, None, None),
         # Fabrikam's tenant unknown there, its subscription is still checked against our own records.
-        ("seats_vs_orders", fabrikam, desk["legacy"].provider_subscription_id, "Q5Y-00003", 7, 0),
+        ("seats_vs_orders", fabrikam, legacy.provider_subscription_id, legacy.product.part_number, 7, 0),
         ("unbound_seats", main, None, "Q5Y-00003", 4, None),
     }
     assert len(found) == 8
